@@ -1,0 +1,1 @@
+"""The ``certauth`` command-line interface (a thin shell over the library)."""

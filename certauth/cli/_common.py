@@ -1,0 +1,77 @@
+"""Pieces every CLI command shares: password sources, JSON output, the environment variables."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from certauth.errors import InvalidArgumentError, LocalInputError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: azure-identity's variable for the certificate password; used when no flag names a source.
+PASSWORD_ENV = "AZURE_CLIENT_CERTIFICATE_PASSWORD"  # noqa: S105 - a variable name
+
+
+def password_options(func: F) -> F:
+    """Add ``--password-env VAR`` and ``--password-file FILE`` (passwords never come from argv)."""
+    func = click.option(
+        "--password-file",
+        metavar="FILE",
+        help="Read the password from the first line of FILE (newline stripped).",
+    )(func)
+    func = click.option(
+        "--password-env",
+        metavar="VAR",
+        help=f"Read the password from environment variable VAR (default: {PASSWORD_ENV}).",
+    )(func)
+    return func
+
+
+def read_password(
+    password_env: str | None, password_file: str | None, *, use_default_env: bool = True
+) -> str | None:
+    """The password from ``--password-env`` / ``--password-file``, else the default variable.
+
+    An explicitly named source that is missing or empty is an error (a silent ``None`` would
+    surface later as a misleading "wrong password").
+    """
+    if password_env and password_file:
+        raise InvalidArgumentError("give either --password-env or --password-file, not both")
+    if password_env:
+        value = os.environ.get(password_env)
+        if value is None:
+            raise LocalInputError(
+                f"--password-env {password_env}: the environment variable is not set; "
+                "export it or name another variable"
+            )
+        return value
+    if password_file:
+        from certauth._files import read_input_file
+
+        data = read_input_file(password_file, what="password")
+        text = data.decode("utf-8", errors="strict").splitlines()
+        if not text or not text[0]:
+            raise LocalInputError(
+                f"{password_file}: the first line is empty; put the password on the first line"
+            )
+        return text[0]
+    if use_default_env:
+        value = os.environ.get(PASSWORD_ENV)
+        return value or None
+    return None
+
+
+def emit_json(payload: Any) -> None:
+    """Print one JSON object on stdout (the ``--json`` contract)."""
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def warn(message: str) -> None:
+    """A diagnostic on stderr (never stdout, which scripts parse)."""
+    click.echo(f"certauth: warning: {message}", err=True)

@@ -1,0 +1,318 @@
+"""``certauth cert ...``: create certificates and read what an app registration needs from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+from typing import Any
+
+import click
+
+from certauth._files import OutputFile, ensure_private_dir, write_files_atomically
+from certauth.certificates import KEY_TYPES, Certificate, generate_certificate, load_certificate
+from certauth.cli._common import emit_json, password_options, read_password, warn
+from certauth.errors import PasswordError
+
+#: Exit codes of ``cert check`` (DESIGN.md): expiring within the window, expired/not yet valid.
+EXIT_EXPIRING = 7
+EXIT_INVALID = 8
+
+
+@click.group()
+def cert() -> None:
+    """Create and inspect certificates for app registrations.
+
+    \b
+    Example:
+      certauth cert create --subject "CN=billing-api" --out ./certs
+      certauth cert thumbprint ./certs/billing-api.crt
+    """
+
+
+def _default_name(subject_cn: str | None) -> str:
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", subject_cn or "").strip("-.")
+    return name or "certificate"
+
+
+def describe(certificate: Certificate, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The facts ``cert show`` and ``cert create`` print, as a JSON-ready mapping."""
+    return {
+        "subject": certificate.subject,
+        "issuer": certificate.issuer,
+        "serial": certificate.serial_number,
+        "not_before": certificate.not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "not_after": certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "days_left": int(certificate.days_left(now) // 1),
+        "key_type": certificate.key_type,
+        "key_size": certificate.key_size,
+        "thumbprint_sha1": certificate.thumbprint_sha1,
+        "thumbprint_sha256": certificate.thumbprint_sha256,
+        "x5t": certificate.x5t,
+        "x5t#S256": certificate.x5t_s256,
+        "key_matches": certificate.key_matches(),
+        "entra_compatible": not certificate.entra_problems(),
+        "warnings": certificate.entra_problems(),
+    }
+
+
+def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) -> None:
+    if files:
+        for label, path in files.items():
+            click.echo(f"{label + ':':<20}{path}")
+    labels = [
+        ("subject", "subject"),
+        ("issuer", "issuer"),
+        ("serial", "serial"),
+        ("not_before", "valid from"),
+        ("not_after", "valid until"),
+        ("days_left", "days left"),
+        ("key", "key"),
+        ("thumbprint_sha1", "thumbprint (SHA-1)"),
+        ("thumbprint_sha256", "SHA-256"),
+        ("x5t", "x5t"),
+        ("x5t#S256", "x5t#S256"),
+    ]
+    shown = dict(facts, key=f"{facts['key_type']} {facts['key_size']}")
+    for key, label in labels:
+        click.echo(f"{label + ':':<20}{shown[key]}")
+    if facts["key_matches"] is not None:
+        click.echo(f"{'key matches:':<20}{'yes' if facts['key_matches'] else 'NO'}")
+    for message in facts["warnings"]:
+        warn(message)
+
+
+@cert.command("create")
+@click.option("--subject", required=True, help='Subject: "CN=NAME" or a full RFC 4514 name.')
+@click.option("--days", type=int, default=365, show_default=True, help="Validity in days (1-3650).")
+@click.option(
+    "--key",
+    "key_type",
+    type=click.Choice(KEY_TYPES),
+    default="rsa2048",
+    show_default=True,
+    help="Key type. Entra ID accepts only RSA (2048 bits or more).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Output directory (created 0700 if missing).",
+)
+@click.option("--name", help="Base name of the files (default: derived from the CN).")
+@click.option("--pfx", is_flag=True, help="Also write NAME.pfx (PKCS#12: key + certificate).")
+@click.option(
+    "--bundle", is_flag=True, help="Also write NAME.pem (key + certificate, as az takes)."
+)
+@click.option(
+    "--password-file",
+    metavar="FILE",
+    help="Encrypt the key (and PFX) with the first line of FILE.",
+)
+@click.option(
+    "--password-env",
+    metavar="VAR",
+    help="Encrypt the key (and PFX) with the value of environment variable VAR.",
+)
+@click.option("--force", is_flag=True, help="Replace existing output files.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def create(
+    subject: str,
+    days: int,
+    key_type: str,
+    out: Path,
+    name: str | None,
+    pfx: bool,
+    bundle: bool,
+    password_file: str | None,
+    password_env: str | None,
+    force: bool,
+    as_json: bool,
+) -> None:
+    """Create a self-signed certificate and private key for an app registration.
+
+    Writes NAME.crt (PEM certificate: upload this to the app registration) and NAME.key
+    (PKCS#8 private key, mode 0600: keep it secret), and with --pfx NAME.pfx, with --bundle
+    NAME.pem. Existing files are never replaced without --force.
+
+    \b
+    Example:
+      certauth cert create --subject "CN=billing-api" --days 365 --out ./certs --pfx
+    """
+    password = read_password(password_env, password_file, use_default_env=False)
+    certificate = generate_certificate(subject, key_type=key_type, days=days)
+    base = name or _default_name(certificate.common_name)
+    if "/" in base or base in {".", ".."}:
+        raise click.BadParameter("a file name without '/'", param_hint="--name")
+    ensure_private_dir(out)
+    paths = {"certificate": out / f"{base}.crt", "key": out / f"{base}.key"}
+    files = [
+        OutputFile(paths["certificate"], certificate.pem),
+        OutputFile(paths["key"], certificate.private_key_pem(password), secret=True),
+    ]
+    if pfx:
+        paths["pfx"] = out / f"{base}.pfx"
+        files.append(OutputFile(paths["pfx"], certificate.to_pfx(password), secret=True))
+    if bundle:
+        paths["bundle"] = out / f"{base}.pem"
+        data = certificate.private_key_pem(password) + certificate.pem
+        files.append(OutputFile(paths["bundle"], data, secret=True))
+    write_files_atomically(files, force=force)
+    facts = describe(certificate)
+    if as_json:
+        emit_json({"files": {k: str(v) for k, v in paths.items()}, **facts})
+        return
+    _print_human(facts, files={k: str(v) for k, v in paths.items()})
+    click.echo(f"\nUpload {paths['certificate']} to the app registration; keep the key secret.")
+
+
+def _load_for_reading(
+    file: str, key: str | None, password_env: str | None, password_file: str | None
+) -> Certificate:
+    password = read_password(password_env, password_file)
+    if password is None and key is None:
+        try:
+            return load_certificate(file)
+        except PasswordError:
+            # Reading the public part needs no password; say why the key was not checked.
+            warn(
+                f"{file}: the private key is encrypted; pass --password-env VAR or "
+                "--password-file FILE to check that it matches"
+            )
+            return load_certificate(file, load_key=False)
+    return load_certificate(file, key=key, password=password)
+
+
+@cert.command("show")
+@click.argument("file")
+@click.option("--key", help="A separate private key file to check against the certificate.")
+@password_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def show(
+    file: str,
+    key: str | None,
+    password_env: str | None,
+    password_file: str | None,
+    as_json: bool,
+) -> None:
+    """Show a certificate's subject, validity, key and thumbprints (PEM, DER or PFX).
+
+    \b
+    Example:
+      certauth cert show ./certs/billing-api.crt --key ./certs/billing-api.key
+    """
+    certificate = _load_for_reading(file, key, password_env, password_file)
+    facts = describe(certificate)
+    if as_json:
+        emit_json({"file": file, **facts})
+        return
+    _print_human(facts)
+
+
+@cert.command("thumbprint")
+@click.argument("file")
+@click.option(
+    "--format",
+    "form",
+    type=click.Choice(["sha1", "sha256", "x5t", "x5t#S256"], case_sensitive=False),
+    default="sha1",
+    show_default=True,
+    help="sha1 is what the Entra portal shows (uppercase hex).",
+)
+@password_options
+def thumbprint(file: str, form: str, password_env: str | None, password_file: str | None) -> None:
+    """Print one thumbprint of a certificate.
+
+    \b
+    Example:
+      certauth cert thumbprint ./certs/billing-api.crt --format x5t#S256
+    """
+    password = read_password(password_env, password_file)
+    certificate = load_certificate(file, password=password, load_key=False)
+    click.echo(certificate.thumbprint(form))
+
+
+@cert.command("check")
+@click.argument("file")
+@click.option(
+    "--warn-days",
+    type=click.IntRange(min=0),
+    default=30,
+    show_default=True,
+    help="Exit 7 when the certificate expires within this many days.",
+)
+@password_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+def check(
+    file: str,
+    warn_days: int,
+    password_env: str | None,
+    password_file: str | None,
+    as_json: bool,
+) -> None:
+    """Check a certificate's validity for monitoring and CI gates.
+
+    Exit 0 when valid, 7 when it expires within --warn-days, 8 when expired or not yet valid.
+
+    \b
+    Example:
+      certauth cert check ./certs/billing-api.crt --warn-days 30 || alert "rotate billing-api"
+    """
+    password = read_password(password_env, password_file)
+    certificate = load_certificate(file, password=password, load_key=False)
+    now = dt.datetime.now(dt.timezone.utc)
+    days_left = certificate.days_left(now)
+    problem = certificate.validity_problem(now)
+    if problem:
+        status, code = ("not_yet_valid" if now < certificate.not_before else "expired"), 8
+        text = f"{file}: {problem}"
+    elif days_left <= warn_days:
+        status, code = "expiring", EXIT_EXPIRING
+        text = (
+            f"{file}: expires in {days_left:.0f} days ({certificate.not_after:%Y-%m-%d}), "
+            f"within the {warn_days}-day window; create and register a new certificate"
+        )
+    else:
+        status, code = "valid", 0
+        text = f"{file}: valid, {days_left:.0f} days left (until {certificate.not_after:%Y-%m-%d})"
+    if as_json:
+        emit_json(
+            {
+                "file": file,
+                "status": status,
+                "days_left": int(days_left // 1),
+                "not_before": certificate.not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "not_after": certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "thumbprint_sha1": certificate.thumbprint_sha1,
+                "exit_code": code,
+            }
+        )
+    else:
+        click.echo(text, err=code != 0)
+    raise click.exceptions.Exit(code)
+
+
+@cert.command("manifest")
+@click.argument("file")
+@click.option("--display-name", help="displayName (at most 90 characters; default: the subject).")
+@password_options
+def manifest(
+    file: str, display_name: str | None, password_env: str | None, password_file: str | None
+) -> None:
+    """Print the Microsoft Graph keyCredential JSON for a certificate's public part.
+
+    A Graph PATCH of keyCredentials replaces the whole array: resend the existing keys too.
+
+    \b
+    Example:
+      certauth cert manifest ./certs/billing-api.crt --display-name "billing-api 2026"
+    """
+    password = read_password(password_env, password_file)
+    certificate = load_certificate(file, password=password, load_key=False)
+    emit_json(certificate.key_credential(display_name=display_name))
+    click.echo(
+        f"hint: or with the az CLI: az ad app credential reset --id APP_ID --cert @{file} "
+        "--append   (without --append az removes the existing credentials)",
+        err=True,
+    )

@@ -1,0 +1,115 @@
+"""The ``certauth`` command: a click group whose subcommands are imported only when used.
+
+Lazy loading keeps ``certauth --help`` and ``certauth cert ...`` from importing httpx, the
+emulator or anything else they do not need (start-up time is part of every CI step).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from certauth._version import __version__
+
+#: name -> ("module:attribute", one-line help shown by ``certauth --help``)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "cert": ("certauth.cli.cert:cert", "Create and inspect certificates for app registrations."),
+}
+
+EXIT_CODES_HELP = """\b
+Exit codes:
+  0  ok
+  1  unexpected error (a bug: please report it)
+  2  usage error (a missing or invalid option)
+  3  bad local input (file, password, key/certificate mismatch, config)
+  4  the server refused the request (OAuth error; AADSTS code and hint shown)
+  5  transport failure (connect, timeout, TLS, 5xx after retries, not a token response)
+  6  the token failed verification
+  7  certificate expires within the warning window (cert check)
+  8  certificate expired or not yet valid (cert check)
+"""
+
+
+class LazyGroup(click.Group):
+    """A click group that imports a subcommand's module only when that subcommand runs."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self._lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self._lazy:
+            target, _ = self._lazy[cmd_name]
+            module_name, attr = target.split(":")
+            command = getattr(importlib.import_module(module_name), attr)
+            if not isinstance(command, click.Command):  # pragma: no cover - wiring bug
+                raise TypeError(f"{target} is not a click command")
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Short help comes from the table above, so listing commands imports nothing.
+        rows = [(name, self._lazy[name][1]) for name in sorted(self._lazy)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_CODES_HELP,
+)
+@click.version_option(__version__, "--version", prog_name="certauth")
+def cli() -> None:
+    """Authenticate to OAuth2 / Microsoft Entra ID with certificates instead of secrets.
+
+    \b
+    Example:
+      certauth cert create --subject "CN=billing-api" --out ./certs
+    """
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; map certauth's typed errors to one stderr line and the documented exit code."""
+    from certauth.errors import CertauthError
+
+    try:
+        # Without standalone mode click returns a command's exit code instead of exiting.
+        result = cli.main(args=argv, prog_name="certauth", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except click.Abort:
+        click.echo("certauth: aborted", err=True)
+        return 130
+    except CertauthError as exc:
+        click.echo(f"certauth: error: {exc}", err=True)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("certauth: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        # `certauth ... | head`: the reader went away; not an error worth a traceback.
+        sys.stderr.close()
+        return 0
+    except Exception as exc:
+        if os.environ.get("CERTAUTH_DEBUG"):
+            raise
+        click.echo(
+            f"certauth: unexpected error: {type(exc).__name__}: {str(exc)[:200]} "
+            "(set CERTAUTH_DEBUG=1 for a traceback and please report it)",
+            err=True,
+        )
+        return 1
+    return result if isinstance(result, int) else 0

@@ -1,0 +1,170 @@
+"""Typed exceptions raised by certauth.
+
+Every exception derives from :class:`CertauthError` and carries the CLI exit code that the
+failure maps to (see the README's "Exit codes"). Messages are one line: what happened, where
+(the file, field or URL) and what to do. They never contain private keys, passwords, client
+secrets, assertions or access tokens.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = [
+    "CertauthError",
+    "CertificateError",
+    "ConfigurationError",
+    "InvalidArgumentError",
+    "KeyMismatchError",
+    "LocalInputError",
+    "OutputExistsError",
+    "PasswordError",
+    "TokenRequestError",
+    "TokenValidationError",
+    "TransportError",
+    "UnsupportedKeyError",
+]
+
+
+class CertauthError(Exception):
+    """Base class of every error certauth raises on purpose."""
+
+    #: The ``certauth`` CLI exits with this code when the error reaches it.
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgumentError(CertauthError, ValueError):
+    """A parameter has a value certauth refuses (a usage error; CLI exit 2)."""
+
+    exit_code = 2
+
+
+class LocalInputError(CertauthError):
+    """Something local is wrong: a file, a password, a configuration (CLI exit 3)."""
+
+    exit_code = 3
+
+
+class CertificateError(LocalInputError):
+    """A certificate or key file is missing, unreadable or not what was expected."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class PasswordError(CertificateError):
+    """A private key or PFX needs a password, or the password given is wrong."""
+
+
+class KeyMismatchError(CertificateError):
+    """The private key does not belong to the certificate."""
+
+
+class UnsupportedKeyError(CertificateError):
+    """The key type or size cannot be used (for example an EC key or RSA < 2048 for Entra ID)."""
+
+
+class OutputExistsError(LocalInputError):
+    """An output file exists and ``force`` was not given; nothing was written."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class ConfigurationError(LocalInputError):
+    """A configuration value (authority, endpoint, cache, environment variable) is unusable."""
+
+
+class TokenRequestError(CertauthError):
+    """The token server refused the request (an OAuth 2.0 error response; CLI exit 4).
+
+    Carries everything the server said that helps diagnosis: ``error`` (RFC 6749 code),
+    ``error_description``, ``error_codes`` (Entra ID's numeric codes), ``aadsts`` (the first
+    code as ``"AADSTS700027"``), ``trace_id``, ``correlation_id``, ``timestamp``, the HTTP
+    ``status_code`` and a human ``hint`` for the common causes.
+    """
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        error: str | None = None,
+        error_description: str | None = None,
+        error_codes: Sequence[int] = (),
+        trace_id: str | None = None,
+        correlation_id: str | None = None,
+        timestamp: str | None = None,
+        status_code: int | None = None,
+        hint: str | None = None,
+        response: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.error = error
+        self.error_description = error_description
+        self.error_codes = tuple(error_codes)
+        self.trace_id = trace_id
+        self.correlation_id = correlation_id
+        self.timestamp = timestamp
+        self.status_code = status_code
+        self.hint = hint
+        self.response: Mapping[str, Any] = dict(response or {})
+
+    @property
+    def aadsts(self) -> str | None:
+        """The first Entra ID error code as ``"AADSTSnnnn"`` (``None`` for other servers)."""
+        if self.error_codes:
+            return f"AADSTS{self.error_codes[0]}"
+        if self.error_description and self.error_description.startswith("AADSTS"):
+            return self.error_description.split(":", 1)[0]
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The diagnostic fields as a JSON-ready mapping (for ``--json`` output and logs)."""
+        return {
+            "error": self.error,
+            "error_description": self.error_description,
+            "error_codes": list(self.error_codes),
+            "aadsts": self.aadsts,
+            "trace_id": self.trace_id,
+            "correlation_id": self.correlation_id,
+            "timestamp": self.timestamp,
+            "status_code": self.status_code,
+            "hint": self.hint,
+        }
+
+
+class TransportError(CertauthError):
+    """The server could not be reached or did not answer usably (CLI exit 5).
+
+    Covers connection failures, timeouts, TLS verification failures, 5xx and 429 after the
+    retries, and 2xx answers that are not token responses.
+    """
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, url: str | None = None, status_code: int | None = None):
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+
+
+class TokenValidationError(CertauthError):
+    """An access token failed verification (CLI exit 6). ``check`` names the failed check."""
+
+    exit_code = 6
+
+    def __init__(self, message: str, *, check: str) -> None:
+        super().__init__(message)
+        self.check = check
