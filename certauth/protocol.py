@@ -1,17 +1,440 @@
 """OAuth 2.0 client-credentials messages: token requests and token responses (sans-I/O).
 
 Shared by the sync and async credentials (which send what this builds) and by the emulator
-(which receives it). RFC 6749 section 4.4 (client credentials), RFC 7521/7523 (assertions).
+(which receives it). RFC 6749 section 4.4 (client credentials), RFC 7521/7523 (assertions),
+Entra ID's error format and codes (ANCHORS.md).
 """
 
 from __future__ import annotations
 
+import base64
+import email.utils
+import json
+import random
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+from certauth.errors import InvalidArgumentError, TokenRequestError, TransportError
+
 __all__ = [
     "CLIENT_ASSERTION_TYPE",
     "GRANT_CLIENT_CREDENTIALS",
+    "MAX_RESPONSE_BYTES",
+    "RetryPolicy",
+    "Token",
+    "TokenRequest",
+    "build_token_request",
+    "hint_for",
+    "normalize_scopes",
+    "parse_json_document",
+    "parse_token_response",
 ]
 
 #: RFC 7523 section 2.2: the client_assertion_type for a JWT client assertion.
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 #: RFC 6749 section 4.4.2.
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
+#: A token response is a few KiB; anything far larger is refused rather than buffered.
+MAX_RESPONSE_BYTES = 1024 * 1024
+
+SecretMethod = Literal["client_secret_post", "client_secret_basic"]
+
+# -- scopes -------------------------------------------------------------------------------------
+
+#: Scopes that need a signed-in user; app-only tokens cannot carry them.
+_USER_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+
+
+def normalize_scopes(scopes: Iterable[str], *, entra: bool) -> tuple[str, ...]:
+    """Split, de-duplicate and (for Entra ID) check the scopes of an app-only token request.
+
+    Entra ID issues app-only tokens only for ``RESOURCE/.default`` (AADSTS1002012 otherwise)
+    and for one resource at a time (AADSTS700022). A bare resource such as
+    ``https://graph.microsoft.com`` or ``api://billing`` gets ``/.default`` appended, as
+    azure-identity users expect; anything else is refused here with the rule explained.
+    """
+    result: list[str] = []
+    for item in scopes:
+        for scope in item.split():
+            if scope not in result:
+                result.append(scope)
+    if not result:
+        raise InvalidArgumentError(
+            "no scope given; pass --scope RESOURCE/.default (e.g. https://graph.microsoft.com/.default)"
+        )
+    if not entra:
+        return tuple(result)
+    fixed = tuple(_entra_scope(scope) for scope in result)
+    resources = {s[: -len("/.default")] for s in fixed}
+    if len(resources) > 1:
+        raise InvalidArgumentError(
+            f"scopes {' '.join(fixed)} name {len(resources)} resources; Entra ID issues a token "
+            "for one resource at a time (it would answer AADSTS700022): request one token each"
+        )
+    return tuple(dict.fromkeys(fixed))
+
+
+def _entra_scope(scope: str) -> str:
+    if scope.endswith("/.default"):
+        return scope
+    if scope.lower() in _USER_SCOPES:
+        raise InvalidArgumentError(
+            f"scope {scope!r} needs a signed-in user; app-only tokens (client credentials) take "
+            "only RESOURCE/.default (Entra ID would answer AADSTS1002012)"
+        )
+    if _GUID.match(scope):
+        return f"{scope}/.default"
+    scheme, sep, rest = scope.partition("://")
+    if sep and scheme and rest and "/" not in rest.rstrip("/"):
+        return f"{scope.rstrip('/')}/.default"
+    resource = scope.rsplit("/", 1)[0] if "/" in scope.replace("://", "") else scope
+    raise InvalidArgumentError(
+        f"scope {scope!r} is a delegated permission; app-only tokens (client credentials) "
+        f"take only RESOURCE/.default, e.g. '{resource}/.default' (Entra ID would answer "
+        "AADSTS1002012); the app's application permissions (roles) come with it"
+    )
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TokenRequest:
+    """An HTTP request to send: form-encoded body, UTF-8, expecting JSON back."""
+
+    url: str
+    form: Mapping[str, str]
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def body(self) -> bytes:
+        """The ``application/x-www-form-urlencoded`` body (RFC 6749 appendix B)."""
+        return urlencode(dict(self.form)).encode("utf-8")
+
+    def __repr__(self) -> str:
+        # The form holds an assertion or a secret: never show values.
+        return f"TokenRequest(url={self.url!r}, fields={sorted(self.form)})"
+
+
+def build_token_request(
+    token_endpoint: str,
+    client_id: str,
+    scopes: Sequence[str],
+    *,
+    assertion: str | None = None,
+    client_secret: str | None = None,
+    secret_method: SecretMethod = "client_secret_post",
+    v1_resource: bool = False,
+) -> TokenRequest:
+    """A client-credentials token request authenticated by an assertion or a client secret.
+
+    ``v1_resource``: the Entra v1 endpoint takes ``resource=`` (the scope minus
+    ``/.default``) instead of ``scope=`` (a v2 request with ``resource`` is AADSTS901002).
+    """
+    if (assertion is None) == (client_secret is None):
+        raise InvalidArgumentError("give exactly one client credential: an assertion or a secret")
+    form: dict[str, str] = {"grant_type": GRANT_CLIENT_CREDENTIALS}
+    headers = {
+        "Accept": "application/json",
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8",
+    }
+    if v1_resource:
+        form["resource"] = scopes[0].removesuffix("/.default")
+    else:
+        form["scope"] = " ".join(scopes)
+    if assertion is not None:
+        form["client_id"] = client_id
+        form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
+        form["client_assertion"] = assertion
+    elif secret_method == "client_secret_basic":
+        # RFC 6749 section 2.3.1: both parts form-urlencoded before base64.
+        pair = f"{quote(client_id, safe='')}:{quote(client_secret or '', safe='')}"
+        headers["Authorization"] = "Basic " + base64.b64encode(pair.encode()).decode("ascii")
+    else:
+        form["client_id"] = client_id
+        form["client_secret"] = client_secret or ""
+    return TokenRequest(token_endpoint, form, headers)
+
+
+# -- responses ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Token:
+    """An access token and when it expires (epoch seconds). Its ``repr`` hides the token."""
+
+    access_token: str = field(repr=False)
+    expires_on: int
+    token_type: str = "Bearer"
+    expires_in: int = 0
+    #: When to renew ahead of expiry (from the server's ``refresh_in``), epoch seconds.
+    refresh_on: int | None = None
+    #: Every other response field (``ext_expires_in``, ``scope``, ...), for ``--output json``.
+    extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    def as_response(self) -> dict[str, Any]:
+        """The response as the server sent it, plus ``expires_on`` (``--output json``)."""
+        return {
+            **self.extra,
+            "access_token": self.access_token,
+            "token_type": self.token_type,
+            "expires_in": self.expires_in,
+            "expires_on": self.expires_on,
+        }
+
+
+def _as_int(value: Any) -> int | None:
+    # Some servers (Entra v1, ADFS) send numbers as strings.
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
+
+
+def _preview(body: bytes) -> str:
+    text = body[:120].decode("utf-8", errors="replace")
+    return " ".join(text.split())
+
+
+def parse_json_document(body: bytes, *, url: str, status: int, content_type: str) -> Any:
+    """Decode a JSON response body, or raise a :class:`TransportError` quoting its first bytes."""
+    if len(body) > MAX_RESPONSE_BYTES:
+        raise TransportError(
+            f"{url}: the response is larger than {MAX_RESPONSE_BYTES // 1024} KiB; refused",
+            url=url,
+            status_code=status,
+        )
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        shown = _preview(body) or "(empty body)"
+        raise TransportError(
+            f"{url}: HTTP {status} with a {content_type or 'untyped'} body that is not JSON: "
+            f"{shown!r}; check the endpoint URL",
+            url=url,
+            status_code=status,
+        ) from None
+
+
+def parse_token_response(
+    status: int, body: bytes, *, url: str, now: float, content_type: str = ""
+) -> Token:
+    """Turn a token endpoint's answer into a :class:`Token` or a typed error.
+
+    4xx with an OAuth error body -> :class:`TokenRequestError` (with Entra's codes, trace and
+    correlation ids, and a hint); anything else unusable -> :class:`TransportError`.
+    """
+    document = parse_json_document(body, url=url, status=status, content_type=content_type)
+    if not isinstance(document, dict):
+        raise TransportError(
+            f"{url}: HTTP {status} with JSON that is not an object", url=url, status_code=status
+        )
+    if status >= 400 or "error" in document:
+        if isinstance(document.get("error"), str):
+            raise _oauth_error(document, status, url)
+        raise TransportError(
+            f"{url}: HTTP {status} without an OAuth error body: {_preview(body)!r}",
+            url=url,
+            status_code=status,
+        )
+    token = document.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise TransportError(
+            f"{url}: HTTP {status} but the answer has no access_token (fields: "
+            f"{', '.join(sorted(document)) or 'none'}); this is not a token endpoint",
+            url=url,
+            status_code=status,
+        )
+    expires_in = _as_int(document.get("expires_in"))
+    expires_on = _as_int(document.get("expires_on"))
+    if expires_in is None and expires_on is None:
+        raise TransportError(
+            f"{url}: the token response has no usable expires_in", url=url, status_code=status
+        )
+    if expires_on is None or expires_on < now:
+        expires_on = int(now) + (expires_in or 0)
+    if expires_in is None:
+        expires_in = max(0, expires_on - int(now))
+    refresh_in = _as_int(document.get("refresh_in"))
+    extra = {
+        k: v
+        for k, v in document.items()
+        if k not in {"access_token", "token_type", "expires_in", "expires_on"}
+    }
+    token_type = document.get("token_type")
+    return Token(
+        access_token=token,
+        expires_on=expires_on,
+        token_type=token_type if isinstance(token_type, str) else "Bearer",
+        expires_in=expires_in,
+        refresh_on=int(now) + refresh_in if refresh_in else None,
+        extra=extra,
+    )
+
+
+#: Human hints for the common failures, by Entra ID error code (ANCHORS.md, checklist 1).
+_HINTS: dict[int, str] = {
+    700027: (
+        "the assertion's signature or certificate thumbprint was not accepted: upload this "
+        "certificate (the .crt) to the app registration, check the thumbprint with "
+        "`certauth cert thumbprint`, and that the key matches the certificate"
+    ),
+    50027: "the assertion is malformed or lacks the x5t/x5t#S256 thumbprint header",
+    700024: (
+        "the assertion is outside its valid time range: this host's clock is probably wrong "
+        "(sync it with NTP); assertions are valid for a few minutes"
+    ),
+    700023: "the assertion's aud must be exactly the token endpoint URL the request went to",
+    5002741: "the assertion must have exactly one aud, the token endpoint URL",
+    700016: (
+        "no app with this client id in this tenant: check --client-id and --tenant, and that "
+        "the app (or its service principal) exists in that tenant"
+    ),
+    90002: "the tenant does not exist: check --tenant (a GUID or a verified domain)",
+    9001023: "client credentials need a specific tenant, not /common",
+    50048: "the assertion's iss and sub must both be the client id",
+    700021: "the assertion's iss/sub must equal the client_id sent with it",
+    50032: "Entra ID needs an RSA key of at least 2048 bits",
+    5002738: "Entra ID accepts only RSA (RS256/PS256) assertions; use an RSA certificate",
+    1000502: "the registered certificate is expired or not yet valid: register a new one",
+    1002012: "app-only tokens take only RESOURCE/.default as scope",
+    70011: "the scope is malformed: use RESOURCE/.default",
+    500011: (
+        "the resource is not known in this tenant: check the App ID URI, and that the API's "
+        "service principal exists (admin consent)"
+    ),
+    700022: "request one resource per token",
+    7000215: "the client secret is wrong: use the secret's value, not its ID",
+    7000222: "the client secret has expired: create a new one",
+    7000218: "the request carries no client credential (assertion or secret)",
+    70003: "the server does not support this grant type for this app",
+    900144: "the request lacks grant_type",
+    901002: "the v2 endpoint takes scope=, not resource=",
+    700025: "public clients cannot use client credentials: enable them as confidential clients",
+    7000112: "the app is disabled in this tenant",
+    50105: "roles/consent are missing: an admin must grant the application permissions",
+    65001: "consent is missing: an admin must grant the API permissions (admin consent)",
+}
+_ERROR_HINTS: dict[str, str] = {
+    "invalid_client": "the client credential was refused: check the client id and credential",
+    "unauthorized_client": "this client may not use this grant: check the app's configuration",
+    "invalid_scope": "the scope is not valid for app-only tokens: use RESOURCE/.default",
+    "invalid_grant": "the grant was refused",
+}
+
+
+def hint_for(error: str | None, codes: Sequence[int], description: str | None) -> str | None:
+    """A human hint for an OAuth error: by Entra code first, then by ``error``.
+
+    Branches on codes, never on the description text (which Microsoft changes).
+    """
+    for code in codes:
+        if code in _HINTS:
+            return _HINTS[code]
+    if description and description.startswith("AADB2C99027"):
+        return "Azure AD B2C takes only client secrets for client credentials, not certificates"
+    return _ERROR_HINTS.get(error or "")
+
+
+def _oauth_error(document: Mapping[str, Any], status: int, url: str) -> TokenRequestError:
+    error = str(document.get("error"))
+    description = document.get("error_description")
+    description = description if isinstance(description, str) else None
+    raw_codes = document.get("error_codes")
+    codes = (
+        [c for c in (_as_int(v) for v in raw_codes) if c is not None]
+        if isinstance(raw_codes, list)
+        else []
+    )
+    if not codes and description:
+        match = re.match(r"AADSTS(\d+)", description)
+        if match:
+            codes = [int(match[1])]
+    hint = hint_for(error, codes, description)
+    first_line = (description or "").splitlines()[0] if description else ""
+    parts = [f"{url}: the server refused the token request: {error}"]
+    if first_line:
+        parts.append(f"({first_line[:300]})")
+    message = " ".join(parts)
+    if hint:
+        message += f"; hint: {hint}"
+
+    def text(name: str) -> str | None:
+        value = document.get(name)
+        return value if isinstance(value, str) else None
+
+    return TokenRequestError(
+        message,
+        error=error,
+        error_description=description,
+        error_codes=codes,
+        trace_id=text("trace_id"),
+        correlation_id=text("correlation_id"),
+        timestamp=text("timestamp"),
+        status_code=status,
+        hint=hint,
+        response=document,
+    )
+
+
+# -- retries ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter for transient failures.
+
+    Retried: connection errors, timeouts, 429 (honouring ``Retry-After``) and 5xx. Never
+    retried: 4xx OAuth errors (the same request would fail the same way).
+    """
+
+    max_attempts: int = 4
+    base_delay: float = 0.25
+    max_delay: float = 8.0
+    #: A ``Retry-After`` longer than this is not waited for: the failure is reported instead.
+    max_retry_after: float = 30.0
+
+    def delay(
+        self,
+        attempt: int,
+        *,
+        status: int | None = None,
+        retry_after: str | None = None,
+        now: float = 0.0,
+        rng: random.Random | None = None,
+    ) -> float | None:
+        """Seconds to wait before attempt ``attempt + 1``, or ``None`` to stop retrying.
+
+        ``attempt`` counts from 1. ``status`` is ``None`` for a transport error.
+        """
+        if attempt >= self.max_attempts:
+            return None
+        if status is not None and status != 429 and status < 500:
+            return None
+        if status is not None and retry_after:
+            waited = parse_retry_after(retry_after, now=now)
+            if waited is not None:
+                return waited if waited <= self.max_retry_after else None
+        ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return (rng or random).uniform(0, ceiling)  # jitter, not security
+
+
+def parse_retry_after(value: str, *, now: float) -> float | None:
+    """RFC 9110 section 10.2.3: delay-seconds or an HTTP-date."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - now)

@@ -15,7 +15,7 @@ from certauth.errors import InvalidArgumentError, LocalInputError
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: azure-identity's variable for the certificate password; used when no flag names a source.
-PASSWORD_ENV = "AZURE_CLIENT_CERTIFICATE_PASSWORD"  # noqa: S105 - a variable name
+PASSWORD_ENV = "AZURE_CLIENT_CERTIFICATE_PASSWORD"
 
 
 def password_options(func: F) -> F:

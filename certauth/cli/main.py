@@ -18,6 +18,11 @@ from certauth._version import __version__
 #: name -> ("module:attribute", one-line help shown by ``certauth --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
     "cert": ("certauth.cli.cert:cert", "Create and inspect certificates for app registrations."),
+    "assertion": (
+        "certauth.cli.token:assertion",
+        "Print a signed client assertion (RFC 7523 JWT).",
+    ),
+    "token": ("certauth.cli.token:token", "Get an access token with a certificate."),
 }
 
 EXIT_CODES_HELP = """\b

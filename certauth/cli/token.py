@@ -1,0 +1,332 @@
+"""``certauth assertion`` and ``certauth token``: a certificate in, an assertion or a token out.
+
+Options fall back to azure-identity's environment variables so pipelines written for
+``EnvironmentCredential`` work unchanged; flags always win over the environment.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from certauth.cli._common import emit_json, password_options, read_password
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+ENV_TENANT = "AZURE_TENANT_ID"
+ENV_CLIENT_ID = "AZURE_CLIENT_ID"
+ENV_CERT_PATH = "AZURE_CLIENT_CERTIFICATE_PATH"
+ENV_AUTHORITY_HOST = "AZURE_AUTHORITY_HOST"
+ENV_SEND_CHAIN = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN"
+ENV_FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
+ENV_CLIENT_SECRET = "AZURE_CLIENT_SECRET"
+
+
+def _env(name: str) -> str | None:
+    # An empty variable counts as unset (azure-identity lets an empty AZURE_CLIENT_SECRET
+    # override a valid certificate path; certauth does not).
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
+def env_flag(name: str) -> bool:
+    """Read a boolean variable strictly: ``false``/``0``/``no`` is False (azure-identity's
+    ``bool(str)`` turns ``"false"`` into True)."""
+    value = (_env(name) or "").lower()
+    if value in {"", "0", "false", "no", "off"}:
+        return False
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    raise click.UsageError(f"{name}={os.environ.get(name)!r}: use true or false")
+
+
+def authority_options(func: F) -> F:
+    """Options naming the client and the server (shared by ``assertion``, ``token``)."""
+    options = [
+        click.option("--client-id", help=f"Application (client) ID [env: {ENV_CLIENT_ID}]."),
+        click.option("--tenant", help=f"Tenant ID or domain (Entra ID, B2C) [env: {ENV_TENANT}]."),
+        click.option("--token-endpoint", help="Token endpoint URL of any OAuth 2.0 server."),
+        click.option("--issuer", help="OpenID Connect issuer URL (token endpoint discovered)."),
+        click.option(
+            "--authority-host",
+            help=f"Cloud host, e.g. login.microsoftonline.us [env: {ENV_AUTHORITY_HOST}].",
+        ),
+        click.option(
+            "--b2c-policy", help="Azure AD B2C policy, e.g. B2C_1A_partner (with --tenant)."
+        ),
+        click.option(
+            "--cert",
+            "cert_path",
+            help=f"Certificate: PEM (key + cert), PFX or DER [env: {ENV_CERT_PATH}].",
+        ),
+        click.option("--key", "key_path", help="Separate private key file (PEM or DER)."),
+        click.option(
+            "--alg",
+            type=click.Choice(["RS256", "PS256", "ES256"], case_sensitive=False),
+            help="Assertion algorithm (default: PS256 for Entra ID, RS256 otherwise).",
+        ),
+        click.option(
+            "--x5c",
+            "send_chain",
+            is_flag=True,
+            default=None,
+            help=f"Send the certificate chain (x5c) [env: {ENV_SEND_CHAIN}].",
+        ),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return password_options(func)
+
+
+class _Target:
+    """The resolved options: which server, which client, which certificate."""
+
+    def __init__(self, **opts: Any) -> None:
+        self.client_id: str | None = opts["client_id"] or _env(ENV_CLIENT_ID)
+        self.token_endpoint: str | None = opts["token_endpoint"]
+        self.issuer: str | None = opts["issuer"]
+        explicit = [n for n in ("tenant", "token_endpoint", "issuer") if opts[n]]
+        if len(explicit) > 1:
+            flags = " and ".join("--" + n.replace("_", "-") for n in explicit)
+            raise click.UsageError(f"{flags} are exclusive: name the server one way")
+        # The environment's tenant applies only when no flag names the server.
+        self.tenant: str | None = opts["tenant"] or (None if explicit else _env(ENV_TENANT))
+        self.authority_host: str | None = opts["authority_host"] or _env(ENV_AUTHORITY_HOST)
+        self.b2c_policy: str | None = opts["b2c_policy"]
+        self.cert_path: str | None = opts["cert_path"] or _env(ENV_CERT_PATH)
+        self.key_path: str | None = opts["key_path"]
+        self.alg: str | None = opts["alg"].upper() if opts["alg"] else None
+        self.send_chain: bool = (
+            opts["send_chain"] if opts["send_chain"] is not None else env_flag(ENV_SEND_CHAIN)
+        )
+        self.password_env: str | None = opts["password_env"]
+        self.password_file: str | None = opts["password_file"]
+        if not self.client_id:
+            raise click.UsageError(f"missing --client-id (or {ENV_CLIENT_ID})")
+        if not (self.tenant or self.token_endpoint or self.issuer):
+            raise click.UsageError(
+                f"missing --tenant (or {ENV_TENANT}), --token-endpoint or --issuer"
+            )
+
+    def certificate(self) -> Any:
+        from certauth.certificates import load_certificate
+
+        if not self.cert_path:
+            raise click.UsageError(f"missing --cert (or {ENV_CERT_PATH})")
+        password = read_password(self.password_env, self.password_file)
+        return load_certificate(
+            self.cert_path, key=self.key_path, password=password, require_key=True
+        )
+
+    def credential_kwargs(self) -> dict[str, Any]:
+        return {
+            "authority": self.authority_host,
+            "token_endpoint": self.token_endpoint,
+            "issuer": self.issuer,
+            "b2c_policy": self.b2c_policy,
+        }
+
+
+@click.command("assertion")
+@authority_options
+@click.option(
+    "--lifetime",
+    type=int,
+    default=300,
+    show_default=True,
+    help="Assertion lifetime in seconds (at most 600).",
+)
+def assertion(lifetime: int, **opts: Any) -> None:
+    """Print a signed client assertion (RFC 7523 JWT) for the token endpoint.
+
+    For curl users and for debugging: the JWT goes in client_assertion with
+    client_assertion_type urn:ietf:params:oauth:client-assertion-type:jwt-bearer.
+
+    \b
+    Example:
+      certauth assertion --client-id $APP_ID --tenant contoso.onmicrosoft.com --cert app.pem
+    """
+    from certauth.assertion import MAX_LIFETIME, build_client_assertion, check_entra_key
+    from certauth.authority import Authority
+
+    if not 0 < lifetime <= MAX_LIFETIME:
+        raise click.BadParameter(
+            f"{lifetime} is outside 1-{MAX_LIFETIME} seconds", param_hint="--lifetime"
+        )
+    target = _Target(**opts)
+    certificate = target.certificate()
+    if target.token_endpoint:
+        authority = Authority.from_token_endpoint(target.token_endpoint)
+    elif target.issuer:
+        entra = Authority.entra_from_issuer(target.issuer)
+        if entra is None:
+            raise click.UsageError(
+                "--issuer of a non-Entra server needs discovery; use `certauth token`, or give "
+                "--token-endpoint for the assertion's audience"
+            )
+        authority = entra
+    elif target.b2c_policy:
+        authority = Authority.b2c(
+            target.tenant or "", target.b2c_policy, host=target.authority_host
+        )
+    else:
+        authority = Authority.entra(target.tenant or "", host=target.authority_host)
+    if authority.is_entra:
+        check_entra_key(certificate)
+    jwt = build_client_assertion(
+        certificate,
+        client_id=target.client_id or "",
+        audience=authority.token_endpoint,
+        alg=target.alg or authority.default_alg(certificate.key_type),
+        lifetime=lifetime,
+        include_x5c=target.send_chain,
+    )
+    click.echo(jwt)
+
+
+OUTPUTS = ("token", "json", "header", "env")
+
+
+@click.command("token")
+@authority_options
+@click.option(
+    "--scope", "scopes", multiple=True, help="Scope, e.g. api://billing/.default (repeatable)."
+)
+@click.option("--ca-file", help="Extra CA certificates (PEM) to trust for https endpoints.")
+@click.option(
+    "--client-secret-env",
+    metavar="VAR",
+    help=f"Use a client secret from variable VAR, not a certificate [env: {ENV_CLIENT_SECRET}].",
+)
+@click.option(
+    "--client-secret-file", metavar="FILE", help="Use a client secret from the first line of FILE."
+)
+@click.option(
+    "--federated-token-file",
+    metavar="FILE",
+    help=f"Use a federated assertion from FILE [env: {ENV_FEDERATED_TOKEN_FILE}].",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds per HTTP request.",
+)
+@click.option(
+    "--output",
+    type=click.Choice(OUTPUTS),
+    default="token",
+    show_default=True,
+    help="token (bare), json (response + expires_on), header, or env (ACCESS_TOKEN=...).",
+)
+def token(
+    scopes: tuple[str, ...],
+    ca_file: str | None,
+    client_secret_env: str | None,
+    client_secret_file: str | None,
+    federated_token_file: str | None,
+    timeout: float,
+    output: str,
+    **opts: Any,
+) -> None:
+    """Get an access token with a certificate (client credentials grant).
+
+    \b
+    Example:
+      export AZURE_CLIENT_CERTIFICATE_PATH=/mnt/cert.pem
+      curl -H "$(certauth token --tenant $TENANT --client-id $APP_ID \\
+                 --scope api://billing/.default --output header)" https://billing.example/api
+    """
+    if not scopes:
+        raise click.UsageError(
+            "missing --scope (e.g. --scope https://graph.microsoft.com/.default)"
+        )
+    target = _Target(**opts)
+    credential = _make_credential(
+        target,
+        ca_file=ca_file,
+        timeout=timeout,
+        secret_env=client_secret_env,
+        secret_file=client_secret_file,
+        federated_file=federated_token_file,
+    )
+    with credential:
+        result = credential.request_token(*scopes)
+    if output == "json":
+        emit_json(result.as_response())
+    elif output == "header":
+        click.echo(f"Authorization: {result.token_type} {result.access_token}")
+    elif output == "env":
+        click.echo(f"ACCESS_TOKEN={result.access_token}")
+    else:
+        click.echo(result.access_token)
+    if os.environ.get("CERTAUTH_VERBOSE"):
+        click.echo(f"certauth: token valid for {result.expires_on - int(time.time())} s", err=True)
+
+
+def _make_credential(
+    target: _Target,
+    *,
+    ca_file: str | None,
+    timeout: float,
+    secret_env: str | None,
+    secret_file: str | None,
+    federated_file: str | None,
+) -> Any:
+    from certauth.credential import (
+        CertificateCredential,
+        ClientSecretCredential,
+        WorkloadIdentityCredential,
+    )
+
+    common: dict[str, Any] = dict(target.credential_kwargs(), verify=ca_file, timeout=timeout)
+    tenant, client_id = target.tenant, target.client_id or ""
+    secret = _read_secret(secret_env, secret_file)
+    if target.cert_path and not (secret_env or secret_file):
+        return CertificateCredential(
+            tenant,
+            client_id,
+            certificate=target.certificate(),
+            alg=target.alg,
+            send_certificate_chain=target.send_chain,
+            **common,
+        )
+    if secret is None and not federated_file:
+        secret = _env(ENV_CLIENT_SECRET)
+    if secret is not None:
+        return ClientSecretCredential(tenant, client_id, secret, **common)
+    federated = federated_file or _env(ENV_FEDERATED_TOKEN_FILE)
+    if federated:
+        return WorkloadIdentityCredential(tenant, client_id, federated, **common)
+    raise click.UsageError(
+        f"missing --cert (or {ENV_CERT_PATH}); or a client secret (--client-secret-env) or a "
+        f"federated token file ({ENV_FEDERATED_TOKEN_FILE})"
+    )
+
+
+def _read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
+    """A client secret from a named variable or file; a named source must exist and be set."""
+    from certauth._files import read_input_file
+    from certauth.errors import LocalInputError
+
+    if secret_env and secret_file:
+        raise click.UsageError("give either --client-secret-env or --client-secret-file")
+    if secret_env:
+        value = os.environ.get(secret_env)
+        if not value:
+            raise LocalInputError(
+                f"--client-secret-env {secret_env}: the variable is not set or empty; export it"
+            )
+        return value
+    if secret_file:
+        lines = read_input_file(secret_file, what="client secret").decode("utf-8", "replace")
+        first = lines.splitlines()[0].strip() if lines.strip() else ""
+        if not first:
+            raise LocalInputError(f"{secret_file}: the first line is empty; put the secret there")
+        return first
+    return None
