@@ -12,15 +12,43 @@ from typing import TYPE_CHECKING, Any
 from certauth._version import __version__
 
 if TYPE_CHECKING:
+    from certauth.assertion import build_client_assertion as build_client_assertion
+    from certauth.authority import Authority as Authority
     from certauth.certificates import Certificate as Certificate
     from certauth.certificates import generate_certificate as generate_certificate
     from certauth.certificates import load_certificate as load_certificate
+    from certauth.credential import AccessToken as AccessToken
+    from certauth.credential import AccessTokenInfo as AccessTokenInfo
+    from certauth.credential import AsyncCertificateCredential as AsyncCertificateCredential
+    from certauth.credential import AsyncClientSecretCredential as AsyncClientSecretCredential
+    from certauth.credential import (
+        AsyncWorkloadIdentityCredential as AsyncWorkloadIdentityCredential,
+    )
+    from certauth.credential import BearerAuth as BearerAuth
+    from certauth.credential import CertificateCredential as CertificateCredential
+    from certauth.credential import ClientSecretCredential as ClientSecretCredential
+    from certauth.credential import WorkloadIdentityCredential as WorkloadIdentityCredential
+    from certauth.protocol import RetryPolicy as RetryPolicy
+    from certauth.protocol import Token as Token
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
     "Certificate": "certauth.certificates",
     "generate_certificate": "certauth.certificates",
     "load_certificate": "certauth.certificates",
+    "build_client_assertion": "certauth.assertion",
+    "Authority": "certauth.authority",
+    "RetryPolicy": "certauth.protocol",
+    "Token": "certauth.protocol",
+    "AccessToken": "certauth.credential",
+    "AccessTokenInfo": "certauth.credential",
+    "CertificateCredential": "certauth.credential",
+    "AsyncCertificateCredential": "certauth.credential",
+    "ClientSecretCredential": "certauth.credential",
+    "AsyncClientSecretCredential": "certauth.credential",
+    "WorkloadIdentityCredential": "certauth.credential",
+    "AsyncWorkloadIdentityCredential": "certauth.credential",
+    "BearerAuth": "certauth.credential",
 }
 
 __all__ = ["__version__", *_EXPORTS]
