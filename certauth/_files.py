@@ -63,19 +63,56 @@ class OutputFile:
     secret: bool = False
 
 
-def ensure_private_dir(directory: Path) -> None:
-    """Create ``directory`` (mode 0700) if missing; an existing one is left as it is."""
+def ensure_private_dir(directory: Path) -> Path | None:
+    """Create ``directory`` (mode 0700, each missing level) if missing.
+
+    An existing directory is left as it is. Returns the topmost directory this call created
+    (``None`` if it existed), so a caller whose later write fails can remove what it made.
+    """
     if directory.is_dir():
-        return
+        return None
     if directory.exists() or directory.is_symlink():
         raise LocalInputError(f"{directory}: exists and is not a directory; choose another --out")
+    missing: list[Path] = []
+    level = directory
+    while not level.is_dir():
+        if level.exists() or level.is_symlink():
+            raise LocalInputError(
+                f"{directory}: cannot create the output directory because {level} is not a "
+                "directory; choose another --out"
+            )
+        missing.append(level)
+        if level.parent == level:
+            break
+        level = level.parent
+    created: list[Path] = []
     try:
-        directory.mkdir(mode=0o700, parents=True)
+        for level in reversed(missing):
+            level.mkdir(mode=0o700)
+            created.append(level)
+            # mkdir's mode is filtered by the umask; chmod so a umask such as 0277 cannot
+            # leave a directory we cannot write into (or one wider than 0700).
+            os.chmod(level, 0o700)
     except OSError as exc:
+        remove_created_dirs(created[0] if created else None)
         raise LocalInputError(
             f"{directory}: cannot create the output directory ({exc.strerror or exc}); "
             "choose a writable --out"
         ) from None
+    return created[0] if created else None
+
+
+def remove_created_dirs(top: Path | None) -> None:
+    """Remove ``top`` and the empty directories under it (what :func:`ensure_private_dir` made).
+
+    Best effort, and only empty directories: used after a failed write so that a failure
+    leaves the file system as it found it.
+    """
+    if top is None:
+        return
+    for root, _dirs, _files in sorted(os.walk(top), key=lambda entry: -len(entry[0])):
+        with contextlib.suppress(OSError):
+            os.rmdir(root)
 
 
 def write_files_atomically(files: Sequence[OutputFile], *, force: bool = False) -> None:
@@ -84,32 +121,99 @@ def write_files_atomically(files: Sequence[OutputFile], *, force: bool = False) 
     All targets are checked before anything is written: an existing file (or a symlink, which
     could point anywhere) is refused unless ``force``. Each file is written to a temporary file
     in its own directory, flushed and then renamed over the target, so a reader never sees a
-    half-written key and a failure leaves no partial file behind. Secret files are created 0600
-    whatever the umask.
+    half-written key. If anything fails, the files already put in place are removed (or, with
+    ``force``, the previous files restored) and no temporary file is left behind. Secret files
+    are created 0600 and the others 0644, whatever the umask.
     """
     if not force:
         for item in files:
-            if os.path.lexists(item.path):
-                raise OutputExistsError(
-                    f"{item.path}: already exists; nothing was written "
-                    "(pass --force to replace it, or choose another --name/--out)",
-                    path=str(item.path),
-                )
-    staged: list[tuple[str, Path]] = []
+            refuse_existing(item.path)
+    staged: list[tuple[str, OutputFile]] = []
+    # (target, backup of the file it replaced or None) for every file already in place
+    placed: list[tuple[Path, str | None]] = []
+    current = files[0].path if files else Path()
     try:
         for item in files:
-            staged.append((_write_temp(item), item.path))
-        for temp, target in staged:
-            os.replace(temp, target)
-    except OSError as exc:
-        for temp, _ in staged:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-        where = exc.filename or (files[0].path.parent if files else "")
+            current = item.path
+            staged.append((_write_temp(item), item))
+        for temp, item in staged:
+            current = item.path
+            placed.append((item.path, _install(temp, item.path, force=force)))
+    except BaseException as exc:
+        _roll_back(placed, [temp for temp, _ in staged])
+        if not isinstance(exc, OSError):
+            raise  # OutputExistsError (a file appeared meanwhile), KeyboardInterrupt, ...
         raise LocalInputError(
-            f"{where}: cannot write ({exc.strerror or exc}); nothing was written, "
-            "choose a writable directory"
+            f"{current}: cannot write ({exc.strerror or exc}); nothing was written, "
+            "choose a writable directory with --out"
         ) from None
+    for _, backup in placed:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+
+
+def refuse_existing(path: Path) -> None:
+    """Raise :class:`OutputExistsError` if ``path`` exists (or is a symlink, even dangling)."""
+    if os.path.islink(path):
+        raise OutputExistsError(
+            f"{path}: is a symbolic link; nothing was written (remove it, or pass --force to "
+            "replace the link itself with a regular file)",
+            path=str(path),
+        )
+    if os.path.lexists(path):
+        raise OutputExistsError(
+            f"{path}: already exists; nothing was written "
+            "(pass --force to replace it, or choose another --name/--out)",
+            path=str(path),
+        )
+
+
+def _install(temp: str, target: Path, *, force: bool) -> str | None:
+    """Move ``temp`` to ``target``; return a backup of the file it replaced (``force`` only)."""
+    if not force:
+        # link() fails if the target exists, so a file created since the check above is
+        # never overwritten. Some file systems have no hard links: fall back to rename.
+        try:
+            os.link(temp, target)
+        except FileExistsError:
+            refuse_existing(target)
+            raise
+        except OSError:
+            if os.path.lexists(target):
+                refuse_existing(target)
+            os.replace(temp, target)
+            return None
+        os.unlink(temp)
+        return None
+    backup: str | None = None
+    if os.path.lexists(target) and not os.path.isdir(target):
+        # A hard link to the old file (or symlink) lets a later failure put it back.
+        backup = f"{temp}.old"
+        try:
+            os.link(target, backup, follow_symlinks=False)
+        except OSError:
+            backup = None
+    try:
+        os.replace(temp, target)
+    except BaseException:
+        if backup is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
+        raise
+    return backup
+
+
+def _roll_back(placed: Sequence[tuple[Path, str | None]], temps: Sequence[str]) -> None:
+    for target, backup in reversed(placed):
+        with contextlib.suppress(OSError):
+            if backup is not None:
+                os.replace(backup, target)
+            else:
+                os.unlink(target)
+    for temp in temps:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
 
 
 def _write_temp(item: OutputFile) -> str:

@@ -10,6 +10,7 @@ import datetime as dt
 import hashlib
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -220,13 +221,14 @@ class Certificate:
         key = self.public_key
         if isinstance(key, ec.EllipticCurvePublicKey):
             return [
-                f"{self.key_description} key: Entra ID accepts only RSA keys for app "
-                "credentials (it answers AADSTS5002738); create one with --key rsa2048"
+                f"{self.key_description} key: Entra ID will not accept it (app credentials "
+                "must be RSA; it answers AADSTS5002738); create one with --key rsa2048"
             ]
         if key.key_size < MIN_RSA_BITS:
             return [
-                f"RSA {key.key_size} key: Entra ID requires at least {MIN_RSA_BITS} bits "
-                "(it answers AADSTS50032); create a new certificate with --key rsa2048"
+                f"RSA {key.key_size} key: Entra ID will not accept it (it requires at least "
+                f"{MIN_RSA_BITS} bits; it answers AADSTS50032); create a new certificate with "
+                "--key rsa2048"
             ]
         return []
 
@@ -359,13 +361,29 @@ def parse_subject(subject: str) -> x509.Name:
     try:
         name = x509.Name.from_rfc4514_string(text)
     except ValueError as exc:
+        why = f" ({_short(exc)})" if str(exc) else ""
         raise InvalidArgumentError(
-            f"subject {subject!r} does not parse ({exc}); write it as CN=NAME or an RFC 4514 "
+            f"subject {subject!r} does not parse{why}; write it as CN=NAME or an RFC 4514 "
             "name such as 'CN=billing-api,O=Contoso'"
         ) from None
     if not list(name):
         raise InvalidArgumentError(f"subject {subject!r} is empty; write it as CN=NAME")
     return name
+
+
+def check_validity_days(days: int) -> int:
+    """Return ``days`` if it is a validity certauth issues (1 to 3650), else raise
+    :class:`~certauth.errors.InvalidArgumentError`."""
+    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
+        raise InvalidArgumentError(
+            f"--days {days!r}: give a whole number of days from 1 to {MAX_VALIDITY_DAYS}"
+        )
+    if days > MAX_VALIDITY_DAYS:
+        raise InvalidArgumentError(
+            f"--days {days} is more than {MAX_VALIDITY_DAYS} (10 years); rotate certificates "
+            "more often than that"
+        )
+    return days
 
 
 def _new_key(key_type: str) -> PrivateKey:
@@ -393,13 +411,7 @@ def generate_certificate(
     key usage clientAuth, a subject key identifier; notBefore is backdated five minutes for
     hosts whose clock lags.
     """
-    if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
-        raise InvalidArgumentError(f"--days must be a whole number above 0, got {days!r}")
-    if days > MAX_VALIDITY_DAYS:
-        raise InvalidArgumentError(
-            f"--days {days} is more than {MAX_VALIDITY_DAYS} (10 years); rotate certificates "
-            "more often than that"
-        )
+    check_validity_days(days)
     name = parse_subject(subject)
     key = _new_key(key_type)
     start = (now or _utcnow()) - BACKDATE
@@ -444,6 +456,10 @@ _KEY_LABELS = {
     b"EC PRIVATE KEY",
 }
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
+#: How to supply a password, for the messages that ask for one.
+_HOW_TO_UNLOCK = (
+    "set AZURE_CLIENT_CERTIFICATE_PASSWORD or pass --password-env VAR / --password-file FILE"
+)
 
 
 def load_certificate(
@@ -458,47 +474,60 @@ def load_certificate(
 
     ``cert`` is a path or the file's bytes: PEM (a certificate, or key and certificate in one
     file in any order, plus any intermediates), DER, or PKCS#12/PFX. ``key`` is a separate key
-    file (PKCS#8 PEM, encrypted or not, traditional RSA/EC PEM, or DER). ``password`` decrypts
-    an encrypted key or PFX. The key is checked against the certificate: a mismatch raises
+    file (PKCS#8 PEM, encrypted or not, traditional RSA/EC PEM, DER, or a PFX); when given, it
+    replaces any key in ``cert``. ``password`` decrypts an encrypted key or PFX. The key is
+    checked against the certificate: a mismatch raises
     :class:`~certauth.errors.KeyMismatchError`. ``load_key=False`` reads only the certificate
-    (no password is needed for an encrypted PEM key next to it).
+    (no password is needed for an encrypted PEM key next to it; a PFX still needs its password).
     """
     source, data = _source_and_data(cert, what="certificate")
-    certs, keys = _parse_bundle(data, source, password, load_key=load_key)
-    if key is not None and load_key:
+    parsed = _parse_bundle(data, source, password)
+    if not parsed.certs:
+        # Checked before any key is decrypted, so a key given in place of the certificate is
+        # named as such rather than reported as a password problem.
+        if parsed.key_count:
+            raise CertificateError(
+                f"{source}: holds a private key but no certificate; give the certificate "
+                "(.crt/.pem/.pfx) here and the key with --key",
+                path=source,
+            )
+        found = f" (found: {', '.join(parsed.other_labels)})" if parsed.other_labels else ""
+        raise CertificateError(
+            f"{source}: not a certificate{found}; expected a PEM, DER or PFX certificate",
+            path=source,
+        )
+    keys: list[PrivateKey] = []
+    key_source = source
+    if load_key and key is not None:
         key_source, key_data = _source_and_data(key, what="private key")
-        _, keys = _parse_bundle(key_data, key_source, password, keys_only=True)
+        keys = _parse_bundle(key_data, key_source, password, keys_only=True).load_keys(password)
         if not keys:
             raise CertificateError(
                 f"{key_source}: no private key found in the file; --key takes a PEM or DER "
                 "private key",
                 path=key_source,
             )
-    if not certs:
-        if keys:
-            raise CertificateError(
-                f"{source}: holds a private key but no certificate; give the certificate "
-                "(.crt/.pem/.pfx) here and the key with --key",
-                path=source,
-            )
-        raise CertificateError(
-            f"{source}: not a certificate (expected PEM, DER or PFX)", path=source
-        )
-    private_key = keys[0] if keys else None
+    elif load_key:
+        keys = parsed.load_keys(password)
     if len(keys) > 1:
         raise CertificateError(
-            f"{source}: holds {len(keys)} private keys; keep one key per file", path=source
+            f"{key_source}: holds {len(keys)} private keys; keep one key per file",
+            path=key_source,
         )
+    certs = parsed.certs
     leaf = certs[0]
+    private_key = keys[0] if keys else None
     if private_key is not None:
         matching = [c for c in certs if _same_public_key(private_key.public_key(), c.public_key())]
         if not matching:
-            where = f"{source} and {key_source}" if key is not None else source
+            # An unsupported certificate cannot match any key certauth loads: say that instead.
+            _supported_public_key(leaf, source)
+            where = f"{source} and {key_source}" if key_source != source else source
             raise KeyMismatchError(
                 f"{where}: the private key does not belong to the certificate "
                 f"(thumbprint {_sha1_hex(leaf)}); pair each certificate with the key it was "
                 "created with",
-                path=source,
+                path=key_source,
             )
         leaf = matching[0]
     elif require_key:
@@ -507,10 +536,19 @@ def load_certificate(
             "key file with --key",
             path=source,
         )
+    _supported_public_key(leaf, source)
     chain = tuple(c for c in certs if c is not leaf)
-    result = Certificate(leaf, private_key, chain, source)
-    _ = result.public_key  # refuse unsupported key types now, with the file name
-    return result
+    return Certificate(leaf, private_key, chain, source)
+
+
+def _supported_public_key(cert: x509.Certificate, source: str) -> None:
+    key = cert.public_key()
+    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
+        raise UnsupportedKeyError(
+            f"{source}: the certificate's key type ({type(key).__name__.lstrip('_')}) is not "
+            "supported; certauth signs with RSA (what Entra ID takes) or EC keys",
+            path=source,
+        )
 
 
 def _sha1_hex(cert: x509.Certificate) -> str:
@@ -526,40 +564,93 @@ def _source_and_data(value: str | Path | bytes, *, what: str) -> tuple[str, byte
     return str(value), read_input_file(value, what=what)
 
 
+#: Loads one private key given the password (keys are decrypted only once they are needed).
+_KeyLoader = Callable[[Password], PrivateKey]
+
+
+@dataclass
+class _Parsed:
+    """What one input file holds: certificates and (not yet decrypted) private keys."""
+
+    certs: list[x509.Certificate] = field(default_factory=list)
+    key_loaders: list[_KeyLoader] = field(default_factory=list)
+    #: PEM labels that are neither certificates nor keys (for messages).
+    other_labels: list[str] = field(default_factory=list)
+
+    @property
+    def key_count(self) -> int:
+        return len(self.key_loaders)
+
+    def load_keys(self, password: Password) -> list[PrivateKey]:
+        return [load(password) for load in self.key_loaders]
+
+
+def _loaded(key: PrivateKey) -> _KeyLoader:
+    return lambda _password: key
+
+
 def _parse_bundle(
-    data: bytes,
-    source: str,
-    password: Password,
-    *,
-    keys_only: bool = False,
-    load_key: bool = True,
-) -> tuple[list[x509.Certificate], list[PrivateKey]]:
+    data: bytes, source: str, password: Password, *, keys_only: bool = False
+) -> _Parsed:
     """Certificates and keys in one file of any supported format."""
     if b"-----BEGIN " in data:
-        return _parse_pem(data, source, password, load_key=load_key)
+        return _parse_pem(data, source)
     if _looks_like_pkcs12(data):
         return _parse_pfx(data, source, password)
-    if not keys_only:
-        try:
-            return [x509.load_der_x509_certificate(data)], []
-        except ValueError:
-            pass
+    if keys_only:
+        return _Parsed(key_loaders=[_loaded(_load_der_key(data, source, password))])
     try:
-        key = serialization.load_der_private_key(data, _password_bytes(password))
-    except (ValueError, TypeError, UnsupportedAlgorithm):
-        what = "private key" if keys_only else "certificate"
+        return _Parsed(certs=[x509.load_der_x509_certificate(data)])
+    except ValueError:
+        pass
+    # A DER private key where a certificate is expected: recognise it without a password.
+    try:
+        key = serialization.load_der_private_key(data, None)
+    except TypeError:  # an encrypted PKCS#8 key
+        return _Parsed(key_loaders=[lambda pw: _load_der_key(data, source, pw)])
+    except (ValueError, UnsupportedAlgorithm):
         raise CertificateError(
-            f"{source}: not a readable {what} (expected PEM, DER or PFX); check the file",
+            f"{source}: not a readable certificate (expected PEM, DER or PFX); check the file",
             path=source,
         ) from None
-    return [], [_supported_key(key, source)]
+    return _Parsed(key_loaders=[lambda _pw: _supported_key(key, source)])
 
 
-def _parse_pem(
-    data: bytes, source: str, password: Password, *, load_key: bool = True
-) -> tuple[list[x509.Certificate], list[PrivateKey]]:
-    certs: list[x509.Certificate] = []
-    keys: list[PrivateKey] = []
+def _load_der_key(data: bytes, source: str, password: Password) -> PrivateKey:
+    pw = _password_bytes(password) or None
+    try:
+        key = serialization.load_der_private_key(data, pw)
+    except TypeError:
+        # cryptography raises TypeError both for "encrypted but no password" and for
+        # "password given but the key is not encrypted".
+        if pw is None:
+            raise PasswordError(
+                f"{source}: the private key is encrypted and no password was given; "
+                f"{_HOW_TO_UNLOCK}",
+                path=source,
+            ) from None
+        return _load_der_key(data, source, None)
+    except ValueError:
+        if pw is not None:
+            raise PasswordError(
+                f"{source}: wrong password for the encrypted private key, or the file is "
+                "corrupt; check the password source",
+                path=source,
+            ) from None
+        raise CertificateError(
+            f"{source}: not a readable private key (expected PEM, DER or PFX); check the file",
+            path=source,
+        ) from None
+    except UnsupportedAlgorithm:
+        raise UnsupportedKeyError(
+            f"{source}: the private key uses an unsupported algorithm; use an RSA key",
+            path=source,
+        ) from None
+    return _supported_key(key, source)
+
+
+def _parse_pem(data: bytes, source: str) -> _Parsed:
+    parsed = _Parsed()
     blocks = list(_PEM_BLOCK.finditer(data))
     if not blocks:
         raise CertificateError(
@@ -568,23 +659,37 @@ def _parse_pem(
         )
     for block in blocks:
         label = block.group(1)
+        pem = block.group(0)
         if label in _CERT_LABELS:
             try:
-                certs.append(x509.load_pem_x509_certificate(block.group(0)))
+                parsed.certs.append(x509.load_pem_x509_certificate(pem))
             except ValueError:
                 raise CertificateError(
                     f"{source}: a CERTIFICATE block is corrupt; re-export the certificate",
                     path=source,
                 ) from None
         elif label in _KEY_LABELS:
-            if load_key:
-                keys.append(_load_pem_key(block.group(0), label, source, password))
+            parsed.key_loaders.append(_pem_key_loader(pem, label, source))
         elif label.endswith(b"PRIVATE KEY"):
-            raise UnsupportedKeyError(
-                f"{source}: unsupported key type ({label.decode()}); use an RSA key",
-                path=source,
-            )
-    return certs, keys
+            parsed.key_loaders.append(_unsupported_pem_key(label.decode("ascii"), source))
+        else:
+            parsed.other_labels.append(label.decode("ascii"))
+    return parsed
+
+
+def _pem_key_loader(pem: bytes, label: bytes, source: str) -> _KeyLoader:
+    return lambda password: _load_pem_key(pem, label, source, password)
+
+
+def _unsupported_pem_key(label: str, source: str) -> _KeyLoader:
+    def load(_password: Password) -> PrivateKey:
+        raise UnsupportedKeyError(
+            f"{source}: unsupported private key ({label}); certauth needs an RSA (or EC) key "
+            "in PKCS#8 or traditional PEM",
+            path=source,
+        )
+
+    return load
 
 
 def _load_pem_key(block: bytes, label: bytes, source: str, password: Password) -> PrivateKey:
@@ -592,8 +697,7 @@ def _load_pem_key(block: bytes, label: bytes, source: str, password: Password) -
     pw = _password_bytes(password)
     if encrypted and not pw:
         raise PasswordError(
-            f"{source}: the private key is encrypted and no password was given; set "
-            "AZURE_CLIENT_CERTIFICATE_PASSWORD or pass --password-env VAR / --password-file FILE",
+            f"{source}: the private key is encrypted and no password was given; {_HOW_TO_UNLOCK}",
             path=source,
         )
     try:
@@ -621,7 +725,7 @@ def _supported_key(key: object, source: str) -> PrivateKey:
         return key
     raise UnsupportedKeyError(
         f"{source}: unsupported key type {type(key).__name__.lstrip('_')}; certauth signs with "
-        "RSA (Entra ID) or EC keys",
+        "RSA (what Entra ID takes) or EC keys",
         path=source,
     )
 
@@ -637,9 +741,7 @@ def _looks_like_pkcs12(data: bytes) -> bool:
     return data[offset : offset + 3] == b"\x02\x01\x03"
 
 
-def _parse_pfx(
-    data: bytes, source: str, password: Password
-) -> tuple[list[x509.Certificate], list[PrivateKey]]:
+def _parse_pfx(data: bytes, source: str, password: Password) -> _Parsed:
     pw = _password_bytes(password)
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
@@ -650,9 +752,8 @@ def _parse_pfx(
                 key, cert, extra = pkcs12.load_key_and_certificates(data, b"")
             except ValueError:
                 raise PasswordError(
-                    f"{source}: the PFX is password-protected; set "
-                    "AZURE_CLIENT_CERTIFICATE_PASSWORD or pass --password-env VAR / "
-                    "--password-file FILE",
+                    f"{source}: the PFX is password-protected (or corrupt) and no password was "
+                    f"given; {_HOW_TO_UNLOCK}",
                     path=source,
                 ) from None
         else:
@@ -668,8 +769,8 @@ def _parse_pfx(
             path=source,
         ) from None
     certs = ([cert] if cert is not None else []) + list(extra)
-    keys = [_supported_key(key, source)] if key is not None else []
-    return certs, keys
+    loaders = [_loaded(_supported_key(key, source))] if key is not None else []
+    return _Parsed(certs=certs, key_loaders=loaders)
 
 
 def _short(exc: BaseException) -> str:

@@ -38,8 +38,9 @@ def read_password(
 ) -> str | None:
     """The password from ``--password-env`` / ``--password-file``, else the default variable.
 
-    An explicitly named source that is missing or empty is an error (a silent ``None`` would
-    surface later as a misleading "wrong password").
+    An explicitly named source that is missing, empty or not text is an error: a silent
+    ``None`` would surface later as a misleading "wrong password", or (for ``cert create``)
+    as a key written unencrypted although the user asked for a password.
     """
     if password_env and password_file:
         raise InvalidArgumentError("give either --password-env or --password-file, not both")
@@ -50,21 +51,41 @@ def read_password(
                 f"--password-env {password_env}: the environment variable is not set; "
                 "export it or name another variable"
             )
+        if not value:
+            raise LocalInputError(
+                f"--password-env {password_env}: the environment variable is empty; "
+                "put the password in it or name another variable"
+            )
         return value
     if password_file:
-        from certauth._files import read_input_file
-
-        data = read_input_file(password_file, what="password")
-        text = data.decode("utf-8", errors="strict").splitlines()
-        if not text or not text[0]:
-            raise LocalInputError(
-                f"{password_file}: the first line is empty; put the password on the first line"
-            )
-        return text[0]
+        return _password_from_file(password_file)
     if use_default_env:
         value = os.environ.get(PASSWORD_ENV)
         return value or None
     return None
+
+
+def _password_from_file(path: str) -> str:
+    from certauth._files import read_input_file
+
+    data = read_input_file(path, what="password")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise LocalInputError(
+            f"{path}: not a text file (not UTF-8); put the password as text on the first line"
+        ) from None
+    lines = text.splitlines()
+    first = lines[0] if lines else ""
+    if "\x00" in first:
+        raise LocalInputError(
+            f"{path}: holds binary data (a NUL byte); put the password as text on the first line"
+        )
+    if not first:
+        raise LocalInputError(
+            f"{path}: the first line is empty; put the password on the first line"
+        )
+    return first
 
 
 def emit_json(payload: Any) -> None:

@@ -8,11 +8,26 @@ from pathlib import Path
 from typing import Any
 
 import click
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
-from certauth._files import OutputFile, ensure_private_dir, write_files_atomically
-from certauth.certificates import KEY_TYPES, Certificate, generate_certificate, load_certificate
+from certauth._files import (
+    OutputFile,
+    ensure_private_dir,
+    refuse_existing,
+    remove_created_dirs,
+    write_files_atomically,
+)
+from certauth.certificates import (
+    KEY_TYPES,
+    Certificate,
+    check_validity_days,
+    generate_certificate,
+    load_certificate,
+    parse_subject,
+)
 from certauth.cli._common import emit_json, password_options, read_password, warn
-from certauth.errors import PasswordError
+from certauth.errors import CertauthError, InvalidArgumentError, PasswordError
 
 #: Exit codes of ``cert check`` (DESIGN.md): expiring within the window, expired/not yet valid.
 EXIT_EXPIRING = 7
@@ -46,6 +61,7 @@ def describe(certificate: Certificate, now: dt.datetime | None = None) -> dict[s
         "days_left": int(certificate.days_left(now) // 1),
         "key_type": certificate.key_type,
         "key_size": certificate.key_size,
+        "key_description": certificate.key_description,
         "thumbprint_sha1": certificate.thumbprint_sha1,
         "thumbprint_sha256": certificate.thumbprint_sha256,
         "x5t": certificate.x5t,
@@ -59,7 +75,7 @@ def describe(certificate: Certificate, now: dt.datetime | None = None) -> dict[s
 def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) -> None:
     if files:
         for label, path in files.items():
-            click.echo(f"{label + ':':<20}{path}")
+            click.echo(f"{label + ' file:':<20}{path}")
     labels = [
         ("subject", "subject"),
         ("issuer", "issuer"),
@@ -67,19 +83,17 @@ def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) 
         ("not_before", "valid from"),
         ("not_after", "valid until"),
         ("days_left", "days left"),
-        ("key", "key"),
+        ("key", "key type"),
         ("thumbprint_sha1", "thumbprint (SHA-1)"),
         ("thumbprint_sha256", "SHA-256"),
         ("x5t", "x5t"),
         ("x5t#S256", "x5t#S256"),
     ]
-    shown = dict(facts, key=f"{facts['key_type']} {facts['key_size']}")
+    shown = dict(facts, key=facts["key_description"])
     for key, label in labels:
         click.echo(f"{label + ':':<20}{shown[key]}")
     if facts["key_matches"] is not None:
         click.echo(f"{'key matches:':<20}{'yes' if facts['key_matches'] else 'NO'}")
-    for message in facts["warnings"]:
-        warn(message)
 
 
 @cert.command("create")
@@ -95,7 +109,9 @@ def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) 
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False, path_type=Path),
+    # Not file_okay=False: an --out that is a file gets certauth's one-line error (exit 3)
+    # from ensure_private_dir instead of click's usage text.
+    type=click.Path(path_type=Path),
     default=Path("."),
     show_default=True,
     help="Output directory (created 0700 if missing).",
@@ -134,37 +150,65 @@ def create(
 
     Writes NAME.crt (PEM certificate: upload this to the app registration) and NAME.key
     (PKCS#8 private key, mode 0600: keep it secret), and with --pfx NAME.pfx, with --bundle
-    NAME.pem. Existing files are never replaced without --force.
+    NAME.pem. Existing files are never replaced without --force. The key is encrypted only
+    when --password-env or --password-file names a password (never given on the command line).
 
     \b
     Example:
       certauth cert create --subject "CN=billing-api" --days 365 --out ./certs --pfx
     """
     password = read_password(password_env, password_file, use_default_env=False)
-    certificate = generate_certificate(subject, key_type=key_type, days=days)
-    base = name or _default_name(certificate.common_name)
-    if "/" in base or base in {".", ".."}:
-        raise click.BadParameter("a file name without '/'", param_hint="--name")
-    ensure_private_dir(out)
+    # Everything that can be refused is checked before the (slow) key generation and before
+    # anything touches the file system, so a refusal leaves no trace.
+    check_validity_days(days)
+    common_name = _first_common_name(parse_subject(subject))
+    base = name if name is not None else _default_name(common_name)
+    _check_file_name(base)
     paths = {"certificate": out / f"{base}.crt", "key": out / f"{base}.key"}
-    files = [
-        OutputFile(paths["certificate"], certificate.pem),
-        OutputFile(paths["key"], certificate.private_key_pem(password), secret=True),
-    ]
     if pfx:
         paths["pfx"] = out / f"{base}.pfx"
-        files.append(OutputFile(paths["pfx"], certificate.to_pfx(password), secret=True))
     if bundle:
         paths["bundle"] = out / f"{base}.pem"
-        data = certificate.private_key_pem(password) + certificate.pem
-        files.append(OutputFile(paths["bundle"], data, secret=True))
-    write_files_atomically(files, force=force)
+    if not force:
+        for path in paths.values():
+            refuse_existing(path)
+    created = ensure_private_dir(out)
+    try:
+        certificate = generate_certificate(subject, key_type=key_type, days=days)
+        key_pem = certificate.private_key_pem(password)
+        files = [
+            OutputFile(paths["certificate"], certificate.pem),
+            OutputFile(paths["key"], key_pem, secret=True),
+        ]
+        if pfx:
+            files.append(OutputFile(paths["pfx"], certificate.to_pfx(password), secret=True))
+        if bundle:
+            files.append(OutputFile(paths["bundle"], key_pem + certificate.pem, secret=True))
+        write_files_atomically(files, force=force)
+    except BaseException:
+        remove_created_dirs(created)
+        raise
     facts = describe(certificate)
     if as_json:
         emit_json({"files": {k: str(v) for k, v in paths.items()}, **facts})
-        return
-    _print_human(facts, files={k: str(v) for k, v in paths.items()})
-    click.echo(f"\nUpload {paths['certificate']} to the app registration; keep the key secret.")
+    else:
+        _print_human(facts, files={k: str(v) for k, v in paths.items()})
+        click.echo(f"\nUpload {paths['certificate']} to the app registration; keep the key secret.")
+    for message in facts["warnings"]:
+        warn(f"{paths['certificate']}: {message}")
+
+
+def _first_common_name(name: x509.Name) -> str | None:
+    values = name.get_attributes_for_oid(NameOID.COMMON_NAME)
+    return str(values[0].value) if values else None
+
+
+def _check_file_name(base: str) -> None:
+    # --name is a base name inside --out, never a path: "../x" or "a/b" would write elsewhere.
+    if not base or base in {".", ".."} or "/" in base or "\\" in base or "\x00" in base:
+        raise InvalidArgumentError(
+            f"--name {base!r}: give a file name without '/' (the directory goes in --out)"
+        )
 
 
 def _load_for_reading(
@@ -174,19 +218,26 @@ def _load_for_reading(
     if password is None and key is None:
         try:
             return load_certificate(file)
-        except PasswordError:
-            # Reading the public part needs no password; say why the key was not checked.
+        except PasswordError as exc:
+            # Reading the public part needs no password (except for a PFX): show it, and say
+            # why the key was not checked. If even that fails, report the original problem.
+            try:
+                certificate = load_certificate(file, load_key=False)
+            except CertauthError:
+                raise exc from None
             warn(
-                f"{file}: the private key is encrypted; pass --password-env VAR or "
-                "--password-file FILE to check that it matches"
+                f"{file}: the private key is encrypted, so it was not checked; pass "
+                "--password-env VAR or --password-file FILE to check that it matches"
             )
-            return load_certificate(file, load_key=False)
+            return certificate
     return load_certificate(file, key=key, password=password)
 
 
 @cert.command("show")
 @click.argument("file")
-@click.option("--key", help="A separate private key file to check against the certificate.")
+@click.option(
+    "--key", metavar="FILE", help="A separate private key file to check against the certificate."
+)
 @password_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def show(
@@ -206,8 +257,11 @@ def show(
     facts = describe(certificate)
     if as_json:
         emit_json({"file": file, **facts})
-        return
-    _print_human(facts)
+    else:
+        _print_human(facts)
+    # On stderr in both modes: the certificate is readable, but Entra ID would refuse it.
+    for message in facts["warnings"]:
+        warn(f"{file}: {message}")
 
 
 @cert.command("thumbprint")
@@ -240,7 +294,7 @@ def thumbprint(file: str, form: str, password_env: str | None, password_file: st
     type=click.IntRange(min=0),
     default=30,
     show_default=True,
-    help="Exit 7 when the certificate expires within this many days.",
+    help="Exit 7 when this many whole days or fewer are left.",
 )
 @password_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
@@ -263,25 +317,29 @@ def check(
     certificate = load_certificate(file, password=password, load_key=False)
     now = dt.datetime.now(dt.timezone.utc)
     days_left = certificate.days_left(now)
+    # Whole days, rounded down, in the window check and in both outputs, so that what is
+    # printed explains the exit code: "30 days left" means at least 30 full days.
+    whole_days = int(days_left // 1)
     problem = certificate.validity_problem(now)
     if problem:
-        status, code = ("not_yet_valid" if now < certificate.not_before else "expired"), 8
+        status = "not_yet_valid" if now < certificate.not_before else "expired"
+        code = EXIT_INVALID
         text = f"{file}: {problem}"
-    elif days_left <= warn_days:
+    elif whole_days <= warn_days:
         status, code = "expiring", EXIT_EXPIRING
         text = (
-            f"{file}: expires in {days_left:.0f} days ({certificate.not_after:%Y-%m-%d}), "
+            f"{file}: expires in {whole_days} days ({certificate.not_after:%Y-%m-%d}), "
             f"within the {warn_days}-day window; create and register a new certificate"
         )
     else:
         status, code = "valid", 0
-        text = f"{file}: valid, {days_left:.0f} days left (until {certificate.not_after:%Y-%m-%d})"
+        text = f"{file}: valid, {whole_days} days left (until {certificate.not_after:%Y-%m-%d})"
     if as_json:
         emit_json(
             {
                 "file": file,
                 "status": status,
-                "days_left": int(days_left // 1),
+                "days_left": whole_days,
                 "not_before": certificate.not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "not_after": certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
                 "thumbprint_sha1": certificate.thumbprint_sha1,
@@ -312,7 +370,7 @@ def manifest(
     certificate = load_certificate(file, password=password, load_key=False)
     emit_json(certificate.key_credential(display_name=display_name))
     click.echo(
-        f"hint: or with the az CLI: az ad app credential reset --id APP_ID --cert @{file} "
-        "--append   (without --append az removes the existing credentials)",
+        f"certauth: hint: or upload with the az CLI: az ad app credential reset --id APP_ID "
+        f"--cert @{file} --append   (without --append az removes the existing credentials)",
         err=True,
     )
