@@ -1,0 +1,245 @@
+"""``certauth emulator``: run a local Entra ID tenant until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from certauth.errors import ConfigurationError
+
+HELP_EPILOG = """\b
+Examples:
+  certauth emulator --port 8400 --register 11111111-2222-3333-4444-555555555555=billing.crt
+  certauth emulator --tls --port 0 --ready-file /tmp/emulator.json --config tenant.toml &
+  BILLING_SECRET=s3cret certauth emulator --secret billing-app=BILLING_SECRET
+
+\b
+At start it prints one "name: value" line each for tenant, issuer, token_endpoint, jwks_uri,
+authority_host (and ca_file with --tls); --ready-file gets the same as JSON once it accepts
+connections. Wrong requests get the AADSTS code Entra ID would send, and a log line on stderr.
+"""
+
+
+def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, str]]:
+    result = []
+    for value in values:
+        left, sep, rest = value.partition("=")
+        if not sep or not left.strip() or not rest.strip():
+            raise click.BadParameter(f"{value!r} is not CLIENT_ID={right}", param_hint=option)
+        result.append((left.strip(), rest.strip()))
+    return result
+
+
+@click.command(
+    "emulator",
+    epilog=HELP_EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=8400,
+    show_default=True,
+    help="Port to listen on (0: a free one; read it from the output or --ready-file).",
+)
+@click.option(
+    "--register",
+    "registrations",
+    multiple=True,
+    metavar="CLIENT_ID=CERT_FILE",
+    help="Register an app with a certificate (PEM/DER/PFX; the public part is used). Repeatable.",
+)
+@click.option(
+    "--secret",
+    "secrets",
+    multiple=True,
+    metavar="CLIENT_ID=ENVVAR",
+    help="Give an app the client secret held in environment variable ENVVAR. Repeatable.",
+)
+@click.option(
+    "--resource",
+    "resources",
+    multiple=True,
+    metavar="URI[=ROLE,...]",
+    help=(
+        "Declare a resource and the roles every app gets on it. Repeatable. Once any is "
+        "declared, other resources get AADSTS500011."
+    ),
+)
+@click.option(
+    "--tenant",
+    "tenant_id",
+    metavar="ID",
+    help="Tenant GUID (or a domain name, which gets a stable GUID). Default: "
+    "c3a7c0de-0000-4000-8000-000000000001.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    metavar="FILE",
+    help="TOML (Python 3.11+) or JSON file: tenants, apps, certificates, secrets, roles.",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    default=None,
+    help="RFC 7523 on top of Entra's rules: single-use jti, lifetime cap, alg/thumbprint pairing.",
+)
+@click.option("--tls", is_flag=True, help="Serve https with a generated CA (printed as ca_file).")
+@click.option(
+    "--tls-dir",
+    metavar="DIR",
+    help="Write the CA and server certificate here (default: a temporary directory).",
+)
+@click.option(
+    "--token-lifetime",
+    type=click.IntRange(min=1),
+    metavar="SECONDS",
+    help="Access token lifetime (default 3599, as Entra ID).",
+)
+@click.option(
+    "--ready-file",
+    metavar="FILE",
+    help="Write the start-up values as JSON to FILE once connections are accepted.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the start-up values as JSON.")
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning"]),
+    default="info",
+    show_default=True,
+    help="Log detail on stderr (debug adds an access log).",
+)
+def emulator(
+    host: str,
+    port: int,
+    registrations: tuple[str, ...],
+    secrets: tuple[str, ...],
+    resources: tuple[str, ...],
+    tenant_id: str | None,
+    config_file: str | None,
+    strict: bool | None,
+    tls: bool,
+    tls_dir: str | None,
+    token_lifetime: int | None,
+    ready_file: str | None,
+    as_json: bool,
+    log_level: str,
+) -> int:
+    """Run a local Entra ID tenant that checks client assertions the way Entra ID does.
+
+    It serves OIDC discovery, JWKS, instance discovery and the v2, v1 and B2C token endpoints,
+    and issues RS256 access tokens. Stops cleanly on Ctrl-C or SIGTERM (exit 0).
+    """
+    from certauth.emulator import DEFAULT_TENANT_ID, Emulator
+
+    registered = _pairs(registrations, "--register", "CERT_FILE")
+    secret_pairs = _pairs(secrets, "--secret", "ENVVAR")
+    secret_values = []
+    for client_id, variable in secret_pairs:
+        value = os.environ.get(variable)
+        if not value:
+            raise ConfigurationError(
+                f"--secret {client_id}={variable}: environment variable {variable} is not set "
+                "or empty; export it first (secrets never come from the command line)"
+            )
+        secret_values.append((client_id, value))
+    resource_roles = []
+    for spec in resources:
+        uri, _, roles = spec.partition("=")
+        if not uri.strip():
+            raise click.BadParameter(f"{spec!r} is not URI[=ROLE,...]", param_hint="--resource")
+        resource_roles.append((uri.strip(), [r.strip() for r in roles.split(",") if r.strip()]))
+
+    tenant = Emulator(
+        host=host,
+        port=port,
+        tenant_id=tenant_id or DEFAULT_TENANT_ID,
+        strict=strict,
+        tls=tls,
+        tls_dir=tls_dir,
+        token_lifetime=token_lifetime,
+        config=config_file,
+    )
+    for client_id, path in registered:
+        tenant.register(client_id, path)
+    for client_id, value in secret_values:
+        tenant.register_secret(client_id, value)
+    for uri, names in resource_roles:
+        tenant.add_resource(uri, roles=names)
+
+    ready = Path(ready_file) if ready_file else None
+    if ready is not None:
+        with contextlib.suppress(FileNotFoundError):
+            ready.unlink()  # a stale file would tell a waiting script we are up already
+    stop = threading.Event()
+    previous = {
+        sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    restore_logging = _configure_logging(log_level)
+    try:
+        tenant.start()
+        info = tenant.info()
+        if as_json:
+            sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        else:
+            for name, value in info.items():
+                sys.stdout.write(f"{name}: {value}\n")
+        sys.stdout.flush()
+        if ready is not None:
+            _write_ready_file(ready, info)
+        while not stop.wait(0.5):
+            pass
+        logging.getLogger("certauth.emulator").info("stopping")
+    finally:
+        tenant.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if ready is not None:
+            with contextlib.suppress(OSError):
+                ready.unlink()
+        restore_logging()
+    return 0
+
+
+def _configure_logging(level: str) -> Callable[[], None]:
+    """Log the emulator's lines to stderr; returns how to undo it (the CLI may run in-process)."""
+    logger = logging.getLogger("certauth.emulator")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("certauth emulator: %(asctime)s %(levelname)s %(message)s")
+    )
+    saved = (logger.level, logger.propagate)
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+    logger.propagate = False
+
+    def restore() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
+
+    return restore
+
+
+def _write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    # Write then rename, so a script polling for the file never reads half of it.
+    temporary = path.with_name(f".{path.name}.tmp")
+    try:
+        temporary.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--ready-file {path}: cannot write it ({exc.strerror or exc}); check the directory"
+        ) from None

@@ -1,0 +1,236 @@
+"""The emulator's signing keys (rotating, published as a JWKS) and the access tokens it issues.
+
+Access tokens are RS256 JWTs shaped like Entra ID v2 app-only tokens (claims listed in ANCHORS,
+"Success"); the header carries ``kid`` and ``x5t`` like Entra's. Each signing key has a
+self-signed certificate so the JWKS entry can carry ``x5c``/``x5t`` as Entra's does.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import secrets
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import jwt
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+__all__ = [
+    "DEFAULT_TOKEN_LIFETIME",
+    "Grant",
+    "KeyRing",
+    "SigningKey",
+    "access_token_claims",
+    "token_response",
+]
+
+#: Entra ID answers ``expires_in: 3599`` for a default app-only token.
+DEFAULT_TOKEN_LIFETIME = 3599
+#: Entra ID backdates ``iat``/``nbf`` of access tokens by five minutes to absorb clock skew.
+ISSUED_AT_BACKDATE = 300
+#: Tokens living this long (seconds) or longer come with ``refresh_in``, as Entra's do.
+LONG_LIVED = 7200
+#: How many retired keys stay in the JWKS after a rotation (verifiers with a cached token
+#: signed by the old key must still find it).
+RETIRED_KEYS_KEPT = 2
+
+Endpoint = Literal["v2", "v1", "b2c"]
+AuthMethod = Literal["certificate", "secret", "federated"]
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _b64url_uint(value: int) -> str:
+    # RFC 7518 section 6.3.1: unsigned big-endian, minimal length.
+    return _b64url(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One RSA-2048 signing key with its self-signed certificate; ``kid`` = its ``x5t``."""
+
+    kid: str
+    private_key: rsa.RSAPrivateKey
+    certificate: x509.Certificate
+
+    @classmethod
+    def generate(cls, now: dt.datetime) -> SigningKey:
+        """A fresh key and a certificate valid from a day before ``now`` for five years."""
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certauth emulator signing")])
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=5 * 365))
+            .sign(key, hashes.SHA256())
+        )
+        der = cert.public_bytes(serialization.Encoding.DER)
+        kid = _b64url(hashlib.sha1(der, usedforsecurity=False).digest())
+        return cls(kid, key, cert)
+
+    def jwk(self, issuer: str | None = None) -> dict[str, Any]:
+        """The JWKS entry, as Entra ID publishes it (``issuer`` only in the v2 key set)."""
+        numbers = self.private_key.public_key().public_numbers()
+        der = self.certificate.public_bytes(serialization.Encoding.DER)
+        entry: dict[str, Any] = {
+            "kty": "RSA",
+            "use": "sig",
+            "kid": self.kid,
+            "x5t": self.kid,
+            "n": _b64url_uint(numbers.n),
+            "e": _b64url_uint(numbers.e),
+            "x5c": [base64.b64encode(der).decode("ascii")],
+        }
+        if issuer is not None:
+            entry["issuer"] = issuer
+        return entry
+
+
+class KeyRing:
+    """The current signing key and the recently retired ones (all published in the JWKS).
+
+    The first key is made when first needed: RSA key generation takes ~0.1 s, and an emulator
+    started for a test that only checks refusals never signs anything.
+    """
+
+    def __init__(self, clock: Callable[[], dt.datetime], *, keep: int = RETIRED_KEYS_KEPT) -> None:
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._keep = keep
+        self._keys: list[SigningKey] = []
+
+    def _ensure(self) -> list[SigningKey]:
+        # Called with the lock held.
+        if not self._keys:
+            self._keys.append(SigningKey.generate(self._clock()))
+        return self._keys
+
+    @property
+    def current(self) -> SigningKey:
+        """The key new tokens are signed with."""
+        with self._lock:
+            return self._ensure()[0]
+
+    @property
+    def keys(self) -> list[SigningKey]:
+        """Every published key, current first."""
+        with self._lock:
+            return list(self._ensure())
+
+    def rotate(self) -> SigningKey:
+        """Start signing with a new key; keep the previous ones published for a while."""
+        with self._lock:
+            self._ensure()
+        new = SigningKey.generate(self._clock())
+        with self._lock:
+            self._keys = [new, *self._keys][: self._keep + 1]
+        return new
+
+    def jwks(self, issuer: str | None = None) -> dict[str, Any]:
+        """The JSON Web Key Set (RFC 7517 section 5)."""
+        return {"keys": [key.jwk(issuer) for key in self.keys]}
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a successful token request earned: who, for which resource, with which roles."""
+
+    tenant_id: str
+    client_id: str
+    object_id: str
+    resource: str
+    roles: tuple[str, ...]
+    auth_method: AuthMethod
+    endpoint: Endpoint = "v2"
+    policy: str | None = None
+    #: The client assertion's ``alg`` (``None`` for a secret); for logs and tests.
+    assertion_alg: str | None = None
+    #: ``x5t#S256`` of the registered certificate that signed the assertion (if one did).
+    thumbprint: str | None = None
+
+
+def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int) -> dict[str, Any]:
+    """The claims of an app-only access token (Entra ID v2 shape).
+
+    ``azpacr``/``appidacr`` are "2" for certificate and federated assertions and "1" for a
+    client secret. B2C tokens carry the granted permissions as ``scp`` (B2C returns the API
+    scopes granted to the app), Entra tokens as ``roles`` (omitted when empty, as Entra does).
+    """
+    acr = "1" if grant.auth_method == "secret" else "2"
+    issued = int(now) - ISSUED_AT_BACKDATE
+    claims: dict[str, Any] = {
+        "aud": grant.resource,
+        "iss": issuer,
+        "iat": issued,
+        "nbf": issued,
+        "exp": int(now) + lifetime,
+        "azp": grant.client_id,
+        "azpacr": acr,
+        "appid": grant.client_id,
+        "appidacr": acr,
+        "idtyp": "app",
+        "oid": grant.object_id,
+        "sub": grant.object_id,
+        "tid": grant.tenant_id,
+        "uti": _b64url(secrets.token_bytes(16)),
+        "ver": "2.0",
+    }
+    if grant.roles:
+        if grant.endpoint == "b2c":
+            claims["scp"] = " ".join(grant.roles)
+        else:
+            claims["roles"] = list(grant.roles)
+    if grant.policy:
+        claims["tfp"] = grant.policy
+    return claims
+
+
+def sign_access_token(claims: dict[str, Any], key: SigningKey) -> str:
+    """Sign ``claims`` with RS256 (the only algorithm Entra ID signs access tokens with)."""
+    return jwt.encode(
+        claims,
+        key.private_key,
+        algorithm="RS256",
+        headers={"typ": "JWT", "kid": key.kid, "x5t": key.kid},
+    )
+
+
+def token_response(grant: Grant, access_token: str, *, now: float, lifetime: int) -> dict[str, Any]:
+    """The JSON body of a successful token response (RFC 6749 section 5.1, Entra's fields).
+
+    The v1 endpoint sends numbers as strings plus ``expires_on``/``not_before``/``resource``,
+    exactly as Entra's v1 endpoint does; clients must cope with both.
+    """
+    if grant.endpoint == "v1":
+        return {
+            "token_type": "Bearer",
+            "expires_in": str(lifetime),
+            "ext_expires_in": str(lifetime),
+            "expires_on": str(int(now) + lifetime),
+            "not_before": str(int(now) - ISSUED_AT_BACKDATE),
+            "resource": grant.resource,
+            "access_token": access_token,
+        }
+    body: dict[str, Any] = {
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": access_token,
+    }
+    if lifetime >= LONG_LIVED:
+        # Entra tells clients to renew long-lived tokens halfway (MSAL honours refresh_in).
+        body["refresh_in"] = lifetime // 2
+    return body
