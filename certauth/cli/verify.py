@@ -1,0 +1,276 @@
+"""``certauth decode`` (show a token, verify nothing) and ``certauth verify`` (verify it as a
+backend would: signature via the issuer's keys, issuer, audience, expiry, scopes and roles).
+
+Tokens are credentials: pass ``-`` and pipe the token on stdin (an argument shows in ``ps``
+and in shell history). Neither command ever prints the token itself.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from certauth.cli._common import emit_json
+from certauth.errors import LocalInputError
+
+#: Longer input is not a token (certauth.verify refuses tokens over 64 KiB anyway).
+_MAX_INPUT = 64 * 1024 + 1
+#: The registered time claims (RFC 7519 section 4.1), shown as dates.
+_TIME_CLAIMS = ("iat", "nbf", "exp")
+
+TOKEN_HELP = "TOKEN is the JWT, or - to read it from stdin (preferred: arguments show in ps)."
+
+
+def read_token(arg: str) -> str:
+    """The token from the argument or, for ``-``, from stdin; a pasted ``Authorization:`` or
+    ``Bearer`` prefix is dropped."""
+    if arg == "-":
+        stream = sys.stdin
+        if stream.isatty():
+            click.echo("certauth: reading the token from stdin (end with Ctrl-D)", err=True)
+        text = stream.read(_MAX_INPUT)
+        source = "stdin"
+    else:
+        text = arg
+        source = "the TOKEN argument"
+    text = text.strip()
+    if text[:14].lower() == "authorization:":
+        text = text[14:].strip()
+    if text[:7].lower() == "bearer ":
+        text = text[7:].strip()
+    if not text:
+        raise LocalInputError(
+            f"no token in {source}; pipe one in, e.g. `certauth token ... | certauth decode -`"
+        )
+    return text
+
+
+def _utc(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _span(seconds: float) -> str:
+    from certauth.verify import _ago
+
+    return _ago(seconds)
+
+
+def describe_time(name: str, value: Any, now: float) -> str | None:
+    """``2025-01-01 10:00:00 UTC (expires in 59 min)`` for a time claim, ``None`` if it is not
+    a number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        when = _utc(value)
+    except (OverflowError, OSError, ValueError):
+        return None
+    delta = value - now
+    future = delta > 0
+    if name == "exp":
+        note = f"expires in {_span(delta)}" if future else f"expired {_span(delta)} ago"
+    elif name == "nbf":
+        note = (
+            f"not valid for another {_span(delta)}" if future else f"valid since {_span(delta)} ago"
+        )
+    else:  # iat in the future means one of the clocks is wrong
+        note = (
+            f"issued in {_span(delta)}: check the clocks"
+            if future
+            else f"issued {_span(delta)} ago"
+        )
+    return f"{when} ({note})"
+
+
+def _times(claims: dict[str, Any], now: float) -> dict[str, str]:
+    shown: dict[str, str] = {}
+    for name in _TIME_CLAIMS:
+        text = describe_time(name, claims.get(name), now)
+        if text is not None:
+            shown[name] = text
+    return shown
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, ensure_ascii=False)
+
+
+@click.command("decode", epilog=TOKEN_HELP)
+@click.argument("token_arg", metavar="TOKEN|-")
+@click.option("--json", "as_json", is_flag=True, help='Print {"header", "claims", "verified"}.')
+def decode(token_arg: str, as_json: bool) -> None:
+    """Show a token's header and claims WITHOUT verifying anything.
+
+    Times (iat, nbf, exp) are shown as UTC dates. Nothing is checked: not the signature, the
+    issuer, the audience or the expiry. Use `certauth verify` for that. A malformed token is
+    bad local input (exit 3).
+
+    \b
+    Example:
+      certauth token --tenant $TENANT --client-id $APP_ID --scope api://billing/.default \\
+        | certauth decode -
+    """
+    from certauth.errors import TokenValidationError
+    from certauth.verify import decode_unverified
+
+    token = read_token(token_arg)
+    try:
+        header, claims = decode_unverified(token)
+    except TokenValidationError as exc:
+        raise LocalInputError(f"cannot decode the token: {exc}") from None
+    if as_json:
+        emit_json({"header": header, "claims": claims, "verified": False})
+        return
+    now = time.time()
+    out = [
+        "NOT VERIFIED: decoded only; the signature, issuer, audience and expiry were not "
+        "checked (use `certauth verify`).",
+        "",
+        "Header:",
+        _pretty(header),
+        "",
+        "Claims:",
+        _pretty(claims),
+    ]
+    times = _times(claims, now)
+    if times:
+        out += ["", "Times:"] + [f"  {name}  {text}" for name, text in times.items()]
+    click.echo("\n".join(out))
+
+
+@click.command("verify", epilog=TOKEN_HELP)
+@click.argument("token_arg", metavar="TOKEN|-")
+@click.option(
+    "--issuer",
+    help="Issuer URL; keys found by OIDC discovery. {tenantid} matches the token's tid.",
+)
+@click.option(
+    "--jwks-uri", help="JWKS URL (with --issuer: keys from here, issuer still checked; B2C)."
+)
+@click.option(
+    "--audience",
+    "audiences",
+    multiple=True,
+    help="Accepted aud: application id and/or App ID URI (repeatable; any one matches).",
+)
+@click.option(
+    "--require-scope", "scopes", multiple=True, help="Scope the token must hold (repeatable)."
+)
+@click.option(
+    "--require-role", "roles", multiple=True, help="App role the token must hold (repeatable)."
+)
+@click.option(
+    "--leeway",
+    type=click.IntRange(min=0),
+    default=60,
+    show_default=True,
+    help="Clock skew allowed for exp/nbf, in seconds.",
+)
+@click.option("--ca-file", help="Extra CA certificates (PEM) to trust for https endpoints.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds per HTTP request.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print {"valid", "claims"} or {"valid", "check", ...}.'
+)
+def verify(
+    token_arg: str,
+    issuer: str | None,
+    jwks_uri: str | None,
+    audiences: tuple[str, ...],
+    scopes: tuple[str, ...],
+    roles: tuple[str, ...],
+    leeway: int,
+    ca_file: str | None,
+    timeout: float,
+    as_json: bool,
+) -> None:
+    """Verify an access token as a backend does: signature (issuer's keys), issuer,
+    audience, expiry, scopes and roles.
+
+    Exit 0 and the claims when valid; exit 6 and the failed check (format, algorithm, kid,
+    signature, issuer, audience, expired, not_yet_valid, scope, role) otherwise; exit 5 when
+    the keys cannot be fetched. Entra ID issuers: https://login.microsoftonline.com/TENANT/v2.0
+    (v2 tokens), https://sts.windows.net/TENANT/ (v1); multi-tenant apps use {tenantid} in
+    place of TENANT.
+
+    \b
+    Example:
+      printf '%s' "$TOKEN" | certauth verify - \\
+        --issuer https://login.microsoftonline.com/$TENANT/v2.0 \\
+        --audience $API_APP_ID --audience api://billing --require-role Invoices.Read
+    """
+    from certauth.errors import CertauthError, TokenValidationError, TransportError
+    from certauth.verify import decode_unverified, verify_access_token
+
+    if not audiences:
+        raise click.UsageError(
+            "missing --audience: the API's application id and/or App ID URI (e.g. api://billing)"
+        )
+    if not (issuer or jwks_uri):
+        raise click.UsageError("missing --issuer URL or --jwks-uri URL (where the keys are)")
+    token = read_token(token_arg)
+    try:
+        claims = verify_access_token(
+            token,
+            issuer=issuer,
+            jwks_uri=jwks_uri,
+            audience=audiences,
+            required_scopes=scopes,
+            required_roles=roles,
+            leeway=leeway,
+            verify=ca_file,
+            timeout=timeout,
+        )
+    except TokenValidationError as exc:
+        if as_json:
+            emit_json({"valid": False, "check": exc.check, "error": exc.message})
+        raise TokenValidationError(
+            f"the token failed verification ({exc.check}): {exc.message}", check=exc.check
+        ) from None
+    except CertauthError as exc:
+        if as_json:
+            check = "fetch" if isinstance(exc, TransportError) else "configuration"
+            emit_json({"valid": False, "check": check, "error": exc.message})
+        raise
+    header, _ = decode_unverified(token)
+    if as_json:
+        emit_json({"valid": True, "header": header, "claims": claims})
+        return
+    _print_valid(header, claims, issuer=issuer, now=time.time())
+
+
+def _print_valid(
+    header: dict[str, Any], claims: dict[str, Any], *, issuer: str | None, now: float
+) -> None:
+    checked = "signature, issuer, audience, expiry" if issuer else "signature, audience, expiry"
+    lines = [f"VALID: {checked} checked (key {header.get('kid')!r}, {header.get('alg')})."]
+    if not issuer:
+        lines.append(
+            "  note: no --issuer given; the issuer was checked only where the keys name one"
+        )
+    for label, value in (
+        ("issuer", claims.get("iss")),
+        ("audience", claims.get("aud")),
+        ("client", claims.get("azp") or claims.get("appid")),
+        ("tenant", claims.get("tid")),
+        (
+            "roles",
+            " ".join(map(str, roles)) if isinstance(roles := claims.get("roles"), list) else None,
+        ),
+        ("scopes", claims.get("scp") or claims.get("scope")),
+    ):
+        if value:
+            lines.append(f"  {label:<9}{value}")
+    for name, text in _times(claims, now).items():
+        lines.append(f"  {name:<9}{text}")
+    lines += ["", "Claims:", _pretty(claims)]
+    click.echo("\n".join(lines))
