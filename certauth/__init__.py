@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from certauth.credential import WorkloadIdentityCredential as WorkloadIdentityCredential
     from certauth.protocol import RetryPolicy as RetryPolicy
     from certauth.protocol import Token as Token
+    from certauth.verify import AsyncTokenVerifier as AsyncTokenVerifier
+    from certauth.verify import TokenVerifier as TokenVerifier
+    from certauth.verify import verify_access_token as verify_access_token
 
 #: public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -49,6 +52,9 @@ _EXPORTS: dict[str, str] = {
     "WorkloadIdentityCredential": "certauth.credential",
     "AsyncWorkloadIdentityCredential": "certauth.credential",
     "BearerAuth": "certauth.credential",
+    "verify_access_token": "certauth.verify",
+    "TokenVerifier": "certauth.verify",
+    "AsyncTokenVerifier": "certauth.verify",
 }
 
 __all__ = ["__version__", *_EXPORTS]

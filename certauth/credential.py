@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import hashlib
+import json
 import logging
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Generator, Mapping
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Protocol
 
 import httpx
@@ -28,8 +29,10 @@ from certauth._files import read_input_file
 from certauth._http import Failure, Flow, Reply, Send, Sleep
 from certauth.assertion import DEFAULT_LIFETIME, build_client_assertion, check_entra_key
 from certauth.authority import Authority
+from certauth.cache import EntryCipher, TokenCache
 from certauth.certificates import Certificate, load_certificate
 from certauth.errors import (
+    CertauthError,
     ConfigurationError,
     InvalidArgumentError,
     TransportError,
@@ -107,21 +110,76 @@ class _ClientAuth(Protocol):
         """Refuse, before sending, what this authority is known to reject."""
         ...
 
+    def cipher(self) -> EntryCipher | None:
+        """The key that encrypts this client's entries in a shared cache (``None``: no
+        secret to derive one from, so nothing is stored)."""
+        ...
+
+    def maybe_reload(self) -> None:
+        """Pick up a credential that changed on disk (certificate rotation)."""
+        ...
+
 
 class _CertificateAuth:
     method = "private_key_jwt"
 
     def __init__(
-        self, certificate: Certificate, *, alg: str | None, lifetime: int, send_chain: bool
+        self,
+        certificate: Certificate,
+        *,
+        alg: str | None,
+        lifetime: int,
+        send_chain: bool,
+        reload_from: _CertificateFiles | None = None,
     ) -> None:
         certificate.require_private_key()
-        self.certificate = certificate
         self.alg = alg
         self.lifetime = lifetime
         self.send_chain = send_chain
+        self._files = reload_from
+        self._seen = reload_from.signature() if reload_from else None
+        self._use(certificate)
+
+    def _use(self, certificate: Certificate) -> None:
+        self.certificate = certificate
         self.fingerprint = f"x5t#S256:{certificate.x5t_s256}"
+        self._cipher: EntryCipher | None = None
+
+    def cipher(self) -> EntryCipher | None:
+        if self._cipher is None:
+            self._cipher = EntryCipher.from_private_key(self.certificate.require_private_key())
+        return self._cipher
+
+    def maybe_reload(self) -> None:
+        """Reload the certificate when its file changed (new content, or a Kubernetes
+        secret's symlink swap). A broken new state (half-written file, a key that does not
+        match) keeps the old certificate working and is logged once per change."""
+        files = self._files
+        if files is None:
+            return
+        signature = files.signature()
+        if signature == self._seen:
+            return
+        self._seen = signature
+        try:
+            fresh = files.load()
+            if self._authority is not None:
+                self.check(self._authority)
+        except CertauthError as exc:
+            log.warning(
+                "certauth: kept the current certificate: the changed file is unusable: %s", exc
+            )
+            return
+        if fresh.x5t_s256 != self.certificate.x5t_s256:
+            log.info(
+                "certauth: certificate rotated: %s -> %s",
+                self.certificate.thumbprint_sha1,
+                fresh.thumbprint_sha1,
+            )
+            self._use(fresh)
 
     def check(self, authority: Authority) -> None:
+        self._authority = authority
         if authority.kind == "b2c":
             raise ConfigurationError(
                 f"{authority.token_endpoint}: Azure AD B2C takes only client secrets for the "
@@ -153,6 +211,33 @@ class _CertificateAuth:
     # Bound by _Core once the authority is known.
     _client_id: str = ""
     _alg: str | None = None
+    _authority: Authority | None = None
+
+
+@dataclass(frozen=True)
+class _CertificateFiles:
+    """Where a certificate was loaded from, to notice and load a rotated one."""
+
+    cert_path: str
+    key_path: str | None
+    password: str | bytes | None = field(repr=False)
+
+    def signature(self) -> tuple[object, ...]:
+        parts: list[object] = []
+        for path in (self.cert_path, self.key_path):
+            if path is None:
+                continue
+            try:
+                info = os.stat(path)  # follows symlinks: a swapped link target shows up here
+                parts.append((os.path.realpath(path), info.st_ino, info.st_size, info.st_mtime_ns))
+            except OSError as exc:
+                parts.append((path, exc.errno))
+        return tuple(parts)
+
+    def load(self) -> Certificate:
+        return load_certificate(
+            self.cert_path, key=self.key_path, password=self.password, require_key=True
+        )
 
 
 class _FileAssertionAuth:
@@ -167,6 +252,12 @@ class _FileAssertionAuth:
 
     def check(self, authority: Authority) -> None:
         authority.check_auth_method(self.method)
+
+    def cipher(self) -> EntryCipher | None:
+        return None  # the assertion file is public to the pod: no secret to encrypt with
+
+    def maybe_reload(self) -> None:
+        return None  # re-read on every request anyway
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
         data = read_input_file(self.path, what="federated token")
@@ -202,6 +293,12 @@ class _SecretAuth:
     def check(self, authority: Authority) -> None:
         authority.check_auth_method(self.method)
 
+    def cipher(self) -> EntryCipher | None:
+        return EntryCipher.from_secret(self.secret)
+
+    def maybe_reload(self) -> None:
+        return None
+
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
         return {"client_secret": self.secret, "secret_method": self.method}
 
@@ -222,6 +319,8 @@ class _Core:
         issuer: str | None,
         retry: RetryPolicy,
         refresh_margin: float,
+        store: TokenCache | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if not client_id:
             raise InvalidArgumentError("client id is empty; give client_id / --client-id")
@@ -231,7 +330,11 @@ class _Core:
         self.issuer = issuer
         self.retry = retry
         self.refresh_margin = refresh_margin
-        self._tokens: dict[tuple[str, ...], Token] = {}
+        self.store = store
+        #: Every time decision (cache, assertion iat/exp) reads this clock; tests control it.
+        self.clock = clock
+        self._store_failed = False
+        self._tokens: dict[str, Token] = {}
         if isinstance(auth, _CertificateAuth):
             auth._client_id = client_id
         if authority is not None:
@@ -245,29 +348,103 @@ class _Core:
 
     # cache -----------------------------------------------------------------------------------
 
-    def cache_key(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+    def cache_key(self, scopes: tuple[str, ...]) -> str:
+        """Token endpoint, client id, credential fingerprint (a rotated certificate never
+        serves a token minted with the old one) and the normalised scope set."""
         endpoint = self.authority.token_endpoint if self.authority else f"issuer:{self.issuer}"
-        return (endpoint, self.client_id, self.auth.fingerprint, *sorted(scopes))
+        return "\x1f".join((endpoint, self.client_id, self.auth.fingerprint, *sorted(scopes)))
 
-    def cached(self, key: tuple[str, ...], now: float) -> Token | None:
-        """A cached token with more than the safety margin left, else ``None``.
+    def usable_until(self, token: Token) -> float:
+        """After this a token is not handed out any more (it must be renewed first).
 
-        The margin is capped at half the token's lifetime so that short-lived tokens are
+        The safety margin is capped at half the token's lifetime so short-lived tokens are
         still reused for half their life instead of never.
         """
-        token = self._tokens.get(key)
-        if token is None:
-            return None
-        margin = min(self.refresh_margin, token.expires_in / 2)
-        if token.expires_on - now > margin:
-            return token
-        return None
+        return token.expires_on - min(self.refresh_margin, token.expires_in / 2)
 
-    def store(self, key: tuple[str, ...], token: Token) -> None:
+    def refresh_at(self, token: Token) -> float:
+        """From this time on the token is renewed ahead of expiry while still served: the
+        server's ``refresh_in`` when sent, else half the lifetime."""
+        ahead = token.refresh_on or token.expires_on - token.expires_in / 2
+        return min(ahead, self.usable_until(token))
+
+    def remembered(self, key: str) -> Token | None:
+        """The in-memory token for ``key`` (whatever its age)."""
+        return self._tokens.get(key)
+
+    def remember(self, key: str, token: Token) -> None:
         self._tokens[key] = token
 
-    def forget(self, key: tuple[str, ...]) -> None:
+    def forget(self, key: str) -> None:
         self._tokens.pop(key, None)
+        if self.store is not None:
+            self._store_call("delete", key)
+
+    # the shared store -------------------------------------------------------------------------
+
+    def load_stored(self, key: str, now: float) -> Token | None:
+        """A fresh token another process stored (``None`` when absent, stale or unreadable)."""
+        if self.store is None:
+            return None
+        cipher = self.auth.cipher()
+        blob = self._store_call("get", key)
+        if cipher is None or not isinstance(blob, bytes):
+            return None
+        token = cipher.open(key, blob)
+        if token is None:
+            return None  # corrupt or written with another key: ignored, and replaced below
+        return token if now < self.refresh_at(token) else None
+
+    def save_stored(self, key: str, token: Token) -> None:
+        cipher = self.auth.cipher()
+        if self.store is not None and cipher is not None:
+            self._store_call("set", key, cipher.seal(key, token), token.expires_on)
+
+    @contextlib.contextmanager
+    def store_lock(self, key: str) -> Iterator[None]:
+        """Hold the shared store's lock for ``key`` while fetching (no-op without a store; a
+        lock that cannot be taken is bypassed like any store failure)."""
+        manager = self._store_call("lock", key) if self.store is not None else None
+        entered = False
+        if manager is not None:
+            try:
+                manager.__enter__()
+                entered = True
+            except ConfigurationError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a broken lock must not stop tokens
+                self._store_failure(exc)
+        try:
+            yield
+        finally:
+            if entered and manager is not None:
+                try:
+                    manager.__exit__(None, None, None)
+                except Exception as exc:  # noqa: BLE001
+                    self._store_failure(exc)
+
+    def _store_failure(self, exc: BaseException) -> None:
+        if not self._store_failed:
+            log.warning(
+                "certauth: token cache %r failed (%s); going on without it", self.store, exc
+            )
+        self._store_failed = True
+
+    def _store_call(self, method: str, *args: Any) -> Any:
+        """Call the shared store; a store that fails is logged once and bypassed, never fatal
+        (the token endpoint is still there). Configuration errors are the user's to fix."""
+        assert self.store is not None
+        try:
+            result = getattr(self.store, method)(*args)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure degrades to no store
+            self._store_failure(exc)
+            return None
+        if self._store_failed:
+            log.warning("certauth: token cache %r works again", self.store)
+            self._store_failed = False
+        return result
 
     # the exchange ----------------------------------------------------------------------------
 
@@ -280,13 +457,14 @@ class _Core:
         """Resolve the authority if needed, then request a token, retrying transient failures."""
         if self.authority is None:
             yield from self._discover()
+        self.auth.maybe_reload()
         authority = self.authority
         assert authority is not None
         scopes = normalize_scopes(scopes, entra=authority.is_entra)
         attempt = 0
         while True:
             attempt += 1
-            now = time.time()
+            now = self.clock()
             fields = self.auth.credential_fields(authority.token_endpoint, now)
             request = build_token_request(
                 authority.token_endpoint,
@@ -314,7 +492,7 @@ class _Core:
                 answer.status,
                 answer.body,
                 url=authority.token_endpoint,
-                now=time.time(),
+                now=self.clock(),
                 content_type=answer.headers.get("content-type", ""),
             )
             log.debug(
@@ -350,17 +528,16 @@ class _Core:
                 attempt,
                 status=answer.status,
                 retry_after=answer.headers.get("retry-after"),
-                now=time.time(),
+                now=self.clock(),
             )
-            # Out of retries: a 5xx that carries an OAuth error is reported as that error.
-            if delay is None and (answer.status < 500 or not _is_oauth_error(answer)):
+            if delay is None:
+                # Out of retries: a transport failure (exit 5) even when the body is an OAuth
+                # error such as temporarily_unavailable, whose text is kept for diagnosis.
+                retry_after = answer.headers.get("retry-after")
                 raise TransportError(
                     f"{url}: HTTP {answer.status} after {attempt} attempts"
-                    + (
-                        f" (Retry-After: {answer.headers['retry-after']})"
-                        if "retry-after" in answer.headers
-                        else ""
-                    )
+                    + (f" (Retry-After: {retry_after})" if retry_after else "")
+                    + _oauth_error_text(answer)
                     + "; the server is overloaded or failing, try again later",
                     url=url,
                     status_code=answer.status,
@@ -395,8 +572,32 @@ class _Core:
         self._bind(Authority.from_discovery(self.issuer, document))
 
 
-def _is_oauth_error(answer: Reply) -> bool:
-    return b'"error"' in answer.body[:4096]
+def _oauth_error_text(answer: Reply) -> str:
+    """`` (error: description)`` from an OAuth error body, or nothing."""
+    try:
+        document = json.loads(answer.body)
+    except ValueError:
+        return ""
+    if not isinstance(document, dict) or not isinstance(document.get("error"), str):
+        return ""
+    description = str(document.get("error_description") or "").splitlines()
+    return (
+        f" ({document['error']}: {description[0][:200]})"
+        if description
+        else f" ({document['error']})"
+    )
+
+
+def _still_valid(token: Token | None, now: float) -> bool:
+    """Whether a token may still be handed out when renewing it failed: until it expires."""
+    return token is not None and now < token.expires_on
+
+
+def _log_refresh_failure(failing: set[str], key: str, exc: BaseException) -> None:
+    # Once per failure streak: a refresh retried on every call must not flood the log.
+    if key not in failing:
+        failing.add(key)
+        log.warning("certauth: renewing a token failed; serving the still-valid one: %s", exc)
 
 
 def _describe(answer: Reply | Failure | None) -> str:
@@ -438,7 +639,8 @@ def _load_certificate_arg(
     certificate_data: bytes | None,
     certificate: Certificate | None,
     password: str | bytes | None,
-) -> Certificate:
+    key_path: str | os.PathLike[str] | None,
+) -> tuple[Certificate, _CertificateFiles | None]:
     given = [x is not None for x in (certificate_path, certificate_data, certificate)]
     if sum(given) != 1:
         raise InvalidArgumentError(
@@ -446,11 +648,15 @@ def _load_certificate_arg(
         )
     if certificate is not None:
         certificate.require_private_key()
-        return certificate
+        return certificate, None
     if certificate_path is not None:
-        return load_certificate(Path(certificate_path), password=password, require_key=True)
+        files = _CertificateFiles(
+            os.fspath(certificate_path), os.fspath(key_path) if key_path else None, password
+        )
+        return files.load(), files
     assert certificate_data is not None
-    return load_certificate(certificate_data, password=password, require_key=True)
+    key = read_input_file(key_path, what="private key") if key_path else None
+    return load_certificate(certificate_data, key=key, password=password, require_key=True), None
 
 
 #: azure-identity keywords accepted for drop-in compatibility; they change nothing here
@@ -495,6 +701,8 @@ def _settings(
     timeout: float,
     retry: RetryPolicy | None,
     refresh_margin: float,
+    cache: TokenCache | None,
+    clock: Callable[[], float],
     kwargs: Mapping[str, Any],
 ) -> _Settings:
     connection_verify = _check_kwargs(kwargs)
@@ -514,6 +722,8 @@ def _settings(
         issuer=pending_issuer,
         retry=retry or RetryPolicy(),
         refresh_margin=refresh_margin,
+        store=cache,
+        clock=clock,
     )
     return _Settings(core, verify if verify is not None else connection_verify, timeout)
 
@@ -528,8 +738,9 @@ class _SyncCredential:
         self._core = settings.core
         self._owns_client = client is None
         self._client = client or _http.new_sync_client(settings.verify, settings.timeout)
-        self._inflight: dict[tuple[str, ...], concurrent.futures.Future[Token]] = {}
+        self._inflight: dict[str, concurrent.futures.Future[Token]] = {}
         self._inflight_lock = threading.Lock()
+        self._failing: set[str] = set()
 
     @property
     def authority(self) -> Authority | None:
@@ -539,10 +750,19 @@ class _SyncCredential:
     def _token(self, scopes: tuple[str, ...], *, force: bool = False) -> Token:
         core = self._core
         key = core.cache_key(core.scopes_for(scopes))
-        if not force:
-            token = core.cached(key, time.time())
-            if token is not None:
-                return token
+        now = core.clock()
+        token = None if force else core.remembered(key)
+        if token is not None:
+            if now < core.refresh_at(token):
+                return token  # the fast path: a dict lookup, no lock
+            if now < core.usable_until(token):
+                # Refresh ahead: one caller renews; the others keep the still-valid token.
+                return self._renew(key, scopes, fallback=token, wait=False, force=False)
+        return self._renew(key, scopes, fallback=token, wait=True, force=force)
+
+    def _renew(
+        self, key: str, scopes: tuple[str, ...], *, fallback: Token | None, wait: bool, force: bool
+    ) -> Token:
         # Single flight: the first caller fetches; concurrent callers wait for its result or
         # its error instead of sending their own request.
         with self._inflight_lock:
@@ -552,21 +772,46 @@ class _SyncCredential:
                 future = concurrent.futures.Future()
                 self._inflight[key] = future
         if not leader:
-            return future.result()
+            if not wait and fallback is not None:
+                return fallback
+            try:
+                return future.result()
+            except CertauthError:
+                if _still_valid(fallback, self._core.clock()):
+                    assert fallback is not None
+                    return fallback
+                raise
         try:
-            token = core.cached(key, time.time()) if not force else None
-            if token is None:
-                token = _http.run_sync(core.flow(scopes), self._client)
-                # The key may change once discovery has resolved the endpoint.
-                core.store(core.cache_key(core.scopes_for(scopes)), token)
+            token = self._fetch(key, scopes, force)
             future.set_result(token)
+            self._failing.discard(key)
             return token
         except BaseException as exc:
             future.set_exception(exc)
+            if isinstance(exc, CertauthError) and _still_valid(fallback, self._core.clock()):
+                assert fallback is not None
+                _log_refresh_failure(self._failing, key, exc)
+                return fallback
             raise
         finally:
             with self._inflight_lock:
                 self._inflight.pop(key, None)
+
+    def _fetch(self, key: str, scopes: tuple[str, ...], force: bool) -> Token:
+        core = self._core
+        with core.store_lock(key):
+            # Another process may have fetched while we waited for the lock.
+            stored = None if force else core.load_stored(key, core.clock())
+            if stored is not None:
+                core.remember(key, stored)
+                return stored
+            token = _http.run_sync(core.flow(scopes), self._client)
+            # The key changes once discovery resolved the endpoint or a rotated certificate
+            # was loaded.
+            fresh_key = core.cache_key(core.scopes_for(scopes))
+            core.save_stored(fresh_key, token)
+        core.remember(fresh_key, token)
+        return token
 
     def get_token(
         self,
@@ -622,7 +867,8 @@ class _AsyncCredential:
         self._core = settings.core
         self._owns_client = client is None
         self._client = client or _http.new_async_client(settings.verify, settings.timeout)
-        self._inflight: dict[tuple[str, ...], asyncio.Future[Token]] = {}
+        self._inflight: dict[str, asyncio.Future[Token]] = {}
+        self._failing: set[str] = set()
 
     @property
     def authority(self) -> Authority | None:
@@ -632,19 +878,35 @@ class _AsyncCredential:
     async def _token(self, scopes: tuple[str, ...], *, force: bool = False) -> Token:
         core = self._core
         key = core.cache_key(core.scopes_for(scopes))
-        if not force:
-            token = core.cached(key, time.time())
-            if token is not None:
-                return token
+        now = core.clock()
+        token = None if force else core.remembered(key)
+        if token is not None:
+            if now < core.refresh_at(token):
+                return token  # the fast path: a dict lookup, no await
+            if now < core.usable_until(token):
+                return await self._renew(key, scopes, fallback=token, wait=False, force=False)
+        return await self._renew(key, scopes, fallback=token, wait=True, force=force)
+
+    async def _renew(
+        self, key: str, scopes: tuple[str, ...], *, fallback: Token | None, wait: bool, force: bool
+    ) -> Token:
         future = self._inflight.get(key)
         if future is not None:
-            return await asyncio.shield(future)
+            if not wait and fallback is not None:
+                return fallback
+            try:
+                return await asyncio.shield(future)
+            except CertauthError:
+                if _still_valid(fallback, self._core.clock()):
+                    assert fallback is not None
+                    return fallback
+                raise
         future = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
-            token = await _http.run_async(core.flow(scopes), self._client)
-            core.store(core.cache_key(core.scopes_for(scopes)), token)
+            token = await self._fetch(key, scopes, force)
             future.set_result(token)
+            self._failing.discard(key)
             return token
         except asyncio.CancelledError:
             future.cancel()
@@ -652,9 +914,36 @@ class _AsyncCredential:
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # mark retrieved: no "never retrieved" warning without waiters
+            if isinstance(exc, CertauthError) and _still_valid(fallback, self._core.clock()):
+                assert fallback is not None
+                _log_refresh_failure(self._failing, key, exc)
+                return fallback
             raise
         finally:
             self._inflight.pop(key, None)
+
+    async def _fetch(self, key: str, scopes: tuple[str, ...], force: bool) -> Token:
+        core = self._core
+        if core.store is None:
+            token = await _http.run_async(core.flow(scopes), self._client)
+            core.remember(core.cache_key(core.scopes_for(scopes)), token)
+            return token
+        # The shared store is blocking I/O (a file lock, Redis): run it in a worker thread so
+        # the event loop never waits on it.
+        lock = core.store_lock(key)
+        await asyncio.to_thread(lock.__enter__)
+        try:
+            stored = None if force else await asyncio.to_thread(core.load_stored, key, core.clock())
+            if stored is not None:
+                core.remember(key, stored)
+                return stored
+            token = await _http.run_async(core.flow(scopes), self._client)
+            fresh_key = core.cache_key(core.scopes_for(scopes))
+            await asyncio.to_thread(core.save_stored, fresh_key, token)
+        finally:
+            await asyncio.to_thread(lock.__exit__, None, None, None)
+        core.remember(fresh_key, token)
+        return token
 
     async def get_token(
         self,
@@ -708,11 +997,12 @@ def _certificate_settings(
     certificate_path: str | os.PathLike[str] | None,
     kw: dict[str, Any],
 ) -> _Settings:
-    certificate = _load_certificate_arg(
+    certificate, files = _load_certificate_arg(
         certificate_path,
         kw.pop("certificate_data", None),
         kw.pop("certificate", None),
         kw.pop("password", None),
+        kw.pop("key_path", None),
     )
     lifetime = kw.pop("assertion_lifetime", DEFAULT_LIFETIME)
     auth = _CertificateAuth(
@@ -720,8 +1010,18 @@ def _certificate_settings(
         alg=kw.pop("alg", None),
         lifetime=lifetime,
         send_chain=bool(kw.pop("send_certificate_chain", False)),
+        reload_from=files,
     )
     return _common_settings(tenant_id, client_id, auth, kw)
+
+
+def _check_cache(cache: Any) -> TokenCache | None:
+    if cache is None or isinstance(cache, TokenCache):
+        return cache
+    raise InvalidArgumentError(
+        f"cache={cache!r} is not a token cache: pass FileTokenCache(), RedisTokenCache(...) or "
+        "an object with get/set/delete/lock"
+    )
 
 
 def _common_settings(
@@ -739,6 +1039,8 @@ def _common_settings(
         timeout=float(kw.pop("timeout", 30.0)),
         retry=kw.pop("retry", None),
         refresh_margin=float(kw.pop("refresh_margin", DEFAULT_REFRESH_MARGIN)),
+        cache=_check_cache(kw.pop("cache", None)),
+        clock=kw.pop("clock", time.time),
         kwargs=kw,
     )
 

@@ -224,6 +224,11 @@ OUTPUTS = ("token", "json", "header", "env")
     show_default=True,
     help="token (bare), json (response + expires_on), header, or env (ACCESS_TOKEN=...).",
 )
+@click.option(
+    "--no-cache",
+    is_flag=True,
+    help="Always ask the server; do not read or write the shared token cache.",
+)
 def token(
     scopes: tuple[str, ...],
     ca_file: str | None,
@@ -232,6 +237,7 @@ def token(
     federated_token_file: str | None,
     timeout: float,
     output: str,
+    no_cache: bool,
     **opts: Any,
 ) -> None:
     """Get an access token with a certificate (client credentials grant).
@@ -242,6 +248,8 @@ def token(
       curl -H "$(certauth token --tenant $TENANT --client-id $APP_ID \\
                  --scope api://billing/.default --output header)" https://billing.example/api
     """
+    from certauth.cache import FileTokenCache
+
     if not scopes:
         raise click.UsageError(
             "missing --scope (e.g. --scope https://graph.microsoft.com/.default)"
@@ -254,6 +262,7 @@ def token(
         secret_env=client_secret_env,
         secret_file=client_secret_file,
         federated_file=federated_token_file,
+        cache=None if no_cache else FileTokenCache(),
     )
     with credential:
         result = credential.request_token(*scopes)
@@ -277,6 +286,7 @@ def _make_credential(
     secret_env: str | None,
     secret_file: str | None,
     federated_file: str | None,
+    cache: Any,
 ) -> Any:
     from certauth.credential import (
         CertificateCredential,
@@ -284,14 +294,18 @@ def _make_credential(
         WorkloadIdentityCredential,
     )
 
-    common: dict[str, Any] = dict(target.credential_kwargs(), verify=ca_file, timeout=timeout)
+    common: dict[str, Any] = dict(
+        target.credential_kwargs(), verify=ca_file, timeout=timeout, cache=cache
+    )
     tenant, client_id = target.tenant, target.client_id or ""
     secret = _read_secret(secret_env, secret_file)
     if target.cert_path and not (secret_env or secret_file):
         return CertificateCredential(
             tenant,
             client_id,
-            certificate=target.certificate(),
+            target.cert_path,
+            key_path=target.key_path,
+            password=read_password(target.password_env, target.password_file),
             alg=target.alg,
             send_certificate_chain=target.send_chain,
             **common,

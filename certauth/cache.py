@@ -1,0 +1,239 @@
+"""Token caches that outlive one credential object: the cache protocol, the encrypted entry
+format, and the file cache that CLI invocations (and opted-in services) share.
+
+Entries are encrypted with AES-256-GCM under a key derived (HKDF-SHA256) from the client's own
+private key (or client secret), so whoever can read the cache but not the key learns nothing,
+and an entry written for another certificate simply does not decrypt: it is ignored and
+replaced, never a crash.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from certauth._files import write_private_file
+from certauth.errors import ConfigurationError
+from certauth.protocol import Token
+
+__all__ = ["EntryCipher", "FileTokenCache", "TokenCache", "default_cache_dir"]
+
+log = logging.getLogger("certauth")
+
+_FORMAT = b"certauth-cache-v1"
+_NONCE_BYTES = 12
+
+
+@runtime_checkable
+class TokenCache(Protocol):
+    """What a shared token store provides. Values are opaque encrypted bytes.
+
+    ``lock`` serialises token fetches for one key across processes (or machines), so that
+    callers starting together cause one token request: the holder fetches and stores, the
+    others then find the entry.
+    """
+
+    def get(self, key: str) -> bytes | None:
+        """The stored value for ``key``, or ``None``."""
+        ...
+
+    def set(self, key: str, value: bytes, expires_on: float) -> None:
+        """Store ``value`` until ``expires_on`` (epoch seconds)."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove ``key`` if present."""
+        ...
+
+    def lock(self, key: str) -> contextlib.AbstractContextManager[object]:
+        """A lock held while one caller fetches the token for ``key``."""
+        ...
+
+
+class EntryCipher:
+    """Seals and opens cache entries with a key only the credential's owner can derive."""
+
+    def __init__(self, secret_material: bytes) -> None:
+        key = HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=_FORMAT, info=b"token cache key"
+        ).derive(secret_material)
+        self._aead = AESGCM(key)
+        # A public, stable name for the key (not the key): tells entries of different keys apart.
+        self.key_id = hashlib.sha256(b"key-id" + key).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"EntryCipher(key_id={self.key_id!r})"
+
+    @classmethod
+    def from_private_key(cls, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> EntryCipher:
+        """Derive from the private key itself (its DER encoding is secret and deterministic)."""
+        der = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return cls(der)
+
+    @classmethod
+    def from_secret(cls, secret: str) -> EntryCipher:
+        """Derive from a client secret."""
+        return cls(b"client-secret:" + secret.encode("utf-8"))
+
+    def seal(self, name: str, token: Token) -> bytes:
+        """Encrypt ``token``; ``name`` (the cache key) is bound as associated data."""
+        plain = json.dumps(
+            {
+                "access_token": token.access_token,
+                "expires_on": token.expires_on,
+                "token_type": token.token_type,
+                "expires_in": token.expires_in,
+                "refresh_on": token.refresh_on,
+                "extra": dict(token.extra),
+            }
+        ).encode("utf-8")
+        nonce = os.urandom(_NONCE_BYTES)
+        return _FORMAT + b":" + nonce + self._aead.encrypt(nonce, plain, name.encode())
+
+    def open(self, name: str, blob: bytes) -> Token | None:
+        """Decrypt an entry; anything corrupt, foreign or malformed is ``None``."""
+        prefix = _FORMAT + b":"
+        if not blob.startswith(prefix) or len(blob) < len(prefix) + _NONCE_BYTES + 16:
+            return None
+        body = blob[len(prefix) :]
+        try:
+            plain = self._aead.decrypt(body[:_NONCE_BYTES], body[_NONCE_BYTES:], name.encode())
+            data: Any = json.loads(plain)
+            return Token(
+                access_token=str(data["access_token"]),
+                expires_on=int(data["expires_on"]),
+                token_type=str(data["token_type"]),
+                expires_in=int(data["expires_in"]),
+                refresh_on=int(data["refresh_on"]) if data.get("refresh_on") else None,
+                extra=dict(data.get("extra") or {}),
+            )
+        except (InvalidTag, ValueError, KeyError, TypeError):
+            return None
+
+
+def default_cache_dir() -> Path:
+    """``$CERTAUTH_CACHE_DIR``, else ``$XDG_CACHE_HOME/certauth``, else ``~/.cache/certauth``."""
+    explicit = os.environ.get("CERTAUTH_CACHE_DIR")
+    if explicit:
+        return Path(explicit)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg:
+        return Path(xdg) / "certauth"
+    return Path.home() / ".cache" / "certauth"
+
+
+class FileTokenCache:
+    """Encrypted token entries in a private directory, shared by processes of one user.
+
+    The directory is created 0700; an existing one that others can read or write is repaired
+    (with a warning) when we own it and refused otherwise. Files are 0600 and written
+    atomically; ``lock`` is an ``flock`` on a per-key lock file, so processes starting
+    together cause one token request.
+    """
+
+    def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
+        self.directory = Path(directory) if directory is not None else default_cache_dir()
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"FileTokenCache({str(self.directory)!r})"
+
+    def _prepare(self) -> Path:
+        if self._ready:
+            return self.directory
+        directory = self.directory
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = directory.lstat()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"{directory}: cannot use as token cache directory ({exc.strerror or exc}); "
+                "set CERTAUTH_CACHE_DIR to a writable directory or pass --no-cache"
+            ) from None
+        if not stat.S_ISDIR(info.st_mode):
+            raise ConfigurationError(
+                f"{directory}: the token cache path is not a directory (a symlink?); "
+                "set CERTAUTH_CACHE_DIR to a private directory"
+            )
+        if info.st_mode & 0o077:
+            if info.st_uid != os.getuid():
+                raise ConfigurationError(
+                    f"{directory}: the token cache directory belongs to another user and is "
+                    f"open to others (mode {stat.S_IMODE(info.st_mode):o}); use a private "
+                    "directory (CERTAUTH_CACHE_DIR)"
+                )
+            os.chmod(directory, 0o700)
+            log.warning(
+                "certauth: %s was open to other users (mode %o); made it 0700",
+                directory,
+                stat.S_IMODE(info.st_mode),
+            )
+        self._ready = True
+        return directory
+
+    def _path(self, key: str, suffix: str) -> Path:
+        # Hashing the key keeps scopes and client ids out of file names.
+        name = hashlib.sha256(key.encode("utf-8")).hexdigest()[:40]
+        return self._prepare() / f"{name}{suffix}"
+
+    def get(self, key: str) -> bytes | None:
+        """The entry for ``key``, or ``None`` (missing, unreadable or too large)."""
+        path = self._path(key, ".token")
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read(64 * 1024 + 1)
+        except OSError:
+            return None
+        return data if len(data) <= 64 * 1024 else None
+
+    def set(self, key: str, value: bytes, expires_on: float) -> None:
+        """Write the entry atomically, mode 0600 (expiry is inside the encrypted entry)."""
+        write_private_file(self._path(key, ".token"), value)
+
+    def delete(self, key: str) -> None:
+        """Remove the entry for ``key``."""
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key, ".token").unlink()
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[object]:
+        """An exclusive ``flock`` on ``KEY.lock`` (blocks until the holder is done)."""
+        path = self._path(key, ".lock")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as exc:
+                    if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    if time.monotonic() > deadline:
+                        # A stuck holder must not stop us for ever: fetch without the lock.
+                        log.warning("certauth: cache lock %s held for 120 s; going on", path)
+                        break
+                    time.sleep(0.01)
+            yield path
+        finally:
+            os.close(fd)  # closing releases the flock

@@ -1,0 +1,292 @@
+"""Token lifecycle: margin, refresh ahead, expiry, single flight, rotation, the shared cache.
+
+The credential and the emulator read one controllable clock, so hours pass in microseconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from certauth import AsyncCertificateCredential, CertificateCredential, RetryPolicy
+from certauth.cache import FileTokenCache
+from certauth.certificates import Certificate, generate_certificate
+from certauth.emulator import Emulator
+from certauth.errors import TransportError
+
+CLIENT = "11111111-2222-3333-4444-555555555555"
+SCOPE = "api://billing/.default"
+NO_RETRY = RetryPolicy(max_attempts=1)
+
+
+class Clock:
+    """A clock the test moves by hand (shared by the emulator and the credential)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def tenant(rsa_cert: Certificate, clock: Clock) -> Iterator[Emulator]:
+    with Emulator(strict=True, clock=clock, token_lifetime=3600) as emulator:
+        emulator.register(CLIENT, rsa_cert)
+        yield emulator
+
+
+def make(
+    tenant: Emulator, cert: Certificate | str, clock: Clock, **kw: object
+) -> CertificateCredential:
+    source: dict[str, object] = {"certificate": cert} if isinstance(cert, Certificate) else {}
+    path = cert if isinstance(cert, str) else None
+    return CertificateCredential(
+        tenant.tenant_id,
+        CLIENT,
+        path,
+        authority=tenant.authority_host,
+        clock=clock,
+        retry=NO_RETRY,
+        **source,
+        **kw,
+    )
+
+
+def test_margin_refresh_ahead_and_expiry(
+    tenant: Emulator, rsa_cert: Certificate, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    with make(tenant, rsa_cert, clock) as cred:
+        first = cred.get_token(SCOPE)
+        clock.advance(1799)  # before half-life: served from memory
+        assert cred.get_token(SCOPE) == first
+        assert tenant.request_count == 1
+        clock.advance(2)  # past half-life: renewed ahead by this caller
+        second = cred.get_token(SCOPE)
+        assert second != first
+        assert tenant.request_count == 2
+        # A failed renewal keeps serving the valid token, logged once.
+        clock.advance(1801)
+        tenant.inject_faults(status=503, count=10)
+        with caplog.at_level(logging.WARNING, logger="certauth"):
+            assert cred.get_token(SCOPE) == second
+            assert cred.get_token(SCOPE) == second
+        assert caplog.text.count("renewing a token failed") == 1
+        # Inside the 5-minute margin the token is still served while renewals fail ...
+        clock.advance(3600 - 1801 - 200)
+        assert cred.get_token(SCOPE) == second
+        # ... and only an expired token makes get_token fail.
+        clock.advance(201)
+        with pytest.raises(TransportError):
+            cred.get_token(SCOPE)
+        tenant.clear_faults()
+        assert cred.get_token(SCOPE) != second
+
+
+def test_refresh_in_from_the_server_is_honoured(rsa_cert: Certificate, clock: Clock) -> None:
+    with Emulator(clock=clock, token_lifetime=4 * 3600) as tenant:
+        tenant.register(CLIENT, rsa_cert)
+        with make(tenant, rsa_cert, clock) as cred:
+            token = cred.request_token(SCOPE)
+            assert token.refresh_on is not None
+            clock.advance(token.refresh_on - clock.now - 1)
+            cred.get_token(SCOPE)
+            assert tenant.request_count == 1
+            clock.advance(2)
+            cred.get_token(SCOPE)
+            assert tenant.request_count == 2
+
+
+def test_settable_margin(tenant: Emulator, rsa_cert: Certificate, clock: Clock) -> None:
+    with make(tenant, rsa_cert, clock, refresh_margin=1200) as cred:
+        cred.get_token(SCOPE)
+        clock.advance(3600 - 1199)
+        cred.get_token(SCOPE)
+        assert tenant.request_count == 2
+
+
+def test_64_threads_on_a_cold_cache_make_one_request(
+    tenant: Emulator, rsa_cert: Certificate, clock: Clock
+) -> None:
+    tenant.inject_faults(delay=0.2, count=1)  # keep the first request open while all arrive
+    with make(tenant, rsa_cert, clock) as cred:
+        barrier = threading.Barrier(64)
+        tokens: list[str] = []
+
+        def call() -> None:
+            barrier.wait()
+            tokens.append(cred.get_token(SCOPE).token)
+
+        threads = [threading.Thread(target=call) for _ in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(tokens) == 64
+    assert len(set(tokens)) == 1
+    assert tenant.request_count == 1
+
+
+def test_concurrent_callers_share_the_error(
+    tenant: Emulator, rsa_cert: Certificate, clock: Clock
+) -> None:
+    tenant.inject_faults(status=503, delay=0.2, count=1)
+    with make(tenant, rsa_cert, clock) as cred:
+        errors: list[BaseException] = []
+
+        def call() -> None:
+            try:
+                cred.get_token(SCOPE)
+            except TransportError as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=call) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert len(errors) == 16
+    assert tenant.request_count == 1
+
+
+def test_64_tasks_on_a_cold_cache_make_one_request(
+    tenant: Emulator, rsa_cert: Certificate, clock: Clock
+) -> None:
+    tenant.inject_faults(delay=0.2, count=1)
+
+    async def main() -> set[str]:
+        async with AsyncCertificateCredential(
+            tenant.tenant_id,
+            CLIENT,
+            certificate=rsa_cert,
+            authority=tenant.authority_host,
+            clock=clock,
+        ) as cred:
+            results = await asyncio.gather(*(cred.get_token(SCOPE) for _ in range(64)))
+            return {r.token for r in results}
+
+    assert len(asyncio.run(main())) == 1
+    assert tenant.request_count == 1
+
+
+def _write_pem(path: Path, cert: Certificate) -> None:
+    path.write_bytes(cert.private_key_pem() + cert.pem)
+
+
+def test_certificate_rotation_without_restart(
+    tenant: Emulator,
+    rsa_cert: Certificate,
+    clock: Clock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    new_cert = generate_certificate("CN=certauth-rotated")
+    tenant.register(CLIENT, new_cert)  # both registered during the rotation, as in the portal
+    # A Kubernetes secret volume: files are symlinks into a timestamped directory, swapped at once.
+    (tmp_path / "v1").mkdir()
+    _write_pem(tmp_path / "v1" / "tls.pem", rsa_cert)
+    (tmp_path / "current").symlink_to("v1")
+    path = str(tmp_path / "current" / "tls.pem")
+    with make(tenant, path, clock) as cred:
+        cred.get_token(SCOPE)
+        assert tenant.last_thumbprint == rsa_cert.x5t_s256
+        # A half-written file: the old certificate keeps working, and the reason is logged.
+        (tmp_path / "v2").mkdir()
+        (tmp_path / "v2" / "tls.pem").write_bytes(new_cert.pem[:100])
+        (tmp_path / "next").symlink_to("v2")
+        os.replace(tmp_path / "next", tmp_path / "current")
+        clock.advance(1801)
+        with caplog.at_level(logging.WARNING, logger="certauth"):
+            cred.get_token(SCOPE)
+        assert "kept the current certificate" in caplog.text
+        assert tenant.last_thumbprint == rsa_cert.x5t_s256
+        # The finished new secret: the next token request uses the new certificate.
+        _write_pem(tmp_path / "v2" / "tls.pem", new_cert)
+        clock.advance(3600)
+        cred.get_token(SCOPE)
+        assert tenant.last_thumbprint == new_cert.x5t_s256
+
+
+def test_file_cache_shared_by_credentials_and_corruption_ignored(
+    tenant: Emulator, rsa_cert: Certificate, clock: Clock, tmp_path: Path
+) -> None:
+    cache = FileTokenCache(tmp_path / "cache")
+    with make(tenant, rsa_cert, clock, cache=cache) as first:
+        token = first.get_token(SCOPE)
+    with make(tenant, rsa_cert, clock, cache=cache) as second:
+        assert second.get_token(SCOPE) == token
+    assert tenant.request_count == 1
+    for entry in (tmp_path / "cache").glob("*.token"):
+        entry.write_bytes(b"\x00garbage")
+    with make(tenant, rsa_cert, clock, cache=cache) as third:
+        assert third.get_token(SCOPE) != token
+    assert tenant.request_count == 2
+    with make(tenant, rsa_cert, clock, cache=cache) as fourth:
+        fourth.get_token(SCOPE)
+    assert tenant.request_count == 2  # the corrupt entry was replaced
+
+
+CLI_TOKEN = [
+    sys.executable,
+    "-m",
+    "certauth",
+    "token",
+    "--client-id",
+    CLIENT,
+    "--scope",
+    SCOPE,
+]
+
+
+def test_two_cli_processes_share_one_cache_and_one_request(
+    rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    pem = tmp_path / "app.pem"
+    _write_pem(pem, rsa_cert)
+    with Emulator() as tenant:
+        tenant.register(CLIENT, rsa_cert)
+        tenant.inject_faults(delay=0.5, count=1)
+        env = dict(
+            os.environ,
+            CERTAUTH_CACHE_DIR=str(tmp_path / "cache"),
+            AZURE_TENANT_ID=tenant.tenant_id,
+            AZURE_AUTHORITY_HOST=tenant.authority_host,
+            AZURE_CLIENT_CERTIFICATE_PATH=str(pem),
+        )
+        procs = [
+            subprocess.Popen(CLI_TOKEN, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            for _ in range(2)
+        ]
+        outputs = [p.communicate(timeout=60) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], outputs
+        assert outputs[0][0] == outputs[1][0]
+        assert tenant.request_count == 1
+        # A later step reuses it; --no-cache asks again.
+        again = subprocess.run(CLI_TOKEN, env=env, capture_output=True, check=True)
+        assert again.stdout == outputs[0][0]
+        assert tenant.request_count == 1
+        subprocess.run([*CLI_TOKEN, "--no-cache"], env=env, capture_output=True, check=True)
+        assert tenant.request_count == 2
+    modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "cache").iterdir()}
+    assert all(mode == 0o600 for mode in modes.values()), modes
+    assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
+    shutil.rmtree(tmp_path / "cache")
