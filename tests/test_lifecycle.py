@@ -290,3 +290,33 @@ def test_two_cli_processes_share_one_cache_and_one_request(
     assert all(mode == 0o600 for mode in modes.values()), modes
     assert (tmp_path / "cache").stat().st_mode & 0o777 == 0o700
     shutil.rmtree(tmp_path / "cache")
+
+
+def test_cert_show_directory_lists_old_and_new_side_by_side(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import datetime as dt
+    import json
+
+    from certauth.cli.main import main
+
+    now = dt.datetime.now(dt.timezone.utc)
+    old = generate_certificate("CN=billing-api", days=30, now=now - dt.timedelta(days=20))
+    new = generate_certificate("CN=billing-api", days=365)
+    (tmp_path / "old.crt").write_bytes(old.pem)
+    (tmp_path / "new.pem").write_bytes(new.private_key_pem("pw") + new.pem)  # encrypted key: fine
+    (tmp_path / "new.key").write_bytes(new.private_key_pem())  # keys are passed over
+    (tmp_path / "locked.pfx").write_bytes(new.to_pfx("secret"))  # needs a password: reported
+    assert main(["cert", "show", str(tmp_path), "--json"]) == 0
+    out, err = capsys.readouterr()
+    listing = json.loads(out)
+    assert [Path(row["file"]).name for row in listing["certificates"]] == ["old.crt", "new.pem"]
+    assert listing["certificates"][0]["days_left"] in (9, 10)
+    assert listing["certificates"][1]["thumbprint_sha1"] == new.thumbprint_sha1
+    assert "locked.pfx" in err
+    assert main(["cert", "show", str(tmp_path)]) == 0
+    out, _ = capsys.readouterr()
+    assert out.index(old.thumbprint_sha1) < out.index(new.thumbprint_sha1)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["cert", "show", str(empty)]) == 3

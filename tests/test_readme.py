@@ -19,7 +19,9 @@ The rules (for everyone who adds to README.md)
 * Environment: the test process's environment without any ``AZURE_*`` or ``CERTAUTH_*``
   variable, then ``PATH`` with this virtualenv's ``bin`` first (so ``certauth`` is the code under
   test), ``HOME``, ``XDG_CACHE_HOME`` and ``CERTAUTH_CACHE_DIR`` inside the temporary directory,
-  then everything in :data:`README_ENV` and whatever the :func:`readme_env` fixture adds.
+  the azure-identity variables of a CI job (``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``,
+  ``AZURE_AUTHORITY_HOST``, ``AZURE_CLIENT_CERTIFICATE_PATH``) pointing at an emulator and a
+  certificate the fixture made, then everything in :data:`README_ENV`.
 
 Extending it
 ------------
@@ -39,6 +41,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,14 +162,23 @@ class ReadmeSession:
         return Outcome(proc.returncode, proc.stdout + proc.stderr)
 
 
+#: The app the README's CI examples authenticate as (registered with the README's emulator).
+README_CLIENT_ID = "00000000-0000-0000-0000-0000000000b1"
+
+
 @pytest.fixture(scope="module")
-def readme_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def readme_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """The environment every README command runs with. The hook for later additions.
 
-    To run a background service for the README, turn this into a generator: start the service
-    before ``yield env``, add its variables to ``env``, and stop it after the ``yield``
-    (``Iterator[dict[str, str]]`` as the return type).
+    A CI pipeline has the azure-identity variables set and a certificate mounted; so does the
+    README's: an in-process emulator plays the tenant, a certificate made here plays the
+    mounted file, and ``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``, ``AZURE_AUTHORITY_HOST`` and
+    ``AZURE_CLIENT_CERTIFICATE_PATH`` point at them, so ``certauth token --scope ...`` lines
+    run exactly as written.
     """
+    from certauth.certificates import generate_certificate
+    from certauth.emulator import Emulator
+
     home = tmp_path_factory.mktemp("readme-home")
     env = {
         name: value
@@ -178,8 +190,19 @@ def readme_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["HOME"] = str(home)
     env["XDG_CACHE_HOME"] = str(home / ".cache")
     env["CERTAUTH_CACHE_DIR"] = str(home / ".cache" / "certauth")
-    env.update(README_ENV)
-    return env
+    mounted = generate_certificate("CN=readme-ci")
+    cert_file = home / "mounted-app.pem"
+    cert_file.write_bytes(mounted.private_key_pem() + mounted.pem)
+    with Emulator() as tenant:
+        tenant.register(README_CLIENT_ID, mounted, roles=["Invoices.Read"])
+        env.update(
+            AZURE_TENANT_ID=tenant.tenant_id,
+            AZURE_CLIENT_ID=README_CLIENT_ID,
+            AZURE_AUTHORITY_HOST=tenant.authority_host,
+            AZURE_CLIENT_CERTIFICATE_PATH=str(cert_file),
+        )
+        env.update(README_ENV)
+        yield env
 
 
 @pytest.fixture(scope="module")

@@ -249,10 +249,19 @@ def show(
 ) -> None:
     """Show a certificate's subject, validity, key and thumbprints (PEM, DER or PFX).
 
+    Given a directory, lists every certificate in it with its days left, newest expiry last,
+    so old and new certificates are seen side by side during a rotation.
+
     \b
     Example:
       certauth cert show ./certs/billing-api.crt --key ./certs/billing-api.key
+      certauth cert show ./certs
     """
+    if Path(file).is_dir():
+        if key:
+            raise click.UsageError("--key goes with one certificate file, not a directory")
+        _show_directory(Path(file), read_password(password_env, password_file), as_json)
+        return
     certificate = _load_for_reading(file, key, password_env, password_file)
     facts = describe(certificate)
     if as_json:
@@ -262,6 +271,50 @@ def show(
     # On stderr in both modes: the certificate is readable, but Entra ID would refuse it.
     for message in facts["warnings"]:
         warn(f"{file}: {message}")
+
+
+#: Files ``cert show DIR`` reads; keys and everything else are passed over.
+_CERT_SUFFIXES = {".crt", ".cer", ".pem", ".der", ".pfx", ".p12"}
+
+
+def _show_directory(directory: Path, password: str | None, as_json: bool) -> None:
+    from certauth.errors import CertificateError, LocalInputError
+
+    rows: list[dict[str, Any]] = []
+    skipped: list[str] = []
+    for path in sorted(p for p in directory.iterdir() if p.suffix.lower() in _CERT_SUFFIXES):
+        if not path.is_file():
+            continue
+        try:
+            certificate = load_certificate(path, password=password, load_key=False)
+        except CertificateError as exc:
+            skipped.append(f"{path.name}: {exc.message.split(': ', 1)[-1]}")
+            continue
+        rows.append(
+            {
+                "file": str(path),
+                "subject": certificate.subject,
+                "thumbprint_sha1": certificate.thumbprint_sha1,
+                "not_after": certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "days_left": int(certificate.days_left() // 1),
+            }
+        )
+    if not rows and not skipped:
+        raise LocalInputError(
+            f"{directory}: is a directory without certificate files (.crt, .cer, .pem, .der, "
+            ".pfx); name the file to show, or a directory that holds certificates"
+        )
+    rows.sort(key=lambda row: (row["not_after"], row["file"]))
+    if as_json:
+        emit_json({"directory": str(directory), "certificates": rows, "skipped": skipped})
+    else:
+        for row in rows:
+            click.echo(
+                f"{row['days_left']:>6} days  {row['not_after'][:10]}  {row['thumbprint_sha1']}  "
+                f"{row['subject']}  {Path(row['file']).name}"
+            )
+    for line in skipped:
+        warn(f"{directory}/{line}")
 
 
 @cert.command("thumbprint")

@@ -96,8 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         result = cli.main(args=argv, prog_name="certauth", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except click.UsageError as exc:
+        # One line, like every other error: what is wrong and where the help is.
+        where = exc.ctx.command_path if exc.ctx else "certauth"
+        message = " ".join(exc.format_message().split())
+        click.echo(f"certauth: error: {message} (see '{where} --help')", err=True)
+        return exc.exit_code
     except click.ClickException as exc:
-        exc.show()
+        click.echo(f"certauth: error: {' '.join(exc.format_message().split())}", err=True)
         return exc.exit_code
     except click.Abort:
         click.echo("certauth: aborted", err=True)
