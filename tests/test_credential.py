@@ -355,3 +355,29 @@ def test_bearer_auth_async(tenant: Emulator, rsa_cert: Certificate) -> None:
                 return (await client.get("https://api.example/x")).status_code
 
     assert asyncio.run(main()) == 200
+
+
+def test_issuer_is_resolved_through_discovery_once(tenant: Emulator, rsa_cert: Certificate) -> None:
+    sent: list[str] = []
+    client = httpx.Client(
+        event_hooks={"request": [lambda r: sent.append(f"{r.method} {r.url.path}")]}
+    )
+    cred = CertificateCredential(
+        None, CLIENT, certificate=rsa_cert, issuer=tenant.issuer, client=client
+    )
+    assert cred.authority is None  # not an Entra host: the document says where to go
+    with client:
+        cred.get_token(SCOPE)
+        assert cred.authority is not None
+        assert cred.authority.token_endpoint == tenant.token_endpoint
+        cred.get_token("api://other/.default")
+    assert [s.split()[0] for s in sent] == ["GET", "POST", "POST"]
+    assert sent[0].endswith("/.well-known/openid-configuration")
+
+
+def test_entra_authority_needs_exactly_one_request(tenant: Emulator, rsa_cert: Certificate) -> None:
+    sent: list[str] = []
+    client = httpx.Client(event_hooks={"request": [lambda r: sent.append(r.method)]})
+    with client:
+        credential(tenant, rsa_cert, client=client).get_token(SCOPE)
+    assert sent == ["POST"]  # no instance or OIDC discovery for Entra authorities
