@@ -1133,6 +1133,17 @@ class AsyncClientSecretCredential(_AsyncCredential):
         return f"AsyncClientSecretCredential(client_id={self._core.client_id!r})"
 
 
+def _federated_settings(
+    tenant_id: str | None, client_id: str | None, token_file_path: str | None, kw: dict[str, Any]
+) -> _Settings:
+    path = token_file_path or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+    if not path:
+        raise InvalidArgumentError(
+            "no federated token file: give token_file_path or AZURE_FEDERATED_TOKEN_FILE"
+        )
+    return _common_settings(tenant_id, client_id, _FileAssertionAuth(path), kw)
+
+
 class WorkloadIdentityCredential(_SyncCredential):
     """Exchanges a federated token file (``AZURE_FEDERATED_TOKEN_FILE``) for an access token.
 
@@ -1147,13 +1158,7 @@ class WorkloadIdentityCredential(_SyncCredential):
         **kwargs: Any,
     ) -> None:
         client = kwargs.pop("client", None)
-        path = token_file_path or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
-        if not path:
-            raise InvalidArgumentError(
-                "no federated token file: give token_file_path or AZURE_FEDERATED_TOKEN_FILE"
-            )
-        settings = _common_settings(tenant_id, client_id, _FileAssertionAuth(path), kwargs)
-        super().__init__(settings, client)
+        super().__init__(_federated_settings(tenant_id, client_id, token_file_path, kwargs), client)
 
 
 class AsyncWorkloadIdentityCredential(_AsyncCredential):
@@ -1167,13 +1172,7 @@ class AsyncWorkloadIdentityCredential(_AsyncCredential):
         **kwargs: Any,
     ) -> None:
         client = kwargs.pop("client", None)
-        path = token_file_path or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
-        if not path:
-            raise InvalidArgumentError(
-                "no federated token file: give token_file_path or AZURE_FEDERATED_TOKEN_FILE"
-            )
-        settings = _common_settings(tenant_id, client_id, _FileAssertionAuth(path), kwargs)
-        super().__init__(settings, client)
+        super().__init__(_federated_settings(tenant_id, client_id, token_file_path, kwargs), client)
 
 
 # -- httpx integration --------------------------------------------------------------------------
