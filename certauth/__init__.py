@@ -14,6 +14,8 @@ from certauth._version import __version__
 if TYPE_CHECKING:
     from certauth.assertion import build_client_assertion as build_client_assertion
     from certauth.authority import Authority as Authority
+    from certauth.cache import FileTokenCache as FileTokenCache
+    from certauth.cache import RedisTokenCache as RedisTokenCache
     from certauth.certificates import Certificate as Certificate
     from certauth.certificates import generate_certificate as generate_certificate
     from certauth.certificates import load_certificate as load_certificate
@@ -52,6 +54,8 @@ _EXPORTS: dict[str, str] = {
     "WorkloadIdentityCredential": "certauth.credential",
     "AsyncWorkloadIdentityCredential": "certauth.credential",
     "BearerAuth": "certauth.credential",
+    "FileTokenCache": "certauth.cache",
+    "RedisTokenCache": "certauth.cache",
     "verify_access_token": "certauth.verify",
     "TokenVerifier": "certauth.verify",
     "AsyncTokenVerifier": "certauth.verify",

@@ -20,7 +20,7 @@ import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -163,7 +163,10 @@ class FileTokenCache:
             return self.directory
         directory = self.directory
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            # Each missing level 0700, not just the last: mkdir(parents=True) makes the parents
+            # 0777 & ~umask, world-writable under umask 000.
+            for level in reversed([d for d in (directory, *directory.parents) if not d.exists()]):
+                level.mkdir(mode=0o700, exist_ok=True)
             info = directory.lstat()
         except OSError as exc:
             raise ConfigurationError(
@@ -200,7 +203,8 @@ class FileTokenCache:
         """The entry for ``key``, or ``None`` (missing, unreadable or too large)."""
         path = self._path(key, ".token")
         try:
-            with open(path, "rb") as handle:
+            # O_NOFOLLOW: an entry replaced by a symlink is not read through it (ELOOP).
+            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
                 data = handle.read(64 * 1024 + 1)
         except OSError:
             return None
@@ -237,3 +241,21 @@ class FileTokenCache:
             yield path
         finally:
             os.close(fd)  # closing releases the flock
+
+
+# -- RedisTokenCache: importable from here, loaded on first use -------------------------------
+
+if TYPE_CHECKING:
+    from certauth._redis import RedisTokenCache as RedisTokenCache
+
+
+def __getattr__(name: str) -> Any:
+    """PEP 562: ``RedisTokenCache`` is imported when first asked for, so importing this module
+    never imports redis (an optional extra). Without redis installed the import fails with a
+    :class:`~certauth.errors.ConfigurationError` (also an ``ImportError``) saying what to
+    install."""
+    if name == "RedisTokenCache":
+        from certauth._redis import RedisTokenCache
+
+        return RedisTokenCache
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,6 +24,7 @@ ENV_AUTHORITY_HOST = "AZURE_AUTHORITY_HOST"
 ENV_SEND_CHAIN = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN"
 ENV_FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
 ENV_CLIENT_SECRET = "AZURE_CLIENT_SECRET"
+ENV_CACHE_URL = "CERTAUTH_CACHE_URL"
 
 
 def _env(name: str) -> str | None:
@@ -229,6 +230,13 @@ OUTPUTS = ("token", "json", "header", "env")
     is_flag=True,
     help="Always ask the server; do not read or write the shared token cache.",
 )
+@click.option(
+    "--cache",
+    "cache_url",
+    metavar="URL",
+    help="Share tokens through Redis (redis://, rediss:// or unix:// URL) instead of the local "
+    f"file cache [env: {ENV_CACHE_URL}].",
+)
 def token(
     scopes: tuple[str, ...],
     ca_file: str | None,
@@ -238,6 +246,7 @@ def token(
     timeout: float,
     output: str,
     no_cache: bool,
+    cache_url: str | None,
     **opts: Any,
 ) -> None:
     """Get an access token with a certificate (client credentials grant).
@@ -248,8 +257,6 @@ def token(
       curl -H "$(certauth token --tenant $TENANT --client-id $APP_ID \\
                  --scope api://billing/.default --output header)" https://billing.example/api
     """
-    from certauth.cache import FileTokenCache
-
     if not scopes:
         raise click.UsageError(
             "missing --scope (e.g. --scope https://graph.microsoft.com/.default)"
@@ -262,7 +269,7 @@ def token(
         secret_env=client_secret_env,
         secret_file=client_secret_file,
         federated_file=federated_token_file,
-        cache=None if no_cache else FileTokenCache(),
+        cache=_token_cache(no_cache, cache_url),
     )
     with credential:
         result = credential.request_token(*scopes)
@@ -344,3 +351,26 @@ def _read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
             raise LocalInputError(f"{secret_file}: the first line is empty; put the secret there")
         return first
     return None
+
+
+def _token_cache(no_cache: bool, cache_url: str | None) -> Any:
+    """The shared token cache: none with --no-cache, Redis for --cache URL (or
+    CERTAUTH_CACHE_URL), else the user's file cache."""
+    from certauth.cache import FileTokenCache
+
+    if no_cache and cache_url:
+        raise click.UsageError("--cache and --no-cache are exclusive")
+    if no_cache:
+        return None  # the flag also wins over CERTAUTH_CACHE_URL
+    url = cache_url or _env(ENV_CACHE_URL)
+    if not url:
+        return FileTokenCache()
+    source = "--cache" if cache_url else ENV_CACHE_URL
+    if url.split("://", 1)[0] not in ("redis", "rediss", "unix") or "://" not in url:
+        # Only the scheme is named: the URL may hold a password.
+        raise click.UsageError(
+            f"{source}: expected a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0"
+        )
+    from certauth.cache import RedisTokenCache
+
+    return RedisTokenCache(url)

@@ -1,0 +1,355 @@
+"""The Redis token cache: one token request per fleet, whatever the number of replicas.
+
+Past one machine certauth uses a distributed store that already exists rather than inventing
+one: Redis, or anything speaking its protocol (Valkey, KeyDB, Azure Cache for Redis). The store
+only ever sees opaque entries: the credential seals them with
+:class:`~certauth.cache.EntryCipher` (a key derived from its private key) before they leave the
+process.
+
+Layout, for a cache key ``K`` (``H`` = SHA-256 of ``K``, so no scope or client id appears in
+Redis): ``{namespace}:{H}:token`` holds the entry, with an expiry (``PX``) equal to the token's
+remaining life; ``{namespace}:{H}:lock`` is the fetch lock. The braces are a Redis Cluster hash
+tag: both keys of one token live in the same slot, as the Lua scripts below need.
+
+This module imports ``redis``; :mod:`certauth.cache` re-exports :class:`RedisTokenCache` lazily
+so that the file cache never pays for (or needs) that import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+import secrets
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+from typing import Any
+
+from certauth.errors import ConfigurationError, InvalidArgumentError
+
+__all__ = ["RedisTokenCache"]
+
+log = logging.getLogger("certauth")
+
+
+class MissingRedisError(ConfigurationError, ImportError):
+    """The optional ``redis`` package is not installed (an ``ImportError`` too, so the usual
+    ``except ImportError`` around optional features keeps working)."""
+
+
+try:
+    import redis
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+except ImportError:
+    raise MissingRedisError(
+        "RedisTokenCache needs the redis package, which is not installed: "
+        "pip install 'certauth[redis]'"
+    ) from None
+
+#: URL schemes redis-py connects to (TCP, TLS, a Unix socket).
+URL_SCHEMES = ("redis", "rediss", "unix")
+
+# One round trip per attempt: take the lock if it is free, unless an entry different from the
+# one seen when waiting began has appeared (the holder finished: re-read it instead of queueing
+# for a lock nobody needs any more). Comparing digests (not mere presence) matters for
+# refresh-ahead: the old, still valid entry is there all along and must not release waiters.
+# KEYS: lock, entry. ARGV: owner token, lock PX, digest seen before ("*": not yet known).
+# Returns {status, digest}: 1 lock taken, 0 lock busy, 2 a new entry appeared.
+_ACQUIRE = """
+local entry = redis.call('GET', KEYS[2])
+local digest = ''
+if entry then digest = redis.sha1hex(entry) end
+if ARGV[3] ~= '*' and digest ~= '' and digest ~= ARGV[3] then
+    return {2, digest}
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {1, digest}
+end
+return {0, digest}
+"""
+
+# Only the owner may release or extend: after an expiry the lock may belong to someone else.
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_LOCK_TAKEN, _LOCK_BUSY, _ENTRY_APPEARED = 1, 0, 2
+
+#: Waiters poll the lock starting this often, backing off to _MAX_POLL (with jitter).
+_FIRST_POLL = 0.01
+_MAX_POLL = 0.1
+
+
+class RedisTokenCache:
+    """A token cache shared by every process and machine that reaches one Redis server.
+
+    ``url_or_client`` is a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL, or a
+    ready ``redis.Redis`` client (used as is: give it short timeouts and
+    ``decode_responses=False``). Entries live under ``namespace`` with an expiry equal to the
+    token's remaining life.
+
+    ``lock(key)`` is distributed single flight: ``SET NX PX`` with a random owner token, kept
+    alive while its holder lives and released only by its owner. A holder that dies stops
+    extending it, so it expires within ``lock_timeout`` seconds and another replica takes over.
+    Waiters poll (with backoff) until the lock is free or a new entry appears, and give up after
+    ``wait_timeout`` seconds (the caller then fetches without the lock).
+
+    Redis down or slow makes operations fail within ``socket_timeout`` seconds (no retry loop
+    beyond one immediate reconnect): the credential then goes on without the store and uses it
+    again as soon as Redis answers.
+
+    Example::
+
+        from certauth import CertificateCredential, RedisTokenCache
+
+        cache = RedisTokenCache("rediss://:secret@cache.example:6380/0")
+        credential = CertificateCredential(tenant, client_id, "app.pem", cache=cache)
+    """
+
+    def __init__(
+        self,
+        url_or_client: str | redis.Redis,
+        *,
+        namespace: str = "certauth",
+        lock_timeout: float = 10.0,
+        wait_timeout: float = 120.0,
+        socket_timeout: float = 1.0,
+    ) -> None:
+        for name, value in (
+            ("lock_timeout", lock_timeout),
+            ("wait_timeout", wait_timeout),
+            ("socket_timeout", socket_timeout),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise InvalidArgumentError(f"{name} must be seconds above 0, got {value!r}")
+        if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
+            raise InvalidArgumentError(
+                f"namespace must be a non-empty string without braces, got {namespace!r}"
+            )
+        self.namespace = namespace
+        self.lock_timeout = float(lock_timeout)
+        self.wait_timeout = float(wait_timeout)
+        self.socket_timeout = float(socket_timeout)
+        self._lock_ms = max(1, int(self.lock_timeout * 1000))
+        self._client: redis.Redis
+        if isinstance(url_or_client, str):
+            self._where = _describe_url(url_or_client)
+            self._client = redis.Redis.from_url(
+                url_or_client,
+                socket_timeout=socket_timeout,
+                socket_connect_timeout=socket_timeout,
+                # redis-py's default retries with backoff for seconds; a cache must fail fast
+                # (the token endpoint is still there). One immediate retry on a connection
+                # error replaces a pooled connection that died with a restarted server, so
+                # recovery costs no failure; a timeout is not retried (it would only double).
+                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
+                decode_responses=False,
+            )
+            self._owns_client = True
+        else:
+            self._client = _check_client(url_or_client)
+            self._where = f"client={url_or_client!r}"
+            self._owns_client = False
+        self._acquire = self._client.register_script(_ACQUIRE)
+        self._release = self._client.register_script(_RELEASE)
+        self._extend = self._client.register_script(_EXTEND)
+        self._keeper = _Keeper(self)
+
+    def __repr__(self) -> str:
+        # The URL's password never shows: the credential logs this repr when the store fails.
+        return f"RedisTokenCache({self._where}, namespace={self.namespace!r})"
+
+    def _key(self, key: str, kind: str) -> str:
+        # Hashing keeps scopes, client ids and endpoints out of key names.
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+        return f"{self.namespace}:{{{digest}}}:{kind}"
+
+    def get(self, key: str) -> bytes | None:
+        """The entry for ``key``, or ``None``."""
+        value = self._client.get(self._key(key, "token"))
+        return value if isinstance(value, bytes) else None
+
+    def set(self, key: str, value: bytes, expires_on: float) -> None:
+        """Store the entry until ``expires_on`` (epoch seconds): ``PX`` = its remaining life,
+        so Redis drops it when the token dies. A token already expired is not stored."""
+        name = self._key(key, "token")
+        remaining_ms = int((expires_on - time.time()) * 1000)
+        if remaining_ms <= 0:
+            self._client.delete(name)
+            return
+        self._client.set(name, value, px=remaining_ms)
+
+    def delete(self, key: str) -> None:
+        """Remove the entry for ``key``."""
+        self._client.delete(self._key(key, "token"))
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[bool]:
+        """Hold the fleet-wide fetch lock for ``key``.
+
+        Yields ``True`` when this caller holds the lock (it should fetch and store), ``False``
+        when it stopped waiting without it: another caller stored a new entry (re-read it) or
+        ``wait_timeout`` passed. Redis errors propagate (the credential then goes on without the
+        store).
+        """
+        lock_name, entry_name = self._key(key, "lock"), self._key(key, "token")
+        owner = secrets.token_hex(16)  # the fencing token: only its owner releases the lock
+        held = self._wait_for_lock(lock_name, entry_name, owner)
+        if held:
+            self._keeper.hold(lock_name, owner)
+        try:
+            yield held
+        finally:
+            if held:
+                self._keeper.drop(lock_name, owner)
+                if not self._release(keys=[lock_name], args=[owner]):
+                    log.warning(
+                        "certauth: the token cache lock expired while held (Redis restarted or "
+                        "did not answer for %.1f s); another replica may have fetched too",
+                        self.lock_timeout,
+                    )
+
+    def _wait_for_lock(self, lock_name: str, entry_name: str, owner: str) -> bool:
+        deadline = time.monotonic() + self.wait_timeout
+        seen = "*"
+        pause = _FIRST_POLL
+        while True:
+            status, digest = self._acquire(
+                keys=[lock_name, entry_name], args=[owner, self._lock_ms, seen]
+            )
+            if status == _LOCK_TAKEN:
+                return True
+            if status == _ENTRY_APPEARED:
+                return False
+            if seen == "*":
+                seen = digest.decode() if isinstance(digest, bytes) else str(digest)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                log.warning(
+                    "certauth: waited %.1f s for another replica's token cache lock; "
+                    "fetching without it",
+                    self.wait_timeout,
+                )
+                return False
+            # Jitter keeps a fleet's waiters from polling in lock step.
+            time.sleep(min(left, pause * random.uniform(0.5, 1.0)))  # noqa: S311 - not security
+            pause = min(pause * 1.5, _MAX_POLL)
+
+    def close(self) -> None:
+        """Close the connections (when this cache created the client from a URL)."""
+        if self._owns_client:
+            self._client.close()
+
+
+class _Keeper:
+    """Extends the locks this cache holds, every third of ``lock_timeout``, while their holder
+    lives: a slow fetch (retries, a long Retry-After) keeps the fleet waiting instead of letting
+    a second replica fetch, while a holder that dies stops extending, so its lock expires.
+
+    One thread per cache serves all its locks; it starts with the first lock held and ends once
+    none is, so an idle cache runs no thread. A lock is extended for at most ``wait_timeout``:
+    waiters stop waiting then anyway, and a lock leaked by a caller that never exits its block
+    must not live for ever.
+    """
+
+    def __init__(self, cache: RedisTokenCache) -> None:
+        self._cache = cache
+        self._interval = cache.lock_timeout / 3
+        self._held: dict[tuple[str, str], float] = {}  # (lock name, owner) -> extend until
+        self._guard = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, lock_name: str, owner: str) -> None:
+        """Keep extending ``lock_name`` while ``owner`` holds it."""
+        with self._guard:
+            self._held[(lock_name, owner)] = time.monotonic() + self._cache.wait_timeout
+            # After a fork the parent's thread does not exist in the child: is_alive() says so.
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="certauth-redis-lock-keeper", daemon=True
+                )
+                self._thread.start()
+
+    def drop(self, lock_name: str, owner: str) -> None:
+        """Stop extending (the holder is about to release). An extension already in flight is
+        harmless: it only ever extends a lock that ``owner`` still holds."""
+        with self._guard:
+            self._held.pop((lock_name, owner), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self._interval)
+            with self._guard:
+                now = time.monotonic()
+                for held, until in list(self._held.items()):
+                    if now >= until:
+                        del self._held[held]
+                if not self._held:
+                    self._thread = None  # under the guard: hold() starts a new one if needed
+                    return
+                due = list(self._held)
+            for lock_name, owner in due:
+                try:
+                    still_ours = self._cache._extend(
+                        keys=[lock_name], args=[owner, self._cache._lock_ms]
+                    )
+                except redis.RedisError as exc:
+                    # The next round may succeed; if none does, the lock simply expires.
+                    log.debug("certauth: extending a token cache lock failed: %s", exc)
+                    continue
+                if not still_ours:
+                    self.drop(lock_name, owner)
+
+
+def _check_client(client: Any) -> redis.Redis:
+    if isinstance(client, redis.Redis):
+        kwargs = client.get_connection_kwargs()
+        if kwargs.get("decode_responses"):
+            raise ConfigurationError(
+                "RedisTokenCache needs a client with decode_responses=False: entries are "
+                "binary (encrypted)"
+            )
+        return client
+    if client.__class__.__module__.startswith("redis.asyncio"):
+        raise InvalidArgumentError(
+            "RedisTokenCache needs a synchronous redis.Redis client (async credentials call "
+            "the cache from a worker thread); pass a URL or redis.Redis(...)"
+        )
+    raise InvalidArgumentError(
+        f"RedisTokenCache takes a redis://, rediss:// or unix:// URL or a redis.Redis client, "
+        f"not {type(client).__name__}"
+    )
+
+
+def _describe_url(url: str) -> str:
+    """The URL without user name, password or query (for repr and logs); checks the scheme."""
+    usage = "use redis://HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH/TO/SOCKET"
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in URL_SCHEMES:
+        # Only the scheme is quoted back: the rest of a URL may hold a password.
+        scheme = f"{parts.scheme}://" if parts.scheme else "a URL without a scheme"
+        raise InvalidArgumentError(f"the token cache URL has {scheme}, not a Redis one; {usage}")
+    if parts.scheme == "unix":
+        return f"'unix://{parts.path}'"
+    try:
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        raise InvalidArgumentError(f"the token cache URL has an invalid port; {usage}") from None
+    host = parts.hostname or "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"'{parts.scheme}://{host}{port}{parts.path}'"
