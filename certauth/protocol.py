@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import json
+import math
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -187,16 +188,23 @@ class Token:
         }
 
 
+#: Seconds and error codes fit in 64 bits; a larger number is not one of them.
+_INT_LIMIT = 2**63
+
+
 def _as_int(value: Any) -> int | None:
-    # Some servers (Entra v1, ADFS) send numbers as strings.
+    # Some servers (Entra v1, ADFS) send numbers as strings. NaN, 1e400, "\u00b2" (a digit to
+    # str.isdigit, not to int) and 5,000-digit numbers read as absent rather than crashing.
     if isinstance(value, bool):
         return None
-    if isinstance(value, int):
-        return value
     if isinstance(value, float):
-        return int(value)
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
+        return int(value) if math.isfinite(value) and abs(value) < _INT_LIMIT else None
+    if isinstance(value, int):
+        return value if abs(value) < _INT_LIMIT else None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.isascii() and text.isdigit() and len(text) <= 18:
+            return int(text)
     return None
 
 
@@ -215,7 +223,7 @@ def parse_json_document(body: bytes, *, url: str, status: int, content_type: str
         )
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
         shown = _preview(body) or "(empty body)"
         raise TransportError(
             f"{url}: HTTP {status} with a {content_type or 'untyped'} body that is not JSON: "
@@ -356,7 +364,7 @@ def _oauth_error(document: Mapping[str, Any], status: int, url: str) -> TokenReq
         else []
     )
     if not codes and description:
-        match = re.match(r"AADSTS(\d+)", description)
+        match = re.match(r"AADSTS([0-9]{1,18})", description)
         if match:
             codes = [int(match[1])]
     hint = hint_for(error, codes, description)

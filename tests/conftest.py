@@ -23,3 +23,56 @@ def other_rsa_cert() -> Certificate:
 def ec_cert() -> Certificate:
     """An EC P-256 certificate (fine for generic OAuth servers, refused by Entra ID)."""
     return generate_certificate("CN=certauth-ec", key_type="ec-p256")
+
+
+# -- the secret scan (see tests/_secret_scan.py) -------------------------------------------------
+
+import logging  # noqa: E402 - kept with the section it serves
+from collections.abc import Iterator  # noqa: E402
+
+from _secret_scan import RecordingHandler, SecretRegistry, instrument  # noqa: E402
+
+#: One registry for the whole run. Instrumented here, at conftest import, before any test module
+#: imports certauth's modules, so secrets are registered wherever they are born.
+SECRETS = SecretRegistry()
+instrument(SECRETS)
+
+
+#: How far the observed texts have been scanned: each check starts where the last one ended, so
+#: a line logged between two tests (a server thread finishing late) is still scanned.
+_SCANNED = [0]
+
+
+def _check_for_leaks() -> None:
+    start, _SCANNED[0] = _SCANNED[0], SECRETS.mark()
+    leaks = SECRETS.leaks_since(start)
+    if leaks:
+        pytest.fail("secret material in certauth's output:\n  " + "\n  ".join(leaks[:10]))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _record_every_log_line() -> Iterator[None]:
+    """Every log record reaching the root logger goes to the scan; certauth's at DEBUG too."""
+    handler = RecordingHandler(SECRETS)
+    root = logging.getLogger()
+    ours = logging.getLogger("certauth")
+    saved = ours.level
+    root.addHandler(handler)
+    ours.setLevel(logging.DEBUG)
+    yield
+    ours.setLevel(saved)
+    root.removeHandler(handler)
+    _check_for_leaks()  # what came after the last test
+
+
+@pytest.fixture(autouse=True)
+def _no_secret_in_output() -> Iterator[None]:
+    """Fail the test during which a registered secret appeared in a log line or error message."""
+    yield
+    _check_for_leaks()
+
+
+@pytest.fixture
+def secret_registry() -> SecretRegistry:
+    """Register a secret a test makes (``add``, ``add_jwt``, ``add_private_key``)."""
+    return SECRETS

@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -234,11 +235,20 @@ def _configure_logging(level: str) -> Callable[[], None]:
 
 
 def _write_ready_file(path: Path, info: dict[str, Any]) -> None:
-    # Write then rename, so a script polling for the file never reads half of it.
-    temporary = path.with_name(f".{path.name}.tmp")
+    # Write then rename, so a script polling for the file never reads half of it. The temporary
+    # file gets a random name (mkstemp, O_EXCL): the ready file often lives in a shared /tmp,
+    # where a predictable name could be a planted symlink to a file of the user's.
     try:
-        temporary.write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        os.replace(temporary, path)
+        fd, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            os.fchmod(fd, 0o644)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(json.dumps(info, indent=2) + "\n")
+            os.replace(temporary, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
     except OSError as exc:
         raise ConfigurationError(
             f"--ready-file {path}: cannot write it ({exc.strerror or exc}); check the directory"

@@ -23,10 +23,10 @@ lifetime cap, ``aud`` exactly the URL posted to, and the PS256 <-> ``x5t#S256`` 
 from __future__ import annotations
 
 import base64
-import binascii
 import dataclasses
 import datetime as dt
 import json
+import math
 import threading
 import urllib.parse
 from collections.abc import Mapping
@@ -398,7 +398,7 @@ def _basic_credentials(header: str | None) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8 underneath
         return ("", "")
     user, sep, password = decoded.partition(":")
     if not sep:
@@ -445,21 +445,33 @@ def _check_secret(
 
 
 def _b64url_decode(value: str) -> bytes:
-    # Lenient about padding (MSAL sends padded x5t values and Entra accepts them).
+    """Lenient about padding (MSAL sends padded x5t values and Entra accepts them); raises
+    ValueError for anything that is not base64url (non-ASCII text included)."""
     text = value.strip().rstrip("=")
     return base64.b64decode(
         text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True
     )
 
 
+def _printable(value: str, limit: int = 100) -> str:
+    # Echoed into an error text: no line breaks, which would forge its "Trace ID:" lines.
+    return "".join(c if c.isprintable() else "?" for c in value[:limit])
+
+
 def _malformed(detail: str = "") -> EntraError:
     return EntraError(50027, f"JWT token is invalid or malformed.{detail}")
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, which are not JSON (RFC 8259 section 6); Entra's
+    # parser refuses them.
+    raise ValueError(f"{name} is not JSON")
+
+
 def _json_part(part: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64url_decode(part))
-    except (binascii.Error, ValueError):
+        value = json.loads(_b64url_decode(part), parse_constant=_no_constant)
+    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]]
         raise _malformed() from None
     if not isinstance(value, dict):
         raise _malformed()
@@ -492,7 +504,10 @@ def _signature_valid(alg: str, key: PublicKey, signing_input: bytes, signature: 
 
 def _ticks(epoch: float) -> str:
     # .NET round-trip format ("o"), as in Entra's AADSTS700024 text.
-    when = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    try:
+        when = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    except (OverflowError, OSError, ValueError):  # an assertion's exp of 1e300
+        return f"{epoch:.0f}"
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond * 10:07d}Z"
 
 
@@ -500,9 +515,13 @@ def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError, OverflowError):  # a string, a list, 10**400
+        number = math.nan
+    if not isinstance(value, (int, float)) or not math.isfinite(number):
         raise _malformed(f" Invalid JWT token. The '{name}' claim is not a number.")
-    return float(value)
+    return number
 
 
 def _check_assertion(
@@ -533,7 +552,7 @@ def _check_assertion(
     claims = _json_part(parts[1])
     try:
         signature = _b64url_decode(parts[2])
-    except binascii.Error:
+    except ValueError:
         raise _malformed() from None
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii", errors="replace")
 
@@ -565,8 +584,8 @@ def _check_assertion(
             continue
         try:
             digest = _b64url_decode(value)
-        except binascii.Error:
-            shown = shown or value
+        except ValueError:
+            shown = shown or _printable(value)
             continue
         shown = shown or digest.hex().upper()
         registered = app.find_certificate(

@@ -103,10 +103,7 @@ class _Handler(BaseHTTPRequestHandler):
             # Token requests are small forms; every client sends Content-Length.
             self._write(HttpResponse(411, b'{"error":"length_required"}'), close=True)
             return
-        try:
-            length = int(headers.get("content-length", "0") or "0")
-        except ValueError:
-            length = -1
+        length = _content_length(self.headers.get_all("Content-Length") or [])
         if length < 0:
             self._write(HttpResponse(400, b'{"error":"invalid_request"}'), close=True)
             return
@@ -308,6 +305,19 @@ def _abort(conn: socket.socket) -> None:
     # shutdown() wakes a thread blocked in recv() on this socket; close() alone would not.
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
+
+
+def _content_length(values: list[str]) -> int:
+    """The body length, or -1 when the framing is invalid (RFC 9112 section 6.3: several
+    differing values, or anything but digits, such as ``+5`` or ``1_0`` that ``int()`` takes).
+    """
+    distinct = {value.strip() for value in values}
+    if not distinct:
+        return 0
+    if len(distinct) > 1:
+        return -1
+    text = distinct.pop()
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 18 else -1
 
 
 def _valid_host(value: str) -> bool:

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from certauth._files import OutputFile, write_files_atomically
+
 __all__ = ["TlsFiles", "generate_tls_files", "server_context"]
 
 #: Long enough for a CI job or a working day, short enough that a leaked CA is soon useless.
@@ -105,16 +107,21 @@ def generate_tls_files(directory: str | os.PathLike[str], *, now: dt.datetime) -
     )
 
     files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    files.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    files.cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_pem = key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    fd = os.open(files.key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(key_pem)
+    # Temporary files renamed into place: a symlink planted in a shared --tls-dir is replaced,
+    # never written through, and an old key file's looser mode does not survive.
+    write_files_atomically(
+        [
+            OutputFile(files.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM)),
+            OutputFile(files.cert_file, cert.public_bytes(serialization.Encoding.PEM)),
+            OutputFile(files.key_file, key_pem, secret=True),
+        ],
+        force=True,
+    )
     return files
 
 

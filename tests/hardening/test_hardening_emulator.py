@@ -1,0 +1,429 @@
+"""The emulator under abuse, over real loopback sockets: it keeps serving legitimate clients.
+
+Extends ``tests/emulator/test_emulator_server.py`` (one oversized form, one slow client) with
+lying and conflicting lengths, oversized request lines and headers, a hundred slowloris
+connections at once, a full connection table, malformed Authorization headers sent as raw
+bytes, and 10,000 distinct forged thumbprints and key ids. Every loop is bounded and every
+socket has a timeout, so a regression fails instead of hanging.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from certauth.certificates import Certificate
+from certauth.emulator import Emulator
+from certauth.emulator.server import ServerLimits
+from certauth.errors import TokenValidationError
+from certauth.protocol import CLIENT_ASSERTION_TYPE
+from certauth.verify import TokenVerifier
+
+CLIENT_ID = "55555555-6666-7777-8888-999999999999"
+SECRET = "abuse-test-client-secret-value"
+LIMITS = ServerLimits(max_body_bytes=4096, socket_timeout=2, request_deadline=1.0)
+
+
+@pytest.fixture(scope="module")
+def tenant(rsa_cert: Certificate) -> Iterator[Emulator]:
+    with Emulator(limits=LIMITS) as emulator:
+        emulator.register(CLIENT_ID, rsa_cert, roles=["Things.Read"])
+        emulator.register_secret(CLIENT_ID, SECRET)
+        yield emulator
+
+
+def _path(tenant: Emulator) -> str:
+    return f"/{tenant.tenant_id}/oauth2/v2.0/token"
+
+
+def _form(**fields: str) -> bytes:
+    form = {"grant_type": "client_credentials", "client_id": CLIENT_ID, "scope": "api://x/.default"}
+    return urllib.parse.urlencode({**form, **fields}).encode()
+
+
+def _legitimate(tenant: Emulator, client: httpx.Client | None = None) -> float:
+    """A legitimate token request; returns its latency (and fails unless it got a token)."""
+    started = time.perf_counter()
+    if client is None:
+        with httpx.Client(timeout=5) as fresh:
+            response = fresh.post(
+                tenant.token_endpoint,
+                content=_form(client_secret=SECRET),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+    else:
+        response = client.post(
+            tenant.token_endpoint,
+            content=_form(client_secret=SECRET),
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+    assert response.status_code == 200, response.text
+    assert "access_token" in response.json()
+    return time.perf_counter() - started
+
+
+def _raw(tenant: Emulator, data: bytes, *, timeout: float = 5) -> bytes:
+    """Send raw bytes, half-close, and read the whole answer (until the server closes)."""
+    with socket.create_connection(("127.0.0.1", tenant.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)
+        chunks = []
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _status(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/1."), answer[:200]
+    return int(answer.split(b" ", 2)[1])
+
+
+def _request(
+    tenant: Emulator, *headers: bytes, body: bytes = b"", line: bytes | None = None
+) -> bytes:
+    start = line or b"POST " + _path(tenant).encode() + b" HTTP/1.1"
+    head = [start, b"Host: 127.0.0.1", *headers]
+    return b"\r\n".join(head) + b"\r\n\r\n" + body
+
+
+# -- oversized, lying and conflicting bodies ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ([b"Content-Length: 1000000000000"], b"x" * 10, 413),
+        ([b"Content-Length: 4097"], b"x" * 4097, 413),
+        ([b"Content-Length: -5"], b"", 400),
+        ([b"Content-Length: 12abc"], b"", 400),
+        ([b"Content-Length: \xff"], b"", 400),
+        ([b"Transfer-Encoding: chunked"], b"5\r\nhello\r\n0\r\n\r\n", 411),
+        ([b"Content-Length: 5", b"Content-Length: 500"], b"x" * 5, 400),
+        ([b"Content-Length: 1_0"], b"x" * 10, 400),
+        ([b"Content-Length: " + b"9" * 5000], b"", 400),
+    ],
+    ids=[
+        "1TB",
+        "one-over",
+        "negative",
+        "not-a-number",
+        "latin-1",
+        "chunked",
+        "conflicting",
+        "underscore",
+        "5000-digits",
+    ],
+)
+def test_bodies_that_lie_or_overflow(
+    tenant: Emulator, headers: list[bytes], body: bytes, expected: int
+) -> None:
+    started = time.perf_counter()
+    answer = _raw(
+        tenant,
+        _request(tenant, b"Content-Type: application/x-www-form-urlencoded", *headers, body=body),
+    )
+    assert _status(answer) == expected, answer[:300]
+    assert b"connection: close" in answer.lower()
+    assert time.perf_counter() - started < 1  # answered at once, nothing waited for
+    _legitimate(tenant)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"POST /" + b"a" * 70_000 + b" HTTP/1.1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nX-Big: " + b"b" * 70_000 + b"\r\n\r\n",
+        b"POST / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + os.urandom(64),  # TLS to an http port
+        b"GARBAGE\r\n\r\n",
+        b"GET / HTTP/9.9\r\n\r\n",
+        os.urandom(2048),
+    ],
+    ids=["request-line", "header-line", "200-headers", "tls-hello", "garbage", "http-9", "random"],
+)
+def test_malformed_requests_are_refused_and_the_server_goes_on(
+    tenant: Emulator, data: bytes
+) -> None:
+    answer = _raw(tenant, data)
+    # http.server answers 4xx (or 505) to what it can parse, as an HTTP/0.9-style bare error
+    # page when not even the version is readable, and drops the rest.
+    if answer.startswith(b"HTTP/"):
+        assert _status(answer) in range(400, 500) or _status(answer) == 505, answer[:200]
+    else:
+        assert answer == b"" or b"Error response" in answer, answer[:200]
+    _legitimate(tenant)
+
+
+def test_a_body_longer_than_its_content_length_is_not_a_second_request(tenant: Emulator) -> None:
+    # The extra bytes are read as the next request on the connection: refused, not obeyed.
+    smuggled = b"GET /" + tenant.tenant_id.encode() + b"/discovery/v2.0/keys HTTP/1.1\r\n\r\n"
+    body = _form(client_secret=SECRET)
+    answer = _raw(
+        tenant,
+        _request(
+            tenant,
+            b"Content-Type: application/x-www-form-urlencoded",
+            b"Content-Length: %d" % len(body),
+            body=body + b"\x00" + smuggled,
+        ),
+    )
+    assert _status(answer) == 200
+    assert answer.count(b"HTTP/1.") == 2
+    assert b'"keys"' not in answer  # the second "request" was not served
+
+
+# -- slow clients ---------------------------------------------------------------------------------
+
+
+def test_a_hundred_slowloris_connections_do_not_starve_legitimate_clients(
+    tenant: Emulator,
+) -> None:
+    slow = [socket.create_connection(("127.0.0.1", tenant.port), timeout=5) for _ in range(100)]
+    stop = threading.Event()
+
+    def dribble() -> None:
+        # One header byte per connection every 50 ms: each request never completes.
+        for sock in slow:
+            sock.sendall(b"POST / HTTP/1.1\r\nX-Slow: ")
+        while not stop.wait(0.05):
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.sendall(b"a")
+
+    worker = threading.Thread(target=dribble, daemon=True)
+    worker.start()
+    try:
+        with httpx.Client(timeout=5) as client:
+            latencies = [_legitimate(tenant, client) for _ in range(20)]
+        assert max(latencies) < 1.0, latencies
+        # The request deadline (1 s, checked every 0.5 s) cuts every slow connection off.
+        deadline = time.monotonic() + LIMITS.request_deadline + 2.0
+        closed = 0
+        for sock in slow:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                closed += sock.recv(1024) == b""
+            except OSError:
+                closed += 1
+        assert closed == len(slow)
+    finally:
+        stop.set()
+        worker.join(timeout=5)
+        for sock in slow:
+            sock.close()
+    _legitimate(tenant)
+
+
+def test_a_dripped_body_is_cut_off_at_the_deadline(tenant: Emulator) -> None:
+    started = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", tenant.port), timeout=5) as sock:
+        sock.sendall(_request(tenant, b"Content-Length: 1000"))
+        answer = b""
+        with contextlib.suppress(OSError):
+            for _ in range(100):  # bounded: 100 x 50 ms
+                sock.sendall(b"x")
+                time.sleep(0.05)
+        with contextlib.suppress(OSError):
+            answer = sock.recv(1024)
+    assert answer == b""
+    assert time.perf_counter() - started < 5
+    _legitimate(tenant)
+
+
+def test_a_full_connection_table_recovers_at_the_deadline(rsa_cert: Certificate) -> None:
+    limits = ServerLimits(max_connections=8, socket_timeout=2, request_deadline=1.0)
+    with Emulator(limits=limits) as tenant:
+        tenant.register_secret(CLIENT_ID, SECRET)
+        idle = [socket.create_connection(("127.0.0.1", tenant.port), timeout=5) for _ in range(8)]
+        try:
+            time.sleep(0.2)
+            # Every slot is held: a new connection is closed at once, not queued for ever.
+            assert _raw(tenant, _request(tenant, body=b"")) == b""
+            # The watchdog frees the idle ones at the deadline (1 s, checked every 0.5 s).
+            deadline = time.monotonic() + limits.request_deadline + 2.0
+            while time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError, AssertionError):
+                    _legitimate(tenant)
+                    break
+                time.sleep(0.1)
+            _legitimate(tenant)
+        finally:
+            for sock in idle:
+                sock.close()
+
+
+# -- malformed Authorization headers --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        b"Basic \xff\xfe\xfd",
+        b"Basic " + b"A" * 20_000,
+        b"Basic Og==",
+        b"Basic " + base64.b64encode(b"\xff\xfe:\x80"),
+        b"Basic " + base64.b64encode(b"%zz:%"),
+        b"Basic " + base64.b64encode(f"{CLIENT_ID}:wrong".encode()),
+        b"Basic",
+        b"basic    ",
+        b"Bearer eyJhbGciOiJub25lIn0.e30.",
+        b"Negotiate YIIBhwYGKwYBBQUCoIIBezCCAXeg",
+        b"\x00\x01\x02",
+    ],
+)
+def test_malformed_authorization_headers(tenant: Emulator, value: bytes) -> None:
+    body = _form()
+    answer = _raw(
+        tenant,
+        _request(
+            tenant,
+            b"Content-Type: application/x-www-form-urlencoded",
+            b"Authorization: " + value,
+            b"Content-Length: %d" % len(body),
+            b"Connection: close",
+            body=body,
+        ),
+    )
+    status = _status(answer)
+    assert status in (400, 401), answer[:300]
+    document = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert document["error"] in {"invalid_client", "invalid_request"}
+    assert SECRET not in answer.decode("latin-1")
+    _legitimate(tenant)
+
+
+def test_two_authorization_headers(tenant: Emulator) -> None:
+    body = _form()
+    basic = base64.b64encode(f"{CLIENT_ID}:{SECRET}".encode())
+    answer = _raw(
+        tenant,
+        _request(
+            tenant,
+            b"Content-Type: application/x-www-form-urlencoded",
+            b"Authorization: Basic " + basic,
+            b"Authorization: Basic Og==",
+            b"Content-Length: %d" % len(body),
+            b"Connection: close",
+            body=body,
+        ),
+    )
+    assert _status(answer) in (200, 400, 401)
+
+
+# -- 10,000 forged thumbprints and key ids --------------------------------------------------------
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _forged_requests(tenant: Emulator, count: int, seed: int) -> bytes:
+    """``count`` pipelined token requests, each naming a thumbprint and kid nobody registered."""
+    rng = __import__("random").Random(seed)
+    requests = []
+    claims = _b64url(
+        json.dumps(
+            {"iss": CLIENT_ID, "sub": CLIENT_ID, "aud": tenant.token_endpoint, "exp": 4_000_000_000}
+        ).encode()
+    )
+    signature = _b64url(os.urandom(256))
+    for index in range(count):
+        header = {
+            "alg": "PS256" if index % 2 else "RS256",
+            "kid": f"forged-{seed}-{index}",
+            ("x5t#S256" if index % 2 else "x5t"): _b64url(rng.randbytes(32 if index % 2 else 20)),
+        }
+        assertion = f"{_b64url(json.dumps(header).encode())}.{claims}.{signature}"
+        body = _form(client_assertion_type=CLIENT_ASSERTION_TYPE, client_assertion=assertion)
+        requests.append(
+            b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-"
+            b"urlencoded\r\nContent-Length: %d\r\n\r\n%s"
+            % (_path(tenant).encode(), len(body), body)
+        )
+    return b"".join(requests)
+
+
+def _pipeline(tenant: Emulator, payload: bytes, expected: int) -> list[int]:
+    """Send pipelined requests on one keep-alive connection; the statuses in order."""
+    statuses: list[int] = []
+    with socket.create_connection(("127.0.0.1", tenant.port), timeout=10) as sock:
+        sender = threading.Thread(target=sock.sendall, args=(payload,), daemon=True)
+        sender.start()
+        answers = sock.makefile("rb")
+        for _ in range(expected):
+            status_line = answers.readline()
+            assert status_line.startswith(b"HTTP/1.1 "), status_line
+            length = 0
+            while (line := answers.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            answers.read(length)
+            statuses.append(int(status_line.split()[1]))
+        sender.join(timeout=10)
+    return statuses
+
+
+def test_ten_thousand_forged_thumbprints_and_kids(tenant: Emulator) -> None:
+    # The emulator runs in this process: quiet its per-refusal log line for the flood.
+    import logging
+
+    logger = logging.getLogger("certauth.emulator")
+    saved = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        batches = [(_forged_requests(tenant, 2500, seed), seed) for seed in range(4)]
+        with httpx.Client(timeout=5) as client:
+            before = _legitimate(tenant, client)
+            timings = []
+            for payload, _seed in batches:
+                started = time.perf_counter()
+                statuses = _pipeline(tenant, payload, 2500)
+                timings.append(time.perf_counter() - started)
+                assert set(statuses) == {401}
+                assert _legitimate(tenant, client) < 1.0
+    finally:
+        logger.setLevel(saved)
+    # No state grows with unknown keys: the last batch costs what the first did.
+    assert timings[-1] < 2 * timings[0] + 0.5, timings
+    assert before < 1.0
+    assert tenant.last_thumbprint is None  # nothing forged was ever accepted
+
+
+def test_ten_thousand_forged_kids_against_a_verifier(
+    tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    # A backend fed tokens with made-up kids must not hammer the issuer's JWKS endpoint.
+    fetches = {"keys": 0}
+
+    def count(request: httpx.Request) -> None:
+        fetches["keys"] += request.url.path.endswith("/keys")
+
+    good = tenant.register(CLIENT_ID, rsa_cert)  # noqa: F841 - the app also holds a certificate
+    with httpx.Client(timeout=5, event_hooks={"request": [count]}) as client:
+        verifier = TokenVerifier(issuer=tenant.issuer, audience="api://x", client=client)
+        header_claims = _b64url(json.dumps({"aud": "api://x", "iss": tenant.issuer}).encode())
+        for index in range(10_000):
+            head = _b64url(json.dumps({"alg": "RS256", "kid": f"forged-{index}"}).encode())
+            with pytest.raises(TokenValidationError) as caught:
+                verifier.verify(f"{head}.{header_claims}.c2ln")
+            assert caught.value.check == "kid"
+        verifier.close()
+    assert fetches["keys"] <= 2  # one fetch, at most one refetch per 30 s
