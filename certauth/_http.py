@@ -8,16 +8,15 @@ they wait.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import ssl
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import httpx
-
+from certauth._httpx import httpx
 from certauth._version import __version__
 from certauth.errors import ConfigurationError
 from certauth.protocol import MAX_RESPONSE_BYTES
@@ -82,23 +81,50 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     ``ca_file`` when given. Building a context from a full CA bundle costs ~20 ms, so it is
     built once (ANCHORS.md: the peers pay it per client).
     """
-    key = ca_file or ""
+
+    def build() -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        if ca_file:
+            _load_ca_file(context, ca_file)
+        return context
+
+    return _shared(ca_file or "", build)
+
+
+def ca_file_context(ca_file: str) -> ssl.SSLContext:
+    """A verifying TLS context that trusts ``ca_file`` alone (shared like :func:`ssl_context`):
+    what the sync clients try first, see :func:`new_sync_client`."""
+
+    def build() -> ssl.SSLContext:
+        # create_default_context's settings, with cafile given: it skips the system store.
+        try:
+            return ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
+            ) from None
+
+    return _shared(f"only:{ca_file}", build)
+
+
+def _shared(key: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     context = _contexts.get(key)
     if context is not None:
         return context
     with _contexts_lock:
         context = _contexts.get(key)
         if context is None:
-            context = ssl.create_default_context()
-            if ca_file:
-                try:
-                    context.load_verify_locations(cafile=ca_file)
-                except (OSError, ssl.SSLError) as exc:
-                    raise ConfigurationError(
-                        f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
-                    ) from None
-            _contexts[key] = context
+            context = _contexts[key] = build()
     return context
+
+
+def _load_ca_file(context: ssl.SSLContext, ca_file: str) -> None:
+    try:
+        context.load_verify_locations(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
+        ) from None
 
 
 def resolve_verify(verify: Any) -> ssl.SSLContext:
@@ -120,12 +146,40 @@ def _timeout(total: float) -> httpx.Timeout:
 
 
 def new_sync_client(verify: Any = None, timeout: float = 30.0) -> httpx.Client:
-    """An httpx client with certauth's TLS trust and timeouts (always set)."""
+    """An httpx client with certauth's TLS trust and timeouts (always set).
+
+    Requests go through :class:`~certauth._transport.StdlibTransport` (``http.client``), which
+    spares a short-lived process httpcore's import; proxies from the environment still get
+    httpx's own transports (built with the same ``verify``).
+    """
+    from certauth._transport import StdlibTransport
+
+    if isinstance(verify, str) and not _environment_proxies():
+        # Trust is the system store plus the CA file, and loading the system bundle costs a
+        # process ~20 ms. A certificate that verifies against the CA file alone verifies
+        # against both, so the CA file is tried first and the system store is loaded only
+        # when a server's certificate does not verify without it (the transport then redoes
+        # the handshake with the full trust: same outcome, one handshake later).
+        context = ca_file_context(verify)
+        transport = StdlibTransport(context, fallback=functools.partial(ssl_context, verify))
+    else:
+        # With a proxy from the environment, httpx's proxy transports take ``verify``: the
+        # full trust, as before.
+        context = resolve_verify(verify)
+        transport = StdlibTransport(context)
     return httpx.Client(
-        verify=resolve_verify(verify),
+        verify=context,
+        transport=transport,
         timeout=_timeout(timeout),
         headers={"User-Agent": USER_AGENT},
     )
+
+
+def _environment_proxies() -> bool:
+    """Whether httpx will route some requests through a proxy from the environment."""
+    import urllib.request  # already imported by httpx
+
+    return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
 def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncClient:
@@ -166,9 +220,10 @@ def run_sync(flow: Flow[T], client: httpx.Client) -> T:
                 request = client.build_request(
                     action.method, action.url, headers=action.headers, content=action.body
                 )
+                deadline = _deadline(client.timeout)
                 response = client.send(request, stream=True)
                 try:
-                    body = _read_capped(response.iter_bytes())
+                    body = _read_capped(response.iter_bytes(), deadline)
                 finally:
                     response.close()
                 answer = Reply(response.status_code, dict(response.headers), body)
@@ -181,6 +236,8 @@ def run_sync(flow: Flow[T], client: httpx.Client) -> T:
 
 async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
     """Drive a flow with asyncio."""
+    import asyncio  # here, not at the top: a sync-only process never pays for it
+
     answer: Reply | Failure | None = None
     try:
         while True:
@@ -193,6 +250,7 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
                 request = client.build_request(
                     action.method, action.url, headers=action.headers, content=action.body
                 )
+                deadline = _deadline(client.timeout)
                 response = await client.send(request, stream=True)
                 try:
                     chunks = bytearray()
@@ -200,6 +258,7 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
                         chunks += chunk
                         if len(chunks) > MAX_RESPONSE_BYTES:
                             break
+                        _check_deadline(deadline)
                 finally:
                     await response.aclose()
                 answer = Reply(response.status_code, dict(response.headers), bytes(chunks))
@@ -210,11 +269,23 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
         return result
 
 
-def _read_capped(chunks: Any) -> bytes:
+def _read_capped(chunks: Any, deadline: float) -> bytes:
     # Stop reading past the cap: a 100 MB "token response" is refused, not buffered.
     data = bytearray()
     for chunk in chunks:
         data += chunk
         if len(data) > MAX_RESPONSE_BYTES:
             break
+        _check_deadline(deadline)
     return bytes(data)
+
+
+def _deadline(timeout: httpx.Timeout) -> float:
+    """When the answer must be complete: the read timeout bounds each read, and a server
+    dripping one byte at a time never trips it, so the whole body gets the same budget."""
+    return time.monotonic() + timeout.read if timeout.read is not None else float("inf")
+
+
+def _check_deadline(deadline: float) -> None:
+    if time.monotonic() > deadline:
+        raise httpx.ReadTimeout("the answer did not arrive in full within the timeout")

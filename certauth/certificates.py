@@ -6,10 +6,11 @@ Pure: no network, and the clock is a parameter (``now``) wherever time matters.
 from __future__ import annotations
 
 import base64
+import bisect
 import datetime as dt
 import hashlib
+import math
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -20,7 +21,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509 import Certificate as X509Certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -128,6 +128,18 @@ class Certificate:
             raise InvalidArgumentError(
                 f"unknown thumbprint format {form!r}; use one of sha1, sha256, x5t, x5t#S256"
             ) from None
+
+    @cached_property
+    def validity_epochs(self) -> tuple[float, float]:
+        """``not_before`` and ``not_after`` as epoch seconds, for checks on hot paths (signing
+        an assertion compares numbers instead of building datetimes)."""
+        return self.not_before.timestamp(), self.not_after.timestamp()
+
+    @cached_property
+    def _memo(self) -> dict[Any, Any]:
+        # Values other modules derive from this (immutable) certificate once and reuse, such
+        # as assertion.py's encoded JWS headers.
+        return {}
 
     @property
     def subject(self) -> str:
@@ -278,7 +290,7 @@ class Certificate:
             "displayName": name,
             "endDateTime": _iso(self.not_after),
             "key": base64.b64encode(self.der).decode("ascii"),
-            "keyId": key_id or str(uuid.uuid4()),
+            "keyId": key_id or _random_key_id(),
             "startDateTime": _iso(self.not_before),
             "type": "AsymmetricX509Cert",
             "usage": "Verify",
@@ -300,6 +312,8 @@ class Certificate:
         With a password: PBES2 AES-256-CBC with an HMAC-SHA256 MAC, which OpenSSL 1.1+, and
         Windows 10 1709+ read. Without one, it is unencrypted (the key is then in the clear).
         """
+        from cryptography.hazmat.primitives.serialization import pkcs12  # ~8 ms; PFX only
+
         key = self.require_private_key()
         pw = _password_bytes(password)
         if pw:
@@ -320,6 +334,12 @@ class Certificate:
     @property
     def _where(self) -> str:
         return self.source or "certificate"
+
+
+def _random_key_id() -> str:
+    import uuid  # here: uuid imports platform, ~3 ms that loading a certificate need not pay
+
+    return str(uuid.uuid4())
 
 
 def _iso(when: dt.datetime) -> str:
@@ -448,7 +468,8 @@ def generate_certificate(
 
 # -- loading ------------------------------------------------------------------------------------
 
-_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----\r?\n.*?-----END \1-----", re.DOTALL)
+#: Every BEGIN/END line of a PEM file, overlapping ones included (hence the lookahead).
+_PEM_MARKER = re.compile(rb"(?=-----(BEGIN|END) ([A-Z0-9 ]+)-----)")
 _KEY_LABELS = {
     b"PRIVATE KEY",
     b"ENCRYPTED PRIVATE KEY",
@@ -518,7 +539,8 @@ def load_certificate(
     leaf = certs[0]
     private_key = keys[0] if keys else None
     if private_key is not None:
-        matching = [c for c in certs if _same_public_key(private_key.public_key(), c.public_key())]
+        public = private_key.public_key()
+        matching = [c for c in certs if _same_public_key(public, _public_key_or_none(c))]
         if not matching:
             # An unsupported certificate cannot match any key certauth loads: say that instead.
             _supported_public_key(leaf, source)
@@ -541,8 +563,28 @@ def load_certificate(
     return Certificate(leaf, private_key, chain, source)
 
 
+def _public_key_or_none(cert: x509.Certificate) -> object:
+    # cryptography parses a certificate's key lazily: a damaged key surfaces only here.
+    try:
+        return cert.public_key()
+    except (ValueError, UnsupportedAlgorithm):
+        return None
+
+
 def _supported_public_key(cert: x509.Certificate, source: str) -> None:
-    key = cert.public_key()
+    try:
+        key = cert.public_key()
+    except ValueError:
+        raise CertificateError(
+            f"{source}: the certificate's public key is corrupt; re-export the certificate",
+            path=source,
+        ) from None
+    except UnsupportedAlgorithm:
+        raise UnsupportedKeyError(
+            f"{source}: the certificate's key type is not supported; certauth signs with RSA "
+            "(what Entra ID takes) or EC keys",
+            path=source,
+        ) from None
     if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
         raise UnsupportedKeyError(
             f"{source}: the certificate's key type ({type(key).__name__.lstrip('_')}) is not "
@@ -601,11 +643,11 @@ def _parse_bundle(
         return _Parsed(key_loaders=[_loaded(_load_der_key(data, source, password))])
     try:
         return _Parsed(certs=[x509.load_der_x509_certificate(data)])
-    except ValueError:
+    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
         pass
     # A DER private key where a certificate is expected: recognise it without a password.
     try:
-        key = serialization.load_der_private_key(data, None)
+        key = serialization.load_der_private_key(data, None, unsafe_skip_rsa_key_validation=True)
     except TypeError:  # an encrypted PKCS#8 key
         return _Parsed(key_loaders=[lambda pw: _load_der_key(data, source, pw)])
     except (ValueError, UnsupportedAlgorithm):
@@ -619,7 +661,7 @@ def _parse_bundle(
 def _load_der_key(data: bytes, source: str, password: Password) -> PrivateKey:
     pw = _password_bytes(password) or None
     try:
-        key = serialization.load_der_private_key(data, pw)
+        key = serialization.load_der_private_key(data, pw, unsafe_skip_rsa_key_validation=True)
     except TypeError:
         # cryptography raises TypeError both for "encrypted but no password" and for
         # "password given but the key is not encrypted".
@@ -649,21 +691,55 @@ def _load_der_key(data: bytes, source: str, password: Password) -> PrivateKey:
     return _supported_key(key, source)
 
 
+def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """``(label, block)`` for each ``BEGIN X`` line (followed by a line break) and the first
+    ``END X`` after it, in order (RFC 7468 section 2).
+
+    One pass over the markers plus a binary search per block. The obvious single regex
+    (``BEGIN (X)...END \\1`` with a back-reference) rescans the rest of the input for every
+    BEGIN line without an END: minutes for a 1 MiB file of BEGIN lines.
+    """
+    markers = list(_PEM_MARKER.finditer(data))
+    ends: dict[bytes, list[int]] = {}
+    for marker in markers:
+        if marker[1] == b"END":
+            ends.setdefault(marker[2], []).append(marker.start())
+    blocks: list[tuple[bytes, bytes]] = []
+    resume = 0
+    for marker in markers:
+        if marker[1] != b"BEGIN" or marker.start() < resume:
+            continue
+        label = marker[2]
+        line_end = marker.start() + len(b"-----BEGIN -----") + len(label)
+        if data.startswith(b"\n", line_end):
+            body = line_end + 1
+        elif data.startswith(b"\r\n", line_end):
+            body = line_end + 2
+        else:
+            continue
+        positions = ends.get(label, [])
+        index = bisect.bisect_left(positions, body)
+        if index == len(positions):
+            continue
+        stop = positions[index] + len(b"-----END -----") + len(label)
+        blocks.append((label, data[marker.start() : stop]))
+        resume = stop
+    return blocks
+
+
 def _parse_pem(data: bytes, source: str) -> _Parsed:
     parsed = _Parsed()
-    blocks = list(_PEM_BLOCK.finditer(data))
+    blocks = _pem_blocks(data)
     if not blocks:
         raise CertificateError(
             f"{source}: a PEM header without a matching END line; the file is truncated",
             path=source,
         )
-    for block in blocks:
-        label = block.group(1)
-        pem = block.group(0)
+    for label, pem in blocks:
         if label in _CERT_LABELS:
             try:
                 parsed.certs.append(x509.load_pem_x509_certificate(pem))
-            except ValueError:
+            except (ValueError, x509.InvalidVersion):
                 raise CertificateError(
                     f"{source}: a CERTIFICATE block is corrupt; re-export the certificate",
                     path=source,
@@ -701,7 +777,9 @@ def _load_pem_key(block: bytes, label: bytes, source: str, password: Password) -
             path=source,
         )
     try:
-        key = serialization.load_pem_private_key(block, pw if encrypted else None)
+        key = serialization.load_pem_private_key(
+            block, pw if encrypted else None, unsafe_skip_rsa_key_validation=True
+        )
     except (ValueError, TypeError) as exc:
         if encrypted:
             raise PasswordError(
@@ -721,13 +799,55 @@ def _load_pem_key(block: bytes, label: bytes, source: str, password: Password) -
 
 
 def _supported_key(key: object, source: str) -> PrivateKey:
-    if isinstance(key, (rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey)):
+    if isinstance(key, rsa.RSAPrivateKey):
+        _check_rsa_key(key, source)
+        return key
+    if isinstance(key, ec.EllipticCurvePrivateKey):
         return key
     raise UnsupportedKeyError(
         f"{source}: unsupported key type {type(key).__name__.lstrip('_')}; certauth signs with "
         "RSA (what Entra ID takes) or EC keys",
         path=source,
     )
+
+
+def _check_rsa_key(key: rsa.RSAPrivateKey, source: str) -> None:
+    """Check that an RSA private key is internally consistent (what OpenSSL's RSA_check_key
+    does, minus its primality tests of p and q).
+
+    Keys are loaded with ``unsafe_skip_rsa_key_validation=True`` because OpenSSL's full
+    validation costs ~35 ms for RSA-2048, almost all of it proving p and q prime: ANCHORS.md
+    shows the peers paying it for every assertion, and it dominated certauth's first token.
+    Skipping it is safe here because the checks below keep every operation on the key
+    well-defined (n odd and = p*q with p, q > 1; 1 < d < n; e*d = 1 mod lcm(p-1, q-1); the CRT
+    values derived from d, p and q), and ``load_certificate`` then requires the key's (n, e) to
+    be the certificate's. What is left unproven is only that p and q are prime; a private key
+    file is its owner's secret, not input from a peer, and a key with a composite factor would
+    merely sign assertions the server rejects (OpenSSL also re-checks each CRT result with the
+    public exponent before releasing a signature). Costs ~15 us.
+    """
+    numbers = key.private_numbers()
+    p, q, d = numbers.p, numbers.q, numbers.d
+    n, e = numbers.public_numbers.n, numbers.public_numbers.e
+    consistent = (
+        p > 1
+        and q > 1
+        and p * q == n
+        and n % 2 == 1
+        and e % 2 == 1
+        and 1 < e < n
+        and 1 < d < n
+        and (e * d) % math.lcm(p - 1, q - 1) == 1
+        and numbers.dmp1 == d % (p - 1)
+        and numbers.dmq1 == d % (q - 1)
+        and (numbers.iqmp * q) % p == 1
+    )
+    if not consistent:
+        raise CertificateError(
+            f"{source}: the RSA private key is corrupt (its parameters do not fit together); "
+            "restore the key file from where it was created",
+            path=source,
+        )
 
 
 def _looks_like_pkcs12(data: bytes) -> bool:
@@ -742,6 +862,9 @@ def _looks_like_pkcs12(data: bytes) -> bool:
 
 
 def _parse_pfx(data: bytes, source: str, password: Password) -> _Parsed:
+    # Imported here: ~8 ms that PEM and DER users (and every process start) need not pay.
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
     pw = _password_bytes(password)
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(data, pw)

@@ -9,7 +9,6 @@ how they wait.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import hashlib
@@ -20,16 +19,14 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
-
-import httpx
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from certauth import _http
 from certauth._files import read_input_file
 from certauth._http import Failure, Flow, Reply, Send, Sleep
+from certauth._httpx import httpx
 from certauth.assertion import DEFAULT_LIFETIME, build_client_assertion, check_entra_key
 from certauth.authority import Authority
-from certauth.cache import EntryCipher, TokenCache
 from certauth.certificates import Certificate, load_certificate
 from certauth.errors import (
     CertauthError,
@@ -47,6 +44,14 @@ from certauth.protocol import (
     parse_token_response,
 )
 
+if TYPE_CHECKING:
+    # Imported where they are used instead: asyncio costs a sync-only process ~25 ms of
+    # start-up, the cache module's AEAD and HKDF a few more, for a process without a shared
+    # cache (ANCHORS.md: start-up is part of every CI step).
+    import asyncio
+
+    from certauth.cache import EntryCipher, TokenCache
+
 __all__ = [
     "AccessToken",
     "AccessTokenInfo",
@@ -63,6 +68,9 @@ log = logging.getLogger("certauth")
 
 #: A cached token is not served with less than this left (azure-identity and MSAL use 5 min).
 DEFAULT_REFRESH_MARGIN = 300
+#: Distinct scope tuples whose cache key is memoised per credential (callers normally use one
+#: or two; the bound keeps a caller that builds scopes dynamically from growing the memo).
+_MAX_MEMOISED_SCOPES = 64
 
 
 class AccessToken(NamedTuple):
@@ -147,6 +155,8 @@ class _CertificateAuth:
 
     def cipher(self) -> EntryCipher | None:
         if self._cipher is None:
+            from certauth.cache import EntryCipher
+
             self._cipher = EntryCipher.from_private_key(self.certificate.require_private_key())
         return self._cipher
 
@@ -294,6 +304,8 @@ class _SecretAuth:
         authority.check_auth_method(self.method)
 
     def cipher(self) -> EntryCipher | None:
+        from certauth.cache import EntryCipher
+
         return EntryCipher.from_secret(self.secret)
 
     def maybe_reload(self) -> None:
@@ -335,6 +347,14 @@ class _Core:
         self.clock = clock
         self._store_failed = False
         self._tokens: dict[str, Token] = {}
+        #: key -> (refresh_at, AccessToken) of every remembered token: what the fast path of
+        #: get_token reads (a dict lookup and a clock comparison, nothing recomputed).
+        self.fresh: dict[str, tuple[float, AccessToken]] = {}
+        #: scopes as the caller passed them -> cache key, valid for ``keys_fingerprint`` and
+        #: the current authority (cleared when either changes), so scopes are normalised
+        #: (and checked) once per distinct tuple rather than on every call.
+        self.keys: dict[tuple[str, ...], str] = {}
+        self.keys_fingerprint = auth.fingerprint
         if isinstance(auth, _CertificateAuth):
             auth._client_id = client_id
         if authority is not None:
@@ -345,6 +365,7 @@ class _Core:
         if isinstance(self.auth, _CertificateAuth):
             self.auth._alg = self.auth._alg_for(authority)
         self.authority = authority
+        self.keys = {}  # normalisation and keys depend on the authority
 
     # cache -----------------------------------------------------------------------------------
 
@@ -368,15 +389,34 @@ class _Core:
         ahead = token.refresh_on or token.expires_on - token.expires_in / 2
         return min(ahead, self.usable_until(token))
 
+    def key_for(self, scopes: tuple[str, ...]) -> str:
+        """:meth:`cache_key` of the normalised ``scopes``, memoised per scopes tuple (the memo
+        is dropped when the certificate's fingerprint changes: a rotation)."""
+        fingerprint = self.auth.fingerprint
+        if fingerprint is not self.keys_fingerprint:
+            self.keys = {}
+            self.keys_fingerprint = fingerprint
+        key = self.keys.get(scopes)
+        if key is None:
+            key = self.cache_key(self.scopes_for(scopes))
+            if len(self.keys) < _MAX_MEMOISED_SCOPES:
+                self.keys[scopes] = key
+        return key
+
     def remembered(self, key: str) -> Token | None:
         """The in-memory token for ``key`` (whatever its age)."""
         return self._tokens.get(key)
 
     def remember(self, key: str, token: Token) -> None:
         self._tokens[key] = token
+        self.fresh[key] = (
+            self.refresh_at(token),
+            AccessToken(token.access_token, token.expires_on),
+        )
 
     def forget(self, key: str) -> None:
         self._tokens.pop(key, None)
+        self.fresh.pop(key, None)
         if self.store is not None:
             self._store_call("delete", key)
 
@@ -396,8 +436,10 @@ class _Core:
         return token if now < self.refresh_at(token) else None
 
     def save_stored(self, key: str, token: Token) -> None:
+        if self.store is None:
+            return  # before deriving the cipher: that costs ~0.5 ms of key encoding and HKDF
         cipher = self.auth.cipher()
-        if self.store is not None and cipher is not None:
+        if cipher is not None:
             self._store_call("set", key, cipher.seal(key, token), token.expires_on)
 
     @contextlib.contextmanager
@@ -576,7 +618,7 @@ def _oauth_error_text(answer: Reply) -> str:
     """`` (error: description)`` from an OAuth error body, or nothing."""
     try:
         document = json.loads(answer.body)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]]
         return ""
     if not isinstance(document, dict) or not isinstance(document.get("error"), str):
         return ""
@@ -749,12 +791,12 @@ class _SyncCredential:
 
     def _token(self, scopes: tuple[str, ...], *, force: bool = False) -> Token:
         core = self._core
-        key = core.cache_key(core.scopes_for(scopes))
+        key = core.key_for(scopes)
         now = core.clock()
         token = None if force else core.remembered(key)
         if token is not None:
             if now < core.refresh_at(token):
-                return token  # the fast path: a dict lookup, no lock
+                return token  # a dict lookup, no lock
             if now < core.usable_until(token):
                 # Refresh ahead: one caller renews; the others keep the still-valid token.
                 return self._renew(key, scopes, fallback=token, wait=False, force=False)
@@ -825,6 +867,14 @@ class _SyncCredential:
 
         Served from the cache while it has more than the refresh margin left.
         """
+        core = self._core
+        if not claims and core.auth.fingerprint is core.keys_fingerprint:
+            # The fast path (~0.5 us): two dict lookups and a clock comparison. Everything
+            # else (normalising scopes, refresh ahead, single flight) is in _token.
+            key = core.keys.get(scopes)
+            entry = core.fresh.get(key) if key is not None else None
+            if entry is not None and core.clock() < entry[0]:
+                return entry[1]
         token = self._token(scopes, force=bool(claims))
         return AccessToken(token.access_token, token.expires_on)
 
@@ -846,7 +896,7 @@ class _SyncCredential:
         """Drop the cached token for ``scopes`` (after the API answered 401 to it)."""
         core = self._core
         if core.authority is not None:
-            core.forget(core.cache_key(core.scopes_for(scopes)))
+            core.forget(core.key_for(scopes))
 
     def close(self) -> None:
         """Close the HTTP client (when the credential created it)."""
@@ -877,7 +927,7 @@ class _AsyncCredential:
 
     async def _token(self, scopes: tuple[str, ...], *, force: bool = False) -> Token:
         core = self._core
-        key = core.cache_key(core.scopes_for(scopes))
+        key = core.key_for(scopes)
         now = core.clock()
         token = None if force else core.remembered(key)
         if token is not None:
@@ -890,6 +940,8 @@ class _AsyncCredential:
     async def _renew(
         self, key: str, scopes: tuple[str, ...], *, fallback: Token | None, wait: bool, force: bool
     ) -> Token:
+        import asyncio
+
         future = self._inflight.get(key)
         if future is not None:
             if not wait and fallback is not None:
@@ -930,6 +982,8 @@ class _AsyncCredential:
             return token
         # The shared store is blocking I/O (a file lock, Redis): run it in a worker thread so
         # the event loop never waits on it.
+        import asyncio
+
         lock = core.store_lock(key)
         await asyncio.to_thread(lock.__enter__)
         try:
@@ -954,6 +1008,13 @@ class _AsyncCredential:
         **kwargs: Any,
     ) -> AccessToken:
         """azure-core ``AsyncTokenCredential.get_token``."""
+        core = self._core
+        if not claims and core.auth.fingerprint is core.keys_fingerprint:
+            # The fast path, as in the sync credential: no await, no lock.
+            key = core.keys.get(scopes)
+            entry = core.fresh.get(key) if key is not None else None
+            if entry is not None and core.clock() < entry[0]:
+                return entry[1]
         token = await self._token(scopes, force=bool(claims))
         return AccessToken(token.access_token, token.expires_on)
 
@@ -974,7 +1035,7 @@ class _AsyncCredential:
         """Drop the cached token for ``scopes`` (after the API answered 401 to it)."""
         core = self._core
         if core.authority is not None:
-            core.forget(core.cache_key(core.scopes_for(scopes)))
+            core.forget(core.key_for(scopes))
 
     async def close(self) -> None:
         """Close the HTTP client (when the credential created it)."""
@@ -1016,7 +1077,11 @@ def _certificate_settings(
 
 
 def _check_cache(cache: Any) -> TokenCache | None:
-    if cache is None or isinstance(cache, TokenCache):
+    if cache is None:
+        return None
+    from certauth.cache import TokenCache
+
+    if isinstance(cache, TokenCache):
         return cache
     raise InvalidArgumentError(
         f"cache={cache!r} is not a token cache: pass FileTokenCache(), RedisTokenCache(...) or "
@@ -1222,5 +1287,7 @@ class BearerAuth(httpx.Auth):
         credential = self.credential
         if isinstance(credential, _AsyncCredential):
             return (await credential.get_token(*self.scopes)).token
+        import asyncio
+
         result = await asyncio.to_thread(credential.get_token, *self.scopes)
         return result.token

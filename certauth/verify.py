@@ -34,7 +34,6 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-import httpx
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -42,6 +41,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from certauth import _http
 from certauth._http import Failure, Flow, Reply, Send, Sleep
+from certauth._httpx import httpx
 from certauth.authority import Authority, check_endpoint_url
 from certauth.errors import (
     CertauthError,
@@ -173,7 +173,7 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
         value = json.loads(data.decode("utf-8"), object_pairs_hook=_no_duplicates)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: [[[...]]]
         reason = str(exc) if "duplicate" in str(exc) else "not JSON"
         raise _fail("format", f"the token's {what} is {reason}") from None
     if not isinstance(value, dict):

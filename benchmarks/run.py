@@ -1,0 +1,713 @@
+"""certauth, MSAL and azure-identity side by side, in one run, against one local TLS endpoint.
+
+    python -m benchmarks [--smoke] [--json FILE] [--libraries certauth,msal,azure-identity]
+    scripts/bench ...        (the same, with the project's virtualenv)
+
+The token endpoint is the emulator over https, started in its own process (``benchmarks._server``)
+so its work does not share the clients' GIL; it counts every request it receives, which gives the
+request rows. In-process rows take the median of several batches (the garbage collector off while
+a batch runs, as ``timeit`` does); process rows run each command several times with
+``subprocess`` and take the median wall time. Results: a table on stdout and a JSON file
+(default ``benchmarks/results/latest.json``; ``benchmarks/results/`` is git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from benchmarks.clients import LIBRARIES, Library, Target, process_argv
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
+CLIENT_ID = "5e6b7c1d-0000-4000-8000-00000000be4c"
+SCOPE = "api://bench/.default"
+
+
+@dataclass(frozen=True)
+class Counts:
+    """How many times each measurement repeats (``--smoke`` makes them tiny)."""
+
+    first_token: int = 30
+    first_token_peers: int = 12
+    warmup: int = 2
+    cached_batches: int = 7
+    cached_calls: int = 20_000
+    cached_calls_peers: int = 2_000
+    burst_runs: int = 5
+    burst_threads: int = 64
+    process_runs: int = 10
+    cli_runs: int = 15
+    sign_batches: int = 7
+    sign_calls: int = 200
+    sign_calls_peers: int = 3
+    throughput_seconds: float = 5.0
+    throughput_connections: int = 4
+
+
+SMOKE = Counts(
+    first_token=2,
+    first_token_peers=1,
+    warmup=1,
+    cached_batches=2,
+    cached_calls=200,
+    cached_calls_peers=20,
+    burst_runs=1,
+    burst_threads=16,
+    process_runs=1,
+    cli_runs=1,
+    sign_batches=1,
+    sign_calls=3,
+    sign_calls_peers=1,
+    throughput_seconds=0.5,
+    throughput_connections=2,
+)
+
+
+@dataclass
+class Row:
+    """One line of the table: a measure, each library's median and certauth's target."""
+
+    key: str
+    title: str
+    unit: str
+    #: Human form of the target, e.g. ``<= 8 ms``.
+    target: str
+    #: Whether a certauth value meets the target.
+    meets: Callable[[float], bool] = field(repr=False)
+    #: Lower is better (ratios are only shown where they mean "times faster").
+    lower_is_better: bool = True
+    values: dict[str, float | None] = field(default_factory=dict)
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Shown instead of the number (e.g. ``54 (16-64) + 0 disc``).
+    cells: dict[str, str] = field(default_factory=dict)
+
+    def ok(self) -> bool | None:
+        value = self.values.get("certauth")
+        return None if value is None else self.meets(value)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "measure": self.title,
+            "unit": self.unit,
+            "target": self.target,
+            "meets_target": self.ok(),
+            "median": self.values,
+            "ratio_certauth_to_peer": {
+                name: _ratio(self.values.get("certauth"), value)
+                for name, value in self.values.items()
+                if name != "certauth"
+            },
+            "details": self.details,
+        }
+
+
+def _ratio(ours: float | None, theirs: float | None) -> float | None:
+    if ours is None or theirs is None or theirs == 0:
+        return None
+    return ours / theirs
+
+
+def summary(samples: Sequence[float]) -> dict[str, Any]:
+    """Median, min, max and the sample count."""
+    return {
+        "median": statistics.median(samples),
+        "min": min(samples),
+        "max": max(samples),
+        "n": len(samples),
+    }
+
+
+# -- the token endpoint ------------------------------------------------------------------------
+
+
+class Endpoint:
+    """The emulator process (``benchmarks._server``) and its request counters."""
+
+    def __init__(self, cert_file: Path) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks._server", "--register", f"{CLIENT_ID}={cert_file}"],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info: dict[str, str] = self._read()
+
+    def _read(self) -> Any:
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError("the benchmark emulator process exited; see its stderr above")
+        return json.loads(line)
+
+    def _ask(self, command: str) -> Any:
+        assert self._process.stdin is not None
+        self._process.stdin.write(command + "\n")
+        self._process.stdin.flush()
+        return self._read()
+
+    def reset(self) -> None:
+        self._ask("reset")
+
+    def counts(self) -> dict[str, int]:
+        """Requests since the last :meth:`reset`: ``token`` POSTs, ``discovery``,
+        ``instance_discovery``, ``jwks``, ``other``."""
+        result: dict[str, int] = self._ask("counts")
+        return result
+
+    def close(self) -> None:
+        with suppress(OSError, RuntimeError, ValueError):
+            self._ask("quit")
+        try:
+            self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait()
+
+
+# -- measurements -------------------------------------------------------------------------------
+
+
+@contextmanager
+def _gc_off() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class Bench:
+    """Runs every row for every library."""
+
+    def __init__(
+        self, libraries: Sequence[Library], target: Target, endpoint: Endpoint, counts: Counts
+    ) -> None:
+        self.libraries = libraries
+        self.target = target
+        self.endpoint = endpoint
+        self.counts = counts
+        self.notes: list[str] = []
+
+    def _peer(self, library: Library, ours: int, theirs: int) -> int:
+        return ours if library.name == "certauth" else theirs
+
+    # first token ---------------------------------------------------------------------------
+
+    def first_token(self, first: Row, requests: Row) -> None:
+        """New credential object (key read from the file), new TLS connection, one token."""
+        for library in self.libraries:
+            runs = self._peer(library, self.counts.first_token, self.counts.first_token_peers)
+            times: list[float] = []
+            per_token: list[int] = []
+            for index in range(self.counts.warmup + runs):
+                self.endpoint.reset()
+                started = time.perf_counter()
+                credential = library.new_credential(self.target)
+                library.get_token(credential, self.target)
+                elapsed = time.perf_counter() - started
+                library.close(credential)
+                if index < self.counts.warmup:
+                    continue
+                times.append(elapsed * 1000)
+                per_token.append(sum(self.endpoint.counts().values()))
+            first.values[library.name] = statistics.median(times)
+            first.details[library.name] = summary(times)
+            requests.values[library.name] = statistics.median(per_token)
+            requests.details[library.name] = summary(per_token)
+            self.endpoint.reset()
+            credential = library.new_credential(self.target)
+            library.get_token(credential, self.target)
+            requests.details[library.name]["by_kind"] = self.endpoint.counts()
+            library.close(credential)
+
+    # cached ----------------------------------------------------------------------------------
+
+    def cached(self, row: Row) -> None:
+        """``get_token`` (or MSAL's ``acquire_token_for_client``) with the token cached."""
+        target = self.target
+        for library in self.libraries:
+            calls = self._peer(library, self.counts.cached_calls, self.counts.cached_calls_peers)
+            credential = library.new_credential(target)
+            library.get_token(credential, target)
+            call = library.cached_call(credential, target)
+            self.endpoint.reset()
+            per_call: list[float] = []
+            for _ in range(self.counts.cached_batches):
+                loop = range(calls)
+                with _gc_off():
+                    started = time.perf_counter()
+                    for _ in loop:
+                        call()
+                    elapsed = time.perf_counter() - started
+                per_call.append(elapsed / calls * 1e6)
+            sent = sum(self.endpoint.counts().values())
+            library.close(credential)
+            if sent:
+                raise RuntimeError(f"{library.name}: {sent} requests while serving cached tokens")
+            row.values[library.name] = statistics.median(per_call)
+            row.details[library.name] = summary(per_call) | {"calls_per_batch": calls}
+        self.notes.append(
+            "cached get_token: one call of each library's public method (MSAL: "
+            "acquire_token_for_client) through functools.partial, loop overhead included"
+        )
+
+    # burst -----------------------------------------------------------------------------------
+
+    def burst(self, posts: Row, burst: Row) -> None:
+        """``burst_threads`` threads ask a new credential for a token at the same moment."""
+        threads = self.counts.burst_threads
+        for library in self.libraries:
+            token_posts: list[int] = []
+            discovery: list[int] = []
+            times: list[float] = []
+            for _ in range(self.counts.burst_runs):
+                credential = library.new_credential(self.target)
+                self.endpoint.reset()
+                elapsed, errors = self._one_burst(library, credential, threads)
+                counts = self.endpoint.counts()
+                library.close(credential)
+                if errors:
+                    raise RuntimeError(f"{library.name}: {len(errors)} threads failed: {errors[0]}")
+                token_posts.append(counts["token"])
+                discovery.append(counts["discovery"] + counts["instance_discovery"])
+                times.append(elapsed * 1000)
+            posts.values[library.name] = statistics.median(token_posts)
+            posts.details[library.name] = summary(token_posts) | {
+                "discovery_gets": summary(discovery)
+            }
+            low, high = min(token_posts), max(token_posts)
+            spread = f" ({low}-{high})" if low != high else ""
+            cell = f"{statistics.median(token_posts):g}{spread}"
+            if max(discovery):
+                cell += f" + {statistics.median(discovery):g} disc."
+            posts.cells[library.name] = cell
+            burst.values[library.name] = statistics.median(times)
+            burst.details[library.name] = summary(times)
+        posts.title = f"{threads} threads at once on an empty cache: token POSTs"
+        burst.title = f"{threads} threads at once: time until every thread has its token"
+        self.notes.append(
+            "burst: the credential object is created before the threads start (MSAL's "
+            "constructor runs its discovery requests there); counted: requests during the burst"
+        )
+
+    def _one_burst(
+        self, library: Library, credential: Any, threads: int
+    ) -> tuple[float, list[BaseException]]:
+        barrier = threading.Barrier(threads + 1)
+        errors: list[BaseException] = []
+
+        def worker() -> None:
+            barrier.wait()
+            try:
+                library.get_token(credential, self.target)
+            except Exception as exc:  # noqa: BLE001 - reported by the caller
+                errors.append(exc)
+
+        workers = [threading.Thread(target=worker) for _ in range(threads)]
+        for thread in workers:
+            thread.start()
+        time.sleep(0.05)  # every worker is parked on the barrier
+        started = time.perf_counter()
+        barrier.wait()
+        for thread in workers:
+            thread.join()
+        return time.perf_counter() - started, errors
+
+    # assertion -------------------------------------------------------------------------------
+
+    def assertion(self, row: Row) -> None:
+        """Build and sign one client assertion with the key already loaded."""
+        for library in self.libraries:
+            calls = self._peer(library, self.counts.sign_calls, self.counts.sign_calls_peers)
+            build = library.assertion_builder(self.target)
+            build()
+            per_call: list[float] = []
+            for _ in range(self.counts.sign_batches):
+                with _gc_off():
+                    started = time.perf_counter()
+                    for _ in range(calls):
+                        build()
+                    elapsed = time.perf_counter() - started
+                per_call.append(elapsed / calls * 1e6)
+            row.values[library.name] = statistics.median(per_call)
+            row.details[library.name] = summary(per_call) | {"calls_per_batch": calls}
+        self.notes.append(
+            "build + sign: certauth PS256 (its Entra default); MSAL and azure-identity (sync, "
+            "through MSAL) RS256 via msal.oauth2cli.assertion.JwtAssertionCreator with the PEM "
+            "string, as they do internally"
+        )
+
+    # processes ---------------------------------------------------------------------------------
+
+    def process(self, row: Row, env: dict[str, str]) -> None:
+        """A new Python process imports the library and gets one token."""
+        for library in self.libraries:
+            argv = process_argv(library, self.target)
+            times = _time_command(argv, env, self.counts.process_runs)
+            row.values[library.name] = statistics.median(times)
+            row.details[library.name] = summary(times)
+
+    def process_system_trust(self, row: Row, env: dict[str, str]) -> None:
+        """The process row for certauth without ``verify=``: trust from the system store, as
+        against Entra ID (the store here is the system bundle plus the emulator's CA, given
+        through ``SSL_CERT_FILE``). The difference is the cost of loading the system bundle."""
+        import ssl
+
+        system = os.environ.get("SSL_CERT_FILE") or ssl.get_default_verify_paths().cafile
+        bundle = Path(self.target.pem_path).with_name("system-and-emulator-ca.pem")
+        parts = [Path(system).read_bytes()] if system and Path(system).is_file() else []
+        bundle.write_bytes(b"\n".join([*parts, Path(self.target.ca_file).read_bytes()]))
+        code = (
+            "import sys\n"
+            "from certauth import CertificateCredential\n"
+            "t, c, p, host, scope = sys.argv[1:]\n"
+            "credential = CertificateCredential(t, c, p, authority=host)\n"
+            "assert credential.get_token(scope).token\n"
+        )
+        target = self.target
+        argv = [sys.executable, "-c", code, target.tenant_id, target.client_id]
+        argv += [target.pem_path, target.authority_host, target.scope]
+        times = _time_command(argv, env | {"SSL_CERT_FILE": str(bundle)}, self.counts.process_runs)
+        row.values["certauth"] = statistics.median(times)
+        row.details["certauth"] = summary(times) | {"system_bundle": system}
+
+    def cli(self, version: Row, help_: Row, baseline: Row, env: dict[str, str]) -> None:
+        """``certauth --version`` / ``--help`` against ``python -c pass``."""
+        script = Path(sys.executable).with_name("certauth")
+        command = [str(script)] if script.exists() else [sys.executable, "-m", "certauth"]
+        runs = self.counts.cli_runs
+        for row, argv in (
+            (version, [*command, "--version"]),
+            (help_, [*command, "--help"]),
+            (baseline, [sys.executable, "-c", "pass"]),
+        ):
+            times = _time_command(argv, env, runs)
+            row.values["certauth"] = statistics.median(times)
+            row.details["certauth"] = summary(times) | {"argv": argv[-2:]}
+
+    def throughput(self, row: Row) -> None:
+        """Token requests per second the emulator sustains from concurrent clients."""
+        import ssl
+
+        from benchmarks.emulator_throughput import measure
+        from certauth.certificates import load_certificate
+
+        result = measure(
+            load_certificate(self.target.pem_path, require_key=True),
+            client_id=CLIENT_ID,
+            token_endpoint=self.target.token_endpoint,
+            verify=ssl.create_default_context(cafile=self.target.ca_file),
+            seconds=self.counts.throughput_seconds,
+            connections=self.counts.throughput_connections,
+        )
+        if result.failures:
+            raise RuntimeError(f"emulator throughput: {result.failures} requests failed")
+        row.values["certauth"] = result.per_second
+        row.details["certauth"] = {
+            "requests": result.requests,
+            "seconds": result.seconds,
+            "connections": result.connections,
+        }
+
+
+def _time_command(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
+    """Wall time (ms) of ``runs`` runs, after one unmeasured run (page cache, bytecode)."""
+    times: list[float] = []
+    for index in range(runs + 1):
+        started = time.perf_counter()
+        done = subprocess.run(argv, env=env, cwd=ROOT, capture_output=True, check=False)
+        elapsed = time.perf_counter() - started
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"{argv[0]} ... exited {done.returncode}: {done.stderr.decode()[-2000:]}"
+            )
+        if index:
+            times.append(elapsed * 1000)
+    return times
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _format(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    if unit in ("count",):
+        return f"{value:g}"
+    if unit == "req/s":
+        return f"{value:,.0f}"
+    if value >= 100:
+        return f"{value:,.0f} {unit}"
+    if value >= 10:
+        return f"{value:.1f} {unit}"
+    return f"{value:.2f} {unit}"
+
+
+def table(rows: Sequence[Row], names: Sequence[str]) -> str:
+    """A Markdown table: medians, certauth/peer ratios, target, met?"""
+    peers = [n for n in names if n != "certauth"]
+    header = ["measure", *names, *[f"certauth/{p}" for p in peers], "target", "met"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [row.title]
+        for name in names:
+            cells.append(row.cells.get(name) or _format(row.values.get(name), row.unit))
+        for peer in peers:
+            ratio = _ratio(row.values.get("certauth"), row.values.get(peer))
+            cells.append("-" if ratio is None else f"{ratio:.3g}x")
+        ok = row.ok()
+        cells += [row.target, "-" if ok is None else ("yes" if ok else "NO")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in ("certauth", "msal", "azure-identity", "httpx", "cryptography", "PyJWT"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def _date() -> str:
+    try:
+        return subprocess.run(["date"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return time.strftime("%a %b %d %H:%M:%S %Z %Y")
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def _rows(threads: int) -> dict[str, Row]:
+    rows = [
+        Row(
+            "first_token",
+            "first token, new credential object (key from file, new TLS connection)",
+            "ms",
+            "<= 8 ms",
+            lambda v: v <= 8,
+        ),
+        Row("cached", "cached get_token", "us", "<= 1 us", lambda v: v <= 1),
+        Row(
+            "burst_posts",
+            f"{threads} threads at once on an empty cache: token POSTs",
+            "count",
+            "exactly 1",
+            lambda v: v == 1,
+        ),
+        Row("burst_time", "burst time", "ms", "< 25 ms", lambda v: v < 25),
+        Row(
+            "process",
+            "process that imports the library and gets one token",
+            "ms",
+            "<= 180 ms",
+            lambda v: v <= 180,
+        ),
+        Row(
+            "process_system_trust",
+            "the same, trust from the system CA bundle instead of `verify=CA file` (for reference)",
+            "ms",
+            "-",
+            lambda v: True,
+        ),
+        Row("cli_version", "`certauth --version` (process)", "ms", "<= 60 ms", lambda v: v <= 60),
+        Row("cli_help", "`certauth --help` (process)", "ms", "<= 60 ms", lambda v: v <= 60),
+        Row("python_pass", "`python -c pass` (for reference)", "ms", "-", lambda v: True),
+        Row(
+            "assertion",
+            "build + sign one assertion, key loaded",
+            "us",
+            "<= 340 us",
+            lambda v: v <= 340,
+        ),
+        Row(
+            "requests_first_token",
+            "HTTP requests for the first token",
+            "count",
+            "1",
+            lambda v: v == 1,
+        ),
+        Row(
+            "emulator_throughput",
+            "emulator: token requests/s (TLS, concurrent keep-alive clients)",
+            "req/s",
+            ">= 300 req/s",
+            lambda v: v >= 300,
+            lower_is_better=False,
+        ),
+    ]
+    return {row.key: row for row in rows}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="certauth, MSAL and azure-identity side by side against one local TLS "
+        "token endpoint (the emulator in its own process).",
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny counts: checks that every row runs (~15 s)"
+    )
+    parser.add_argument(
+        "--json",
+        metavar="FILE",
+        type=Path,
+        default=DEFAULT_JSON,
+        help=f"write the results here (default: {DEFAULT_JSON.relative_to(ROOT)})",
+    )
+    parser.add_argument(
+        "--libraries",
+        default=",".join(LIBRARIES),
+        help="comma-separated subset of: " + ", ".join(LIBRARIES),
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="exit 1 when a certauth row misses its target",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    counts = SMOKE if args.smoke else Counts()
+    names = [n.strip() for n in args.libraries.split(",") if n.strip()]
+    unknown = [n for n in names if n not in LIBRARIES]
+    if unknown or "certauth" not in names:
+        print(f"--libraries: certauth plus any of {', '.join(LIBRARIES)}", file=sys.stderr)
+        return 2
+    # MSAL (requests) lets these variables override its verify= argument (ANCHORS.md).
+    for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        os.environ.pop(name, None)
+    env = dict(os.environ)
+    if not args.smoke:
+        # Installed packages have their bytecode compiled; an editable checkout under
+        # PYTHONDONTWRITEBYTECODE=1 would recompile every module at every start instead.
+        env.pop("PYTHONDONTWRITEBYTECODE", None)
+
+    libraries: list[Library] = []
+    notes: list[str] = []
+    for name in names:
+        library = LIBRARIES[name]()
+        try:
+            library.version()
+        except ImportError as exc:
+            notes.append(f"{name} skipped: {exc}")
+            continue
+        libraries.append(library)
+    shown = [lib.name for lib in libraries]
+
+    from certauth.certificates import generate_certificate
+
+    load_before = os.getloadavg()
+    certificate = generate_certificate("CN=certauth-bench", key_type="rsa2048")
+    rows = _rows(counts.burst_threads)
+    with tempfile.TemporaryDirectory(prefix="certauth-bench-") as folder:
+        cert_file = Path(folder) / "app.crt"
+        cert_file.write_bytes(certificate.pem)
+        pem_file = Path(folder) / "app.pem"
+        pem_file.write_bytes(certificate.private_key_pem() + certificate.pem)
+        endpoint = Endpoint(cert_file)
+        try:
+            info = endpoint.info
+            target = Target(
+                tenant_id=info["tenant"],
+                client_id=CLIENT_ID,
+                authority_host=info["authority_host"],
+                token_endpoint=info["token_endpoint"],
+                ca_file=info["ca_file"],
+                pem_path=str(pem_file),
+                thumbprint_sha1=certificate.thumbprint_sha1,
+                scope=SCOPE,
+            )
+            bench = Bench(libraries, target, endpoint, counts)
+            steps: list[tuple[str, Callable[[], None]]] = [
+                ("build + sign", lambda: bench.assertion(rows["assertion"])),
+                (
+                    "first token",
+                    lambda: bench.first_token(rows["first_token"], rows["requests_first_token"]),
+                ),
+                ("cached get_token", lambda: bench.cached(rows["cached"])),
+                ("burst", lambda: bench.burst(rows["burst_posts"], rows["burst_time"])),
+                ("process", lambda: bench.process(rows["process"], env)),
+                (
+                    "process, system trust",
+                    lambda: bench.process_system_trust(rows["process_system_trust"], env),
+                ),
+                (
+                    "cli",
+                    lambda: bench.cli(
+                        rows["cli_version"], rows["cli_help"], rows["python_pass"], env
+                    ),
+                ),
+                (
+                    "emulator throughput",
+                    lambda: bench.throughput(rows["emulator_throughput"]),
+                ),
+            ]
+            for title, step in steps:
+                print(f"benchmarks: {title} ...", file=sys.stderr, flush=True)
+                step()
+            notes += bench.notes
+        finally:
+            endpoint.close()
+
+    load_after = os.getloadavg()
+    ordered = list(rows.values())
+    output = table(ordered, shown)
+    print(output)
+    print()
+    for note in notes:
+        print(f"- {note}")
+    print(
+        f"- load average (1 min) before/after: {load_before[0]:.2f}/{load_after[0]:.2f} on "
+        f"{os.cpu_count()} CPUs; `python -c pass` is the yardstick of how busy the machine was"
+    )
+    result = {
+        "date": _date(),
+        "mode": "smoke" if args.smoke else "full",
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_before": load_before,
+            "load_average_after": load_after,
+        },
+        "versions": versions(),
+        "command": "python -m benchmarks" + (" --smoke" if args.smoke else ""),
+        "counts": dataclasses.asdict(counts),
+        "rows": [row.as_json() for row in ordered],
+        "notes": notes,
+        "table": output,
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"benchmarks: results written to {args.json}", file=sys.stderr)
+    missed = [row.key for row in ordered if row.ok() is False]
+    if missed:
+        print(f"benchmarks: certauth misses its target in: {', '.join(missed)}", file=sys.stderr)
+    return 1 if (args.check and missed) else 0

@@ -1,0 +1,261 @@
+"""A blocking httpx transport on the standard library's ``http.client``.
+
+certauth's own sync clients (``_http.new_sync_client``) send through this instead of httpx's
+default httpcore transport. Why: a process that starts, gets one token and exits (a CI step, a
+cron job) otherwise imports httpcore, h11 and their dependencies for one request: ~20 ms of a
+~180 ms budget (ANCHORS.md: start-up is part of every CI step). ``http.client`` is already
+imported by httpx itself, so this costs nothing extra to load.
+
+It keeps what httpcore gave those clients: keep-alive connections per origin (idle ones are
+dropped after ``KEEPALIVE_EXPIRY`` seconds or when the server has closed them), the request's
+connect/read/write timeouts, TLS with the client's ``ssl.SSLContext`` (hostname checked), a
+streamed response body, and httpx's exception types (``ConnectError`` with the ``ssl`` error
+as its cause, ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ...), which
+``_http._failure`` maps to certauth's transport failures. With a ``fallback``, a certificate
+that does not verify gets one more handshake with the fuller trust the fallback builds (see
+``_http.new_sync_client``). Proxies from the environment are still httpx's: ``httpx.Client``
+mounts its own proxy transports next to this one.
+HTTP/1.1 only, as httpx's default client.
+"""
+
+from __future__ import annotations
+
+import http.client
+import select
+import ssl
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from certauth._httpx import httpx
+
+__all__ = ["KEEPALIVE_EXPIRY", "StdlibTransport"]
+
+#: Seconds an idle connection is kept for reuse (httpx's default ``keepalive_expiry``).
+KEEPALIVE_EXPIRY = 5.0
+#: Idle connections kept per origin (a credential normally needs one).
+MAX_IDLE_PER_ORIGIN = 8
+_CHUNK = 64 * 1024
+
+Origin = tuple[str, str, int]
+
+
+class StdlibTransport(httpx.BaseTransport):
+    """``httpx.BaseTransport`` over ``http.client`` with a small keep-alive pool."""
+
+    def __init__(
+        self,
+        ssl_context: ssl.SSLContext,
+        *,
+        fallback: Callable[[], ssl.SSLContext] | None = None,
+    ) -> None:
+        self._ssl_context = ssl_context
+        #: A context with more trust (``_http.new_sync_client``: the system store added to a
+        #: CA file), built and switched to the first time a certificate does not verify.
+        self._fallback = fallback
+        self._idle: dict[Origin, list[tuple[http.client.HTTPConnection, float]]] = {}
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        if url.scheme not in ("http", "https"):
+            raise httpx.UnsupportedProtocol(
+                f"Request URL has an unsupported protocol '{url.scheme}://'.", request=request
+            )
+        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        body = request.read()
+        connection = self._checkout(origin) or self._connect(origin, timeouts, request)
+        try:
+            response = _exchange(connection, request, body, timeouts)
+        except BaseException:
+            connection.close()
+            raise
+        return httpx.Response(
+            response.status,
+            headers=response.getheaders(),
+            stream=_ResponseBody(self, origin, connection, response, request),
+            extensions={
+                "http_version": b"HTTP/1.0" if response.version == 10 else b"HTTP/1.1",
+                "reason_phrase": response.reason.encode("ascii", "replace"),
+            },
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, {}
+        for connections in idle.values():
+            for connection, _ in connections:
+                connection.close()
+
+    # -- the pool ------------------------------------------------------------------------------
+
+    def _checkout(self, origin: Origin) -> http.client.HTTPConnection | None:
+        """An idle connection to ``origin`` that is still usable, if any."""
+        now = time.monotonic()
+        while True:
+            with self._lock:
+                idle = self._idle.get(origin)
+                if not idle:
+                    return None
+                connection, since = idle.pop()
+            if now - since < KEEPALIVE_EXPIRY and not _dropped(connection):
+                return connection
+            connection.close()
+
+    def _release(
+        self, origin: Origin, connection: http.client.HTTPConnection, reusable: bool
+    ) -> None:
+        if reusable:
+            with self._lock:
+                idle = self._idle.setdefault(origin, [])
+                if not self._closed and len(idle) < MAX_IDLE_PER_ORIGIN:
+                    idle.append((connection, time.monotonic()))
+                    return
+        connection.close()
+
+    def _connect(
+        self, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request
+    ) -> http.client.HTTPConnection:
+        try:
+            return self._open(origin, timeouts.get("connect"), request, self._ssl_context)
+        except httpx.ConnectError as exc:
+            fallback = self._fallback
+            if fallback is None or not isinstance(exc.__cause__, ssl.SSLCertVerificationError):
+                raise
+        with self._lock:
+            if self._fallback is not None:
+                self._ssl_context, self._fallback = fallback(), None
+        return self._open(origin, timeouts.get("connect"), request, self._ssl_context)
+
+    def _open(
+        self,
+        origin: Origin,
+        timeout: float | None,
+        request: httpx.Request,
+        ssl_context: ssl.SSLContext,
+    ) -> http.client.HTTPConnection:
+        scheme, host, port = origin
+        connection: http.client.HTTPConnection
+        try:
+            if scheme == "https":
+                connection = http.client.HTTPSConnection(
+                    host, port, timeout=timeout, context=ssl_context
+                )
+            else:
+                connection = http.client.HTTPConnection(host, port, timeout=timeout)
+            connection.connect()  # TCP, then the TLS handshake (certificate and hostname)
+        except TimeoutError as exc:
+            raise httpx.ConnectTimeout(str(exc) or "timed out", request=request) from exc
+        except OSError as exc:  # ssl.SSLError included: the cause tells TLS failures apart
+            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        return connection
+
+
+def _exchange(
+    connection: http.client.HTTPConnection,
+    request: httpx.Request,
+    body: bytes,
+    timeouts: dict[str, float | None],
+) -> http.client.HTTPResponse:
+    """Send ``request`` on ``connection`` and read the status line and headers."""
+    sock = connection.sock
+    assert sock is not None
+    headers = request.headers.raw
+    if request.headers.get("transfer-encoding"):
+        # The body was read whole above: send it with its length, not chunked.
+        headers = [(k, v) for k, v in headers if k.lower() != b"transfer-encoding"]
+        headers.append((b"Content-Length", str(len(body)).encode("ascii")))
+    try:
+        sock.settimeout(timeouts.get("write"))
+        connection.putrequest(
+            request.method,
+            request.url.raw_path.decode("ascii"),
+            skip_host=True,  # httpx's Host header is in ``headers``
+            skip_accept_encoding=True,
+        )
+        for name, value in headers:
+            connection.putheader(name.decode("latin-1"), value)
+        connection.endheaders(body or None)
+    except TimeoutError as exc:
+        raise httpx.WriteTimeout(str(exc) or "timed out", request=request) from exc
+    except OSError as exc:
+        raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+    try:
+        sock.settimeout(timeouts.get("read"))
+        return connection.getresponse()
+    except TimeoutError as exc:
+        raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
+    except http.client.HTTPException as exc:  # RemoteDisconnected, BadStatusLine, ...
+        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
+    except OSError as exc:
+        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+def _dropped(connection: http.client.HTTPConnection) -> bool:
+    """Whether an idle connection was closed by the server (or sent something unasked): its
+    socket is readable while no request is outstanding (the check httpcore makes)."""
+    sock = connection.sock
+    if sock is None:
+        return True
+    try:
+        readable, _, _ = select.select([sock], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+class _ResponseBody(httpx.SyncByteStream):
+    """The response body, read as the caller iterates; the connection goes back to the pool
+    only when the body was read to its end."""
+
+    def __init__(
+        self,
+        transport: StdlibTransport,
+        origin: Origin,
+        connection: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        request: httpx.Request,
+    ) -> None:
+        self._transport = transport
+        self._origin = origin
+        self._connection: http.client.HTTPConnection | None = connection
+        self._response = response
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        response = self._response
+        try:
+            while True:
+                # One receive per chunk (read1), as httpcore yields: a caller that checks a
+                # deadline between chunks gets control back from a server sending a byte at
+                # a time.
+                chunk = response.read1(_CHUNK)
+                if not chunk:
+                    break
+                yield chunk
+            if response.length == 0 and not response.isclosed():
+                response.read()  # marks a fully read response closed: the connection is reusable
+        except TimeoutError as exc:
+            raise httpx.ReadTimeout(str(exc) or "timed out", request=self._request) from exc
+        except http.client.HTTPException as exc:  # IncompleteRead, ...
+            raise httpx.RemoteProtocolError(
+                str(exc) or type(exc).__name__, request=self._request
+            ) from exc
+        except OSError as exc:
+            raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        response = self._response
+        reusable = response.isclosed() and not response.will_close
+        if not response.isclosed():
+            response.close()
+        self._transport._release(self._origin, connection, reusable)
+
+    def __repr__(self) -> str:
+        return f"<_ResponseBody {self._origin[0]}://{self._origin[1]}:{self._origin[2]}>"

@@ -1,0 +1,58 @@
+"""The benchmark must keep running: ``python -m benchmarks --smoke`` (tiny counts, every row,
+all three libraries) in a subprocess, checked for a complete table and JSON file.
+
+The numbers are not checked here (a loaded CI machine would make that flaky); the full run
+(``scripts/bench``) is what the README's Performance table comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytest.importorskip("msal")
+pytest.importorskip("azure.identity")
+
+
+def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
+    result_file = tmp_path / "bench.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--smoke", "--json", str(result_file)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(result_file.read_text())
+    rows = {row["key"]: row for row in result["rows"]}
+    assert set(rows) == {
+        "first_token",
+        "cached",
+        "burst_posts",
+        "burst_time",
+        "process",
+        "process_system_trust",
+        "cli_version",
+        "cli_help",
+        "python_pass",
+        "assertion",
+        "requests_first_token",
+        "emulator_throughput",
+    }
+    for key in ("first_token", "cached", "burst_posts", "process", "assertion"):
+        assert set(rows[key]["median"]) == {"certauth", "msal", "azure-identity"}, key
+        assert all(value is not None for value in rows[key]["median"].values()), key
+    # Counts, unlike times, do not depend on the machine's load.
+    assert rows["requests_first_token"]["median"]["certauth"] == 1
+    assert rows["burst_posts"]["median"]["certauth"] == 1
+    assert result["versions"]["msal"] != "not installed"
+    assert result["versions"]["azure-identity"] != "not installed"
+    assert "| first token" in done.stdout
