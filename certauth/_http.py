@@ -1,14 +1,15 @@
 """The I/O half of the token exchange: HTTP clients, TLS trust, and the drivers that run a
 sans-I/O flow (a generator of :class:`Send` / :class:`Sleep` actions) with httpx, sync or async.
 
-Everything the flows decide (what to send, whether to retry, how long to wait, what an answer
-means) lives in ``credential._Core`` and ``protocol``; the two drivers below differ only in how
-they wait.
+What to send and what an answer means live in ``credential._Core``, ``verify`` and
+``protocol``; whether and how long to retry is :func:`retry_delay`, and :func:`get_json` is the
+one GET-a-document flow (discovery, JWKS). The two drivers below differ only in how they wait.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import ssl
 import threading
 import time
@@ -18,8 +19,8 @@ from typing import Any, TypeVar
 
 from certauth._httpx import httpx
 from certauth._version import __version__
-from certauth.errors import ConfigurationError
-from certauth.protocol import MAX_RESPONSE_BYTES
+from certauth.errors import ConfigurationError, TransportError
+from certauth.protocol import MAX_RESPONSE_BYTES, RetryPolicy, parse_json_document
 
 T = TypeVar("T")
 
@@ -72,6 +73,99 @@ Flow = Generator[Action, Reply | Failure | None, T]
 
 _contexts: dict[str, ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
+
+
+def retry_delay(
+    answer: Reply | Failure | None,
+    attempt: int,
+    *,
+    url: str,
+    retry: RetryPolicy,
+    now: float,
+    what: str | None = None,
+) -> float | None:
+    """Seconds to wait before retrying, ``None`` to use ``answer`` as it is.
+
+    Shared by every flow (token POST, discovery, JWKS): transient failures (connect, timeout,
+    429, 5xx) are retried per ``retry``; when retries run out, or TLS verification fails (it
+    fails the same way every time), a :class:`TransportError` is raised. ``what`` names the
+    document being fetched, for messages.
+    """
+    fetching = f"cannot fetch the {what}: " if what else ""
+    if isinstance(answer, Failure):
+        if answer.kind == "tls":
+            raise TransportError(
+                f"{url}: {fetching}{answer.detail}; trust the server's CA with --ca-file / "
+                "verify= or SSL_CERT_FILE",
+                url=url,
+            )
+        delay = retry.delay(attempt, status=None)
+        if delay is None:
+            raise TransportError(
+                f"{url}: {fetching}{answer.detail} (after {attempt} attempts); check the URL, "
+                "the network and proxy settings",
+                url=url,
+            )
+        return delay
+    assert isinstance(answer, Reply)
+    if answer.status == 429 or answer.status >= 500:
+        retry_after = answer.headers.get("retry-after")
+        delay = retry.delay(attempt, status=answer.status, retry_after=retry_after, now=now)
+        if delay is None:
+            # Out of retries: a transport failure (exit 5) even when the body is an OAuth
+            # error such as temporarily_unavailable, whose text is kept for diagnosis.
+            raise TransportError(
+                f"{url}: {fetching}HTTP {answer.status} after {attempt} attempts"
+                + (f" (Retry-After: {retry_after})" if retry_after else "")
+                + _oauth_error_text(answer)
+                + "; the server is overloaded or failing, try again later",
+                url=url,
+                status_code=answer.status,
+            )
+        return delay
+    return None
+
+
+def _oauth_error_text(answer: Reply) -> str:
+    """`` (error: description)`` from an OAuth error body, or nothing."""
+    try:
+        document = json.loads(answer.body)
+    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]]
+        return ""
+    if not isinstance(document, dict) or not isinstance(document.get("error"), str):
+        return ""
+    description = str(document.get("error_description") or "").splitlines()
+    return (
+        f" ({document['error']}: {description[0][:200]})"
+        if description
+        else f" ({document['error']})"
+    )
+
+
+def get_json(url: str, *, what: str, hint: str, retry: RetryPolicy, now: float) -> Flow[Any]:
+    """GET a JSON document (discovery, JWKS) with retries; ``hint`` says what to check when the
+    server answers anything but 200."""
+    attempt = 0
+    while True:
+        attempt += 1
+        answer = yield Send("GET", url, {"Accept": "application/json"})
+        delay = retry_delay(answer, attempt, url=url, retry=retry, now=now, what=what)
+        if delay is None:
+            break
+        yield Sleep(delay)
+    assert isinstance(answer, Reply)
+    if answer.status != 200:
+        raise TransportError(
+            f"{url}: HTTP {answer.status} for the {what}; {hint}",
+            url=url,
+            status_code=answer.status,
+        )
+    return parse_json_document(
+        answer.body,
+        url=url,
+        status=answer.status,
+        content_type=answer.headers.get("content-type", ""),
+    )
 
 
 def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:

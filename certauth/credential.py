@@ -12,7 +12,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
-import json
 import logging
 import os
 import threading
@@ -32,7 +31,6 @@ from certauth.errors import (
     CertauthError,
     ConfigurationError,
     InvalidArgumentError,
-    TransportError,
 )
 from certauth.protocol import (
     RetryPolicy,
@@ -40,7 +38,6 @@ from certauth.protocol import (
     Token,
     build_token_request,
     normalize_scopes,
-    parse_json_document,
     parse_token_response,
 )
 
@@ -546,88 +543,18 @@ class _Core:
             return token
 
     def _retry_delay(self, answer: Reply | Failure | None, attempt: int, url: str) -> float | None:
-        """Seconds to wait before retrying, ``None`` to use ``answer`` as it is; raises when
-        retries are exhausted on a transient failure."""
-        if isinstance(answer, Failure):
-            if answer.kind == "tls":
-                # Certificate verification fails the same way every time.
-                raise TransportError(
-                    f"{url}: {answer.detail}; trust the server's CA with --ca-file / verify= "
-                    "or SSL_CERT_FILE",
-                    url=url,
-                )
-            delay = self.retry.delay(attempt, status=None)
-            if delay is None:
-                raise TransportError(
-                    f"{url}: {answer.detail} (after {attempt} attempts); check the URL, the "
-                    "network and proxy settings",
-                    url=url,
-                )
-            return delay
-        assert isinstance(answer, Reply)
-        if answer.status == 429 or answer.status >= 500:
-            delay = self.retry.delay(
-                attempt,
-                status=answer.status,
-                retry_after=answer.headers.get("retry-after"),
-                now=self.clock(),
-            )
-            if delay is None:
-                # Out of retries: a transport failure (exit 5) even when the body is an OAuth
-                # error such as temporarily_unavailable, whose text is kept for diagnosis.
-                retry_after = answer.headers.get("retry-after")
-                raise TransportError(
-                    f"{url}: HTTP {answer.status} after {attempt} attempts"
-                    + (f" (Retry-After: {retry_after})" if retry_after else "")
-                    + _oauth_error_text(answer)
-                    + "; the server is overloaded or failing, try again later",
-                    url=url,
-                    status_code=answer.status,
-                )
-            return delay
-        return None
+        return _http.retry_delay(answer, attempt, url=url, retry=self.retry, now=self.clock())
 
     def _discover(self) -> Generator[Send | Sleep, Reply | Failure | None, None]:
         assert self.issuer is not None
-        url = Authority.discovery_url(self.issuer)
-        attempt = 0
-        while True:
-            attempt += 1
-            answer = yield Send("GET", url, {"Accept": "application/json"})
-            delay = self._retry_delay(answer, attempt, url)
-            if delay is None:
-                break
-            yield Sleep(delay)
-        assert isinstance(answer, Reply)
-        if answer.status != 200:
-            raise TransportError(
-                f"{url}: HTTP {answer.status} for the discovery document; check --issuer",
-                url=url,
-                status_code=answer.status,
-            )
-        document = parse_json_document(
-            answer.body,
-            url=url,
-            status=answer.status,
-            content_type=answer.headers.get("content-type", ""),
+        document = yield from _http.get_json(
+            Authority.discovery_url(self.issuer),
+            what="discovery document",
+            hint="check --issuer",
+            retry=self.retry,
+            now=self.clock(),
         )
         self._bind(Authority.from_discovery(self.issuer, document))
-
-
-def _oauth_error_text(answer: Reply) -> str:
-    """`` (error: description)`` from an OAuth error body, or nothing."""
-    try:
-        document = json.loads(answer.body)
-    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]]
-        return ""
-    if not isinstance(document, dict) or not isinstance(document.get("error"), str):
-        return ""
-    description = str(document.get("error_description") or "").splitlines()
-    return (
-        f" ({document['error']}: {description[0][:200]})"
-        if description
-        else f" ({document['error']})"
-    )
 
 
 def _still_valid(token: Token | None, now: float) -> bool:

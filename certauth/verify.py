@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from certauth import _http
-from certauth._http import Failure, Flow, Reply, Send, Sleep
+from certauth._http import Flow
 from certauth._httpx import httpx
 from certauth.authority import Authority, check_endpoint_url
 from certauth.errors import (
@@ -50,7 +50,7 @@ from certauth.errors import (
     TokenValidationError,
     TransportError,
 )
-from certauth.protocol import RetryPolicy, parse_json_document
+from certauth.protocol import RetryPolicy
 
 __all__ = [
     "CHECKS",
@@ -915,46 +915,10 @@ class _KeyCore:
         return check_endpoint_url(jwks_uri, what="jwks_uri")
 
     def _get_json(self, url: str, what: str, now: float) -> Flow[Any]:
-        attempt = 0
-        while True:
-            attempt += 1
-            answer = yield Send("GET", url, {"Accept": "application/json"})
-            if isinstance(answer, Failure):
-                delay = None if answer.kind == "tls" else self.retry.delay(attempt)
-                if delay is None:
-                    fix = (
-                        "trust the server's CA with --ca-file / verify= or SSL_CERT_FILE"
-                        if answer.kind == "tls"
-                        else "check the URL and the network"
-                    )
-                    raise TransportError(
-                        f"{url}: cannot fetch the {what}: {answer.detail}; {fix}", url=url
-                    )
-                yield Sleep(delay)
-                continue
-            assert isinstance(answer, Reply)
-            if answer.status == 429 or answer.status >= 500:
-                delay = self.retry.delay(
-                    attempt,
-                    status=answer.status,
-                    retry_after=answer.headers.get("retry-after"),
-                    now=now,
-                )
-                if delay is not None:
-                    yield Sleep(delay)
-                    continue
-            if answer.status != 200:
-                raise TransportError(
-                    f"{url}: HTTP {answer.status} for the {what}; check the issuer / jwks_uri",
-                    url=url,
-                    status_code=answer.status,
-                )
-            return parse_json_document(
-                answer.body,
-                url=url,
-                status=answer.status,
-                content_type=answer.headers.get("content-type", ""),
-            )
+        document = yield from _http.get_json(
+            url, what=what, hint="check the issuer / jwks_uri", retry=self.retry, now=now
+        )
+        return document
 
     def installed(self, fetched: _Fetched, at: float) -> None:
         """Keep freshly fetched keys."""
