@@ -13,6 +13,7 @@ from certauth._version import __version__
 
 if TYPE_CHECKING:
     from certauth.assertion import build_client_assertion as build_client_assertion
+    from certauth.auth import BearerAuth as BearerAuth
     from certauth.authority import Authority as Authority
     from certauth.cache import FileTokenCache as FileTokenCache
     from certauth.cache import RedisTokenCache as RedisTokenCache
@@ -26,7 +27,6 @@ if TYPE_CHECKING:
     from certauth.credential import (
         AsyncWorkloadIdentityCredential as AsyncWorkloadIdentityCredential,
     )
-    from certauth.credential import BearerAuth as BearerAuth
     from certauth.credential import CertificateCredential as CertificateCredential
     from certauth.credential import ClientSecretCredential as ClientSecretCredential
     from certauth.credential import WorkloadIdentityCredential as WorkloadIdentityCredential
@@ -53,7 +53,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncClientSecretCredential": "certauth.credential",
     "WorkloadIdentityCredential": "certauth.credential",
     "AsyncWorkloadIdentityCredential": "certauth.credential",
-    "BearerAuth": "certauth.credential",
+    "BearerAuth": "certauth.auth",
     "FileTokenCache": "certauth.cache",
     "RedisTokenCache": "certauth.cache",
     "verify_access_token": "certauth.verify",

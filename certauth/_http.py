@@ -1,26 +1,27 @@
-"""The I/O half of the token exchange: HTTP clients, TLS trust, and the drivers that run a
-sans-I/O flow (a generator of :class:`Send` / :class:`Sleep` actions) with httpx, sync or async.
+"""The I/O half: HTTP clients, TLS trust, and the two drivers that run a sans-I/O flow.
 
-What to send and what an answer means live in ``credential._Core``, ``verify`` and
-``protocol``; whether and how long to retry is :func:`retry_delay`, and :func:`get_json` is the
-one GET-a-document flow (discovery, JWKS). The two drivers below differ only in how they wait.
+A flow (:mod:`certauth._flow`) yields :class:`~certauth._flow.Send`,
+:class:`~certauth._flow.Sleep` and :class:`~certauth._flow.Call` actions and decides everything
+itself (what to send, what an answer means, whether to retry). :func:`run_sync` and
+:func:`run_async` only perform the actions; they differ only in how they wait.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import ssl
 import threading
 import time
-from collections.abc import Callable, Generator
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any, TypeVar
 
+from certauth._flow import Failure, Reply, Send, Sleep
+from certauth._flow import Flow as Flow  # TODO(core-redesign): verify.py imports these two here
+from certauth._flow import get_json as get_json
 from certauth._httpx import httpx
 from certauth._version import __version__
-from certauth.errors import ConfigurationError, TransportError
-from certauth.protocol import MAX_RESPONSE_BYTES, RetryPolicy, parse_json_document
+from certauth.errors import ConfigurationError
+from certauth.protocol import MAX_RESPONSE_BYTES
 
 T = TypeVar("T")
 
@@ -30,142 +31,8 @@ CONNECT_TIMEOUT = 5.0
 USER_AGENT = f"certauth/{__version__}"
 
 
-@dataclass(frozen=True)
-class Send:
-    """Action: send this HTTP request and resume the flow with a :class:`Reply` or
-    :class:`Failure`."""
-
-    method: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-
-    def __repr__(self) -> str:
-        return f"Send({self.method} {self.url})"  # the body may hold a secret
-
-
-@dataclass(frozen=True)
-class Sleep:
-    """Action: wait this many seconds, then resume the flow with ``None``."""
-
-    seconds: float
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP answer (the body capped at ``MAX_RESPONSE_BYTES`` + 1)."""
-
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-
-@dataclass(frozen=True)
-class Failure:
-    """No HTTP answer: ``kind`` is ``connect``, ``timeout``, ``tls`` or ``protocol``."""
-
-    kind: str
-    detail: str
-
-
-Action = Send | Sleep
-Flow = Generator[Action, Reply | Failure | None, T]
-
 _contexts: dict[str, ssl.SSLContext] = {}
 _contexts_lock = threading.Lock()
-
-
-def retry_delay(
-    answer: Reply | Failure | None,
-    attempt: int,
-    *,
-    url: str,
-    retry: RetryPolicy,
-    now: float,
-    what: str | None = None,
-) -> float | None:
-    """Seconds to wait before retrying, ``None`` to use ``answer`` as it is.
-
-    Shared by every flow (token POST, discovery, JWKS): transient failures (connect, timeout,
-    429, 5xx) are retried per ``retry``; when retries run out, or TLS verification fails (it
-    fails the same way every time), a :class:`TransportError` is raised. ``what`` names the
-    document being fetched, for messages.
-    """
-    fetching = f"cannot fetch the {what}: " if what else ""
-    if isinstance(answer, Failure):
-        if answer.kind == "tls":
-            raise TransportError(
-                f"{url}: {fetching}{answer.detail}; trust the server's CA with --ca-file / "
-                "verify= or SSL_CERT_FILE",
-                url=url,
-            )
-        delay = retry.delay(attempt, status=None)
-        if delay is None:
-            raise TransportError(
-                f"{url}: {fetching}{answer.detail} (after {attempt} attempts); check the URL, "
-                "the network and proxy settings",
-                url=url,
-            )
-        return delay
-    assert isinstance(answer, Reply)
-    if answer.status == 429 or answer.status >= 500:
-        retry_after = answer.headers.get("retry-after")
-        delay = retry.delay(attempt, status=answer.status, retry_after=retry_after, now=now)
-        if delay is None:
-            # Out of retries: a transport failure (exit 5) even when the body is an OAuth
-            # error such as temporarily_unavailable, whose text is kept for diagnosis.
-            raise TransportError(
-                f"{url}: {fetching}HTTP {answer.status} after {attempt} attempts"
-                + (f" (Retry-After: {retry_after})" if retry_after else "")
-                + _oauth_error_text(answer)
-                + "; the server is overloaded or failing, try again later",
-                url=url,
-                status_code=answer.status,
-            )
-        return delay
-    return None
-
-
-def _oauth_error_text(answer: Reply) -> str:
-    """`` (error: description)`` from an OAuth error body, or nothing."""
-    try:
-        document = json.loads(answer.body)
-    except (ValueError, RecursionError):  # RecursionError: [[[[...]]]]
-        return ""
-    if not isinstance(document, dict) or not isinstance(document.get("error"), str):
-        return ""
-    description = str(document.get("error_description") or "").splitlines()
-    return (
-        f" ({document['error']}: {description[0][:200]})"
-        if description
-        else f" ({document['error']})"
-    )
-
-
-def get_json(url: str, *, what: str, hint: str, retry: RetryPolicy, now: float) -> Flow[Any]:
-    """GET a JSON document (discovery, JWKS) with retries; ``hint`` says what to check when the
-    server answers anything but 200."""
-    attempt = 0
-    while True:
-        attempt += 1
-        answer = yield Send("GET", url, {"Accept": "application/json"})
-        delay = retry_delay(answer, attempt, url=url, retry=retry, now=now, what=what)
-        if delay is None:
-            break
-        yield Sleep(delay)
-    assert isinstance(answer, Reply)
-    if answer.status != 200:
-        raise TransportError(
-            f"{url}: HTTP {answer.status} for the {what}; {hint}",
-            url=url,
-            status_code=answer.status,
-        )
-    return parse_json_document(
-        answer.body,
-        url=url,
-        status=answer.status,
-        content_type=answer.headers.get("content-type", ""),
-    )
 
 
 def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -302,65 +169,85 @@ def _failure(exc: Exception) -> Failure:
 
 def run_sync(flow: Flow[T], client: httpx.Client) -> T:
     """Drive a flow with blocking I/O."""
-    answer: Reply | Failure | None = None
-    try:
-        while True:
-            action = flow.send(answer)
-            if isinstance(action, Sleep):
+    answer: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            action = flow.send(answer) if error is None else flow.throw(error)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        answer, error = None, None
+        try:
+            if isinstance(action, Send):
+                answer = _send_sync(action, client)
+            elif isinstance(action, Sleep):
                 time.sleep(action.seconds)
-                answer = None
-                continue
-            try:
-                request = client.build_request(
-                    action.method, action.url, headers=action.headers, content=action.body
-                )
-                deadline = _deadline(client.timeout)
-                response = client.send(request, stream=True)
-                try:
-                    body = _read_capped(response.iter_bytes(), deadline)
-                finally:
-                    response.close()
-                answer = Reply(response.status_code, dict(response.headers), body)
-            except httpx.HTTPError as exc:
-                answer = _failure(exc)
-    except StopIteration as done:
-        result: T = done.value
-        return result
+            else:
+                answer = action.function(*action.args)
+        except BaseException as exc:  # noqa: BLE001 - the flow decides (and its finally runs)
+            error = exc
+
+
+def _send_sync(action: Send, client: httpx.Client) -> Reply | Failure:
+    try:
+        request = client.build_request(
+            action.method, action.url, headers=action.headers, content=action.body
+        )
+        deadline = _deadline(client.timeout)
+        response = client.send(request, stream=True)
+        try:
+            body = _read_capped(response.iter_bytes(), deadline)
+        finally:
+            response.close()
+        return Reply(response.status_code, dict(response.headers), body)
+    except httpx.HTTPError as exc:
+        return _failure(exc)
 
 
 async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
-    """Drive a flow with asyncio."""
+    """Drive a flow with asyncio; a :class:`~certauth._flow.Call` runs in a worker thread."""
     import asyncio  # here, not at the top: a sync-only process never pays for it
 
-    answer: Reply | Failure | None = None
-    try:
-        while True:
-            action = flow.send(answer)
-            if isinstance(action, Sleep):
+    answer: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            action = flow.send(answer) if error is None else flow.throw(error)
+        except StopIteration as done:
+            result: T = done.value
+            return result
+        answer, error = None, None
+        try:
+            if isinstance(action, Send):
+                answer = await _send_async(action, client)
+            elif isinstance(action, Sleep):
                 await asyncio.sleep(action.seconds)
-                answer = None
-                continue
-            try:
-                request = client.build_request(
-                    action.method, action.url, headers=action.headers, content=action.body
-                )
-                deadline = _deadline(client.timeout)
-                response = await client.send(request, stream=True)
-                try:
-                    chunks = bytearray()
-                    async for chunk in response.aiter_bytes():
-                        chunks += chunk
-                        if len(chunks) > MAX_RESPONSE_BYTES:
-                            break
-                        _check_deadline(deadline)
-                finally:
-                    await response.aclose()
-                answer = Reply(response.status_code, dict(response.headers), bytes(chunks))
-            except httpx.HTTPError as exc:
-                answer = _failure(exc)
-    except StopIteration as done:
-        result: T = done.value
-        return result
+            else:
+                answer = await asyncio.to_thread(action.function, *action.args)
+        except BaseException as exc:  # noqa: BLE001 - cancellation too: the flow's finally runs
+            error = exc
+
+
+async def _send_async(action: Send, client: httpx.AsyncClient) -> Reply | Failure:
+    try:
+        request = client.build_request(
+            action.method, action.url, headers=action.headers, content=action.body
+        )
+        deadline = _deadline(client.timeout)
+        response = await client.send(request, stream=True)
+        try:
+            chunks = bytearray()
+            async for chunk in response.aiter_bytes():
+                chunks += chunk
+                if len(chunks) > MAX_RESPONSE_BYTES:
+                    break
+                _check_deadline(deadline)
+        finally:
+            await response.aclose()
+        return Reply(response.status_code, dict(response.headers), bytes(chunks))
+    except httpx.HTTPError as exc:
+        return _failure(exc)
 
 
 def _read_capped(chunks: Any, deadline: float) -> bytes:

@@ -1,6 +1,8 @@
 """Client assertions: the signed JWT a client presents instead of a secret (RFC 7523 section 3).
 
-Entra ID's certificate-credential rules on top of RFC 7523 (see ANCHORS.md): ``aud`` is exactly
+Entra ID's certificate-credential rules on top of RFC 7523 ("Microsoft identity platform
+application authentication certificate credentials",
+https://learn.microsoft.com/entra/identity-platform/certificate-credentials): ``aud`` is exactly
 the token endpoint URL, ``iss`` = ``sub`` = client id, ``exp`` required, and the header carries
 the certificate thumbprint: ``x5t#S256`` with PS256, ``x5t`` (SHA-1) with RS256.
 """
@@ -13,7 +15,7 @@ import functools
 import json
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
@@ -21,16 +23,29 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certauth.certificates import MIN_RSA_BITS, Certificate, PrivateKey
-from certauth.errors import CertificateError, InvalidArgumentError, UnsupportedKeyError
+from certauth.errors import (
+    CertificateError,
+    ConfigurationError,
+    InvalidArgumentError,
+    UnsupportedKeyError,
+)
+
+if TYPE_CHECKING:
+    from certauth.authority import Authority
 
 __all__ = [
     "DEFAULT_LIFETIME",
     "MAX_LIFETIME",
+    "METHOD",
     "SUPPORTED_ALGS",
+    "AssertionSigner",
     "build_client_assertion",
     "check_entra_key",
 ]
 
+#: RFC 7523 section 2.2 client authentication, named as OAuth server metadata names it
+#: (RFC 8414 section 2, ``token_endpoint_auth_methods_supported``).
+METHOD = "private_key_jwt"
 #: Microsoft: "keep it 5-10 minutes"; certauth signs for 5 and refuses more than 10.
 DEFAULT_LIFETIME = 300
 MAX_LIFETIME = 600
@@ -78,19 +93,14 @@ def _json_segment(value: dict[str, Any]) -> str:
 
 
 def _sign(key: PrivateKey, alg: str, message: bytes) -> bytes:
-    """JWS signature per RFC 7518 section 3 (RSASSA-PKCS1-v1_5, RSASSA-PSS, ECDSA)."""
-    kind, scheme, digest = _SCHEMES[alg]
-    if kind == "RSA" and isinstance(key, rsa.RSAPrivateKey):
+    """JWS signature per RFC 7518 section 3 (RSASSA-PKCS1-v1_5, RSASSA-PSS, ECDSA); the key
+    kind was checked against ``alg`` (:func:`_check_alg`)."""
+    _kind, scheme, digest = _SCHEMES[alg]
+    if isinstance(key, rsa.RSAPrivateKey):
         return key.sign(message, scheme, digest)
-    if kind == "EC" and isinstance(key, ec.EllipticCurvePrivateKey):
-        # RFC 7518 section 3.4: the JWS form is R || S, each 32 bytes, not DER.
-        r, s = decode_dss_signature(key.sign(message, ec.ECDSA(digest)))
-        return r.to_bytes(32, "big") + s.to_bytes(32, "big")
-    kind = "an RSA" if isinstance(key, rsa.RSAPrivateKey) else "an EC"
-    raise InvalidArgumentError(
-        f"--alg {alg} cannot be used with {kind} key; use "
-        + ("RS256 or PS256" if isinstance(key, rsa.RSAPrivateKey) else "ES256")
-    )
+    # RFC 7518 section 3.4: the JWS form is R || S, each 32 bytes, not DER.
+    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(digest)))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def check_entra_key(certificate: Certificate) -> None:
@@ -99,6 +109,119 @@ def check_entra_key(certificate: Certificate) -> None:
     if problems:
         where = certificate.source or "certificate"
         raise UnsupportedKeyError(f"{where}: {problems[0]}", path=certificate.source)
+
+
+class AssertionSigner:
+    """Signs the client assertions of one client with one certificate.
+
+    Everything that does not change per request is checked once, here or in :meth:`check`
+    (the key, the algorithm, the lifetime, the client id, what the authority accepts); each
+    :meth:`sign` then only checks the certificate's validity at ``now``, fills in the claims
+    and signs. The encoded header is cached per algorithm. Used by the credentials and by
+    ``certauth assertion``, so both apply the same rules.
+    """
+
+    def __init__(
+        self,
+        certificate: Certificate,
+        *,
+        client_id: str,
+        alg: str | None = None,
+        lifetime: int = DEFAULT_LIFETIME,
+        include_x5c: bool = False,
+    ) -> None:
+        self._key = certificate.require_private_key()
+        if isinstance(self._key, rsa.RSAPrivateKey) and self._key.key_size < MIN_RSA_BITS:
+            raise UnsupportedKeyError(
+                f"{certificate.source or 'certificate'}: RSA {self._key.key_size} key; at least "
+                f"{MIN_RSA_BITS} bits are required (Entra ID answers AADSTS50032)",
+                path=certificate.source,
+            )
+        if alg is not None:
+            _check_alg(self._key, alg)
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 0 < lifetime <= 600:
+            raise InvalidArgumentError(
+                f"--lifetime {lifetime!r} is outside 1-{MAX_LIFETIME} seconds; assertions are "
+                "meant to live minutes (Microsoft recommends 5-10)"
+            )
+        if not client_id:
+            raise InvalidArgumentError("client id is empty; give --client-id or AZURE_CLIENT_ID")
+        self.certificate = certificate
+        self.client_id = client_id
+        #: The algorithm asked for (``None``: chosen per authority, see :meth:`check`).
+        self.alg = alg
+        self.lifetime = lifetime
+        self.include_x5c = include_x5c
+        self._headers: dict[str, str] = {}
+
+    def default_alg(self) -> str:
+        """The algorithm :meth:`sign` uses when neither the caller nor an authority chose one:
+        PS256 for RSA keys, ES256 for EC keys."""
+        return self.alg or (
+            "ES256" if isinstance(self._key, ec.EllipticCurvePrivateKey) else "PS256"
+        )
+
+    def check(self, authority: Authority) -> str:
+        """Refuse, before anything is sent, what ``authority`` is known to reject; return the
+        algorithm to sign with for it (the one asked for, else the authority's default)."""
+        if authority.kind == "b2c":
+            # Azure AD B2C: "client credentials ... with a client secret only" (it answers
+            # AADB2C99027 to an assertion), https://learn.microsoft.com/azure/active-directory-b2c/client-credentials-grant-flow
+            raise ConfigurationError(
+                f"{authority.token_endpoint}: Azure AD B2C takes only client secrets for the "
+                "client credentials grant, not certificates (it answers AADB2C99027); use a "
+                "client secret for B2C, or a regular Entra ID tenant"
+            )
+        if authority.is_entra:
+            check_entra_key(self.certificate)
+        authority.check_auth_method(METHOD)
+        alg = self.alg or authority.default_alg(self.certificate.key_type)
+        _check_alg(self._key, alg)
+        authority.check_signing_alg(alg)
+        return alg
+
+    def sign(self, audience: str, *, alg: str | None = None, now: float | None = None) -> str:
+        """A fresh assertion (new ``jti``) for the token endpoint ``audience``, valid from
+        ``now`` for the lifetime. ``alg`` is what :meth:`check` returned (default:
+        :meth:`default_alg`)."""
+        alg = alg or self.default_alg()
+        certificate = self.certificate
+        issued = int(time.time() if now is None else now)
+        not_before, not_after = certificate.validity_epochs
+        if not not_before <= issued <= not_after:
+            # Numbers on the hot path; the datetimes only for the message.
+            when = dt.datetime.fromtimestamp(issued, dt.timezone.utc)
+            problem = certificate.validity_problem(when)
+            raise CertificateError(
+                f"{certificate.source or 'certificate'}: {problem}", path=certificate.source
+            )
+        header = self._headers.get(alg)
+        if header is None:
+            _check_alg(self._key, alg)
+            header = self._headers[alg] = _header_segment(certificate, alg, self.include_x5c)
+        # The claims in the order and encoding json.dumps gives them, without building a dict
+        # and encoding it for every request: only jti and the times change (RFC 7523 section 3:
+        # iss, sub, aud, exp required; jti, nbf, iat optional and sent).
+        claims = (
+            f'{_claims_prefix(audience, self.client_id)}{_new_jti()}","iat":{issued},'
+            f'"nbf":{issued},"exp":{issued + self.lifetime}}}'
+        )
+        signing_input = f"{header}.{_b64url(claims.encode('ascii'))}"
+        signature = _sign(self._key, alg, signing_input.encode("ascii"))
+        return f"{signing_input}.{_b64url(signature)}"
+
+
+def _check_alg(key: PrivateKey, alg: str) -> None:
+    if alg not in _SCHEMES:
+        raise InvalidArgumentError(
+            f"--alg {alg!r} is not supported; use one of {', '.join(SUPPORTED_ALGS)}"
+        )
+    kind = "RSA" if isinstance(key, rsa.RSAPrivateKey) else "EC"
+    if _SCHEMES[alg][0] != kind:
+        raise InvalidArgumentError(
+            f"--alg {alg} cannot be used with {'an RSA' if kind == 'RSA' else 'an EC'} key; use "
+            + ("RS256 or PS256" if kind == "RSA" else "ES256")
+        )
 
 
 def build_client_assertion(
@@ -117,53 +240,12 @@ def build_client_assertion(
     uses the SHA-1 ``x5t`` header, which ADFS and older servers need. Each call makes a new
     random ``jti``. ``include_x5c`` adds the certificate chain (for subject name + issuer
     registrations). The certificate must be valid at ``now``; ``lifetime`` is 1-600 seconds.
+    A one-shot :class:`AssertionSigner`: code that signs repeatedly keeps a signer instead.
     """
-    key = certificate.require_private_key()
-    # Per certificate, once (its key never changes): the key size rule and the key's kind;
-    # then the encoded header per alg. Per call: the checks below, the claims, the signature.
-    memo = certificate._memo
-    if "assertion_is_ec" not in memo:
-        if isinstance(key, rsa.RSAPrivateKey) and key.key_size < MIN_RSA_BITS:
-            raise UnsupportedKeyError(
-                f"{certificate.source or 'certificate'}: RSA {key.key_size} key; at least "
-                f"{MIN_RSA_BITS} bits are required (Entra ID answers AADSTS50032)",
-                path=certificate.source,
-            )
-        memo["assertion_is_ec"] = isinstance(key, ec.EllipticCurvePrivateKey)
-    alg = alg or ("ES256" if memo["assertion_is_ec"] else "PS256")
-    if alg not in _SCHEMES:
-        raise InvalidArgumentError(
-            f"--alg {alg!r} is not supported; use one of {', '.join(SUPPORTED_ALGS)}"
-        )
-    if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 0 < lifetime <= 600:
-        raise InvalidArgumentError(
-            f"--lifetime {lifetime!r} is outside 1-{MAX_LIFETIME} seconds; assertions are meant "
-            "to live minutes (Microsoft recommends 5-10)"
-        )
-    if not client_id:
-        raise InvalidArgumentError("client id is empty; give --client-id or AZURE_CLIENT_ID")
-    issued = int(time.time() if now is None else now)
-    not_before, not_after = certificate.validity_epochs
-    if not not_before <= issued <= not_after:
-        # Numbers on the hot path; the datetimes only for the message.
-        problem = certificate.validity_problem(dt.datetime.fromtimestamp(issued, dt.timezone.utc))
-        raise CertificateError(
-            f"{certificate.source or 'certificate'}: {problem}", path=certificate.source
-        )
-    header = memo.get(("assertion_header", alg, include_x5c))
-    if header is None:
-        header = memo[("assertion_header", alg, include_x5c)] = _header_segment(
-            certificate, alg, include_x5c
-        )
-    # The claims in the order and encoding json.dumps gives them, without building a dict
-    # and encoding it for every request: only jti and the times change.
-    claims = (
-        f'{_claims_prefix(audience, client_id)}{_new_jti()}","iat":{issued},'
-        f'"nbf":{issued},"exp":{issued + lifetime}}}'
+    signer = AssertionSigner(
+        certificate, client_id=client_id, alg=alg, lifetime=lifetime, include_x5c=include_x5c
     )
-    signing_input = f"{header}.{_b64url(claims.encode('ascii'))}"
-    signature = _sign(key, alg, signing_input.encode("ascii"))
-    return f"{signing_input}.{_b64url(signature)}"
+    return signer.sign(audience, now=now)
 
 
 def _new_jti() -> str:

@@ -19,9 +19,11 @@ __all__ = [
     "DEFAULT_AUTHORITY_HOST",
     "Authority",
     "AuthorityKind",
+    "check_discovery_issuer",
     "check_endpoint_url",
     "is_loopback_host",
     "normalize_authority_host",
+    "resolve_authority",
 ]
 
 DEFAULT_AUTHORITY_HOST = "login.microsoftonline.com"
@@ -228,14 +230,8 @@ class Authority:
         client secret method.
         """
         where = cls.discovery_url(issuer)
-        if not isinstance(document, Mapping):
-            raise ConfigurationError(f"{where}: the discovery document is not a JSON object")
-        stated = document.get("issuer")
-        if isinstance(stated, str) and stated.rstrip("/") != issuer.rstrip("/"):
-            raise ConfigurationError(
-                f"{where}: the document names issuer {stated!r}, not {issuer!r}; "
-                "use the issuer it names"
-            )
+        check_discovery_issuer(issuer, document, where=where)
+        assert isinstance(document, Mapping)
         endpoint = document.get("token_endpoint")
         if not isinstance(endpoint, str) or not endpoint:
             raise ConfigurationError(f"{where}: the discovery document has no token_endpoint")
@@ -287,6 +283,53 @@ class Authority:
                 f"discovery document lists {', '.join(self.signing_algs)}); pass --alg with one "
                 "of those"
             )
+
+
+def check_discovery_issuer(issuer: str, document: Any, *, where: str) -> None:
+    """Refuse a discovery document that is not a JSON object or names another issuer.
+
+    OpenID Connect Discovery 1.0 section 4.3: the ``issuer`` in the document MUST be identical
+    to the issuer URL the document was fetched for. A trailing slash is not told apart: Entra
+    ID's v1 issuers end in one and its v2 issuers do not, and users write both. Used by the
+    credentials (token endpoint discovery) and the verifiers (JWKS discovery) alike.
+    """
+    if not isinstance(document, Mapping):
+        raise ConfigurationError(f"{where}: the discovery document is not a JSON object")
+    stated = document.get("issuer")
+    if isinstance(stated, str) and stated.rstrip("/") != issuer.rstrip("/"):
+        raise ConfigurationError(
+            f"{where}: the document names issuer {stated!r}, not {issuer!r}; "
+            "use the issuer it names"
+        )
+
+
+def resolve_authority(
+    tenant: str | None = None,
+    *,
+    host: str | None = None,
+    b2c_policy: str | None = None,
+    token_endpoint: str | None = None,
+    issuer: str | None = None,
+) -> Authority | None:
+    """Where to ask for tokens, from what a caller named: the one resolution the library's
+    credentials and the CLI share.
+
+    An explicit ``token_endpoint`` wins, then ``issuer`` (an Entra v2 issuer resolves at once;
+    any other returns ``None``: its discovery document must be fetched, see
+    :meth:`Authority.from_discovery`), then ``tenant`` with ``b2c_policy`` (Azure AD B2C) or
+    without (Entra ID), in the cloud at ``host``.
+    """
+    if token_endpoint:
+        return Authority.from_token_endpoint(token_endpoint)
+    if issuer:
+        return Authority.entra_from_issuer(issuer)
+    if not tenant:
+        raise InvalidArgumentError(
+            "no tenant: give tenant_id (--tenant / AZURE_TENANT_ID), a token_endpoint or an issuer"
+        )
+    if b2c_policy:
+        return Authority.b2c(tenant, b2c_policy, host=host)
+    return Authority.entra(tenant, host=host)
 
 
 def _str_tuple(value: Any) -> tuple[str, ...]:

@@ -2,7 +2,8 @@
 
 Shared by the sync and async credentials (which send what this builds) and by the emulator
 (which receives it). RFC 6749 section 4.4 (client credentials), RFC 7521/7523 (assertions),
-Entra ID's error format and codes (ANCHORS.md).
+Entra ID's error format and codes ("Microsoft identity platform error codes",
+https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "normalize_scopes",
     "parse_json_document",
     "parse_token_response",
+    "read_oauth_error",
 ]
 
 #: RFC 7523 section 2.2: the client_assertion_type for a JWT client assertion.
@@ -289,7 +291,8 @@ def parse_token_response(
     )
 
 
-#: Human hints for the common failures, by Entra ID error code (ANCHORS.md, checklist 1).
+#: Human hints for the common failures, by Entra ID error code (the AADSTS codes of
+#: https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
 _HINTS: dict[int, str] = {
     700027: (
         "the assertion's signature or certificate thumbprint was not accepted: upload this "
@@ -351,6 +354,18 @@ def hint_for(error: str | None, codes: Sequence[int], description: str | None) -
     if description and description.startswith("AADB2C99027"):
         return "Azure AD B2C takes only client secrets for client credentials, not certificates"
     return _ERROR_HINTS.get(error or "")
+
+
+def read_oauth_error(body: bytes, *, status: int, url: str) -> TokenRequestError | None:
+    """The OAuth error (RFC 6749 section 5.2) a response body carries, or ``None`` when the
+    body is not a JSON object with a string ``error``."""
+    try:
+        document = json.loads(body)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: [[[[...]]]]
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("error"), str):
+        return None
+    return _oauth_error(document, status, url)
 
 
 def _oauth_error(document: Mapping[str, Any], status: int, url: str) -> TokenRequestError:

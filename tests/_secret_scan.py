@@ -258,7 +258,7 @@ def instrument(registry: SecretRegistry) -> None:
         return register_secret
 
     _wrap(certificates, "generate_certificate", keys_of)
-    _wrap(assertion, "build_client_assertion", assertions_of)
+    _wrap(assertion.AssertionSigner, "sign", assertions_of)  # build_client_assertion signs here too
     _wrap(tokens, "sign_access_token", tokens_of)
     _wrap(certificates, "load_certificate", lambda f: passwords_of(f, 99))
     _wrap(certificates.Certificate, "private_key_pem", lambda f: passwords_of(f, 1))

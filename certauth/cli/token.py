@@ -124,8 +124,10 @@ class _Target:
         )
 
     def credential_kwargs(self) -> dict[str, Any]:
+        """Where to ask, as :func:`certauth.authority.resolve_authority` takes it (besides
+        the tenant)."""
         return {
-            "authority": self.authority_host,
+            "host": self.authority_host,
             "token_endpoint": self.token_endpoint,
             "issuer": self.issuer,
             "b2c_policy": self.b2c_policy,
@@ -151,8 +153,8 @@ def assertion(lifetime: int, **opts: Any) -> None:
     Example:
       certauth assertion --client-id $APP_ID --tenant contoso.onmicrosoft.com --cert app.pem
     """
-    from certauth.assertion import MAX_LIFETIME, build_client_assertion, check_entra_key
-    from certauth.authority import Authority
+    from certauth.assertion import MAX_LIFETIME, AssertionSigner
+    from certauth.authority import resolve_authority
 
     if not 0 < lifetime <= MAX_LIFETIME:
         raise click.BadParameter(
@@ -160,32 +162,20 @@ def assertion(lifetime: int, **opts: Any) -> None:
         )
     target = _Target(**opts)
     certificate = target.certificate()
-    if target.token_endpoint:
-        authority = Authority.from_token_endpoint(target.token_endpoint)
-    elif target.issuer:
-        entra = Authority.entra_from_issuer(target.issuer)
-        if entra is None:
-            raise click.UsageError(
-                "--issuer of a non-Entra server needs discovery; use `certauth token`, or give "
-                "--token-endpoint for the assertion's audience"
-            )
-        authority = entra
-    elif target.b2c_policy:
-        authority = Authority.b2c(
-            target.tenant or "", target.b2c_policy, host=target.authority_host
+    authority = resolve_authority(target.tenant, **target.credential_kwargs())
+    if authority is None:
+        raise click.UsageError(
+            "--issuer of a non-Entra server needs discovery; use `certauth token`, or give "
+            "--token-endpoint for the assertion's audience"
         )
-    else:
-        authority = Authority.entra(target.tenant or "", host=target.authority_host)
-    if authority.is_entra:
-        check_entra_key(certificate)
-    jwt = build_client_assertion(
+    signer = AssertionSigner(
         certificate,
         client_id=target.client_id or "",
-        audience=authority.token_endpoint,
-        alg=target.alg or authority.default_alg(certificate.key_type),
+        alg=target.alg,
         lifetime=lifetime,
         include_x5c=target.send_chain,
     )
+    jwt = signer.sign(authority.token_endpoint, alg=signer.check(authority))
     click.echo(jwt)
 
 
@@ -301,8 +291,9 @@ def _make_credential(
         WorkloadIdentityCredential,
     )
 
+    where = target.credential_kwargs()
     common: dict[str, Any] = dict(
-        target.credential_kwargs(), verify=ca_file, timeout=timeout, cache=cache
+        where, authority=where.pop("host"), verify=ca_file, timeout=timeout, cache=cache
     )
     tenant, client_id = target.tenant, target.client_id or ""
     secret = _read_secret(secret_env, secret_file)

@@ -1,0 +1,94 @@
+"""One keyed single flight, for threads and for asyncio tasks.
+
+Concurrent callers asking for the same key share one piece of work: the first caller (the
+leader) runs it, the others wait for its result or its exception instead of repeating it. This
+is what keeps 64 threads on an empty cache at one token request, and a burst of tokens signed
+by a new key at one JWKS fetch. Used by the credentials (per cache key) and the verifiers (per
+key source).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Awaitable, Callable, Hashable
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    import asyncio  # imported where used: a sync-only process never pays for it
+
+__all__ = ["AsyncSingleFlight", "SingleFlight"]
+
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[T]):
+    """Single flight for threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inflight: dict[Hashable, concurrent.futures.Future[T]] = {}
+
+    def run(self, key: Hashable, work: Callable[[], T], *, wait: bool = True) -> T | None:
+        """Run ``work`` unless another thread is running it for ``key``; then wait for that
+        outcome (its result, or its exception raised here), or with ``wait=False`` return
+        ``None`` at once."""
+        with self._lock:
+            future = self._inflight.get(key)
+            leader = future is None
+            if future is None:
+                future = self._inflight[key] = concurrent.futures.Future()
+        if not leader:
+            return future.result() if wait else None
+        try:
+            result = work()
+        except BaseException as exc:
+            future.set_exception(exc)
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            with self._lock:
+                del self._inflight[key]
+
+
+class AsyncSingleFlight(Generic[T]):
+    """Single flight for the tasks of one event loop."""
+
+    def __init__(self) -> None:
+        self._inflight: dict[Hashable, asyncio.Future[T]] = {}
+
+    async def run(
+        self, key: Hashable, work: Callable[[], Awaitable[T]], *, wait: bool = True
+    ) -> T | None:
+        """The asyncio twin of :meth:`SingleFlight.run`. When the leader is cancelled, its
+        waiters are not: one of them takes over the work."""
+        import asyncio
+
+        while True:
+            future = self._inflight.get(key)
+            if future is None:
+                break
+            if not wait:
+                return None
+            try:
+                return await asyncio.shield(future)
+            except asyncio.CancelledError:
+                if not future.cancelled():
+                    raise  # this waiter was cancelled, not the leader
+        future = self._inflight[key] = asyncio.get_running_loop().create_future()
+        try:
+            result = await work()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning without waiters
+            raise
+        else:
+            future.set_result(result)
+            return result
+        finally:
+            del self._inflight[key]

@@ -1,0 +1,363 @@
+"""The public credentials: certificate, client secret and federated token, each sync and async.
+
+Each kind's constructor is written once, with every keyword explicit and typed (certauth's
+and the azure-identity keywords it accepts for drop-in compatibility), in a mixin that both its
+sync class (:class:`~certauth.credential.shells.SyncCredential`) and its async class
+(:class:`~certauth.credential.shells.AsyncCredential`) inherit; ``client`` is an
+``httpx.Client`` for the first and an ``httpx.AsyncClient`` for the second.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from certauth._files import read_input_file
+from certauth.assertion import DEFAULT_LIFETIME
+from certauth.authority import resolve_authority
+from certauth.certificates import Certificate, load_certificate
+from certauth.credential.client_auth import (
+    CertificateAuth,
+    CertificateFiles,
+    ClientAuth,
+    FileAssertionAuth,
+    SecretAuth,
+)
+from certauth.credential.planner import DEFAULT_REFRESH_MARGIN, Planner
+from certauth.credential.shells import AsyncCredential, SyncCredential
+from certauth.errors import InvalidArgumentError
+from certauth.protocol import RetryPolicy, SecretMethod
+
+if TYPE_CHECKING:
+    from certauth._httpx import httpx
+    from certauth.cache import TokenCache
+
+__all__ = [
+    "AsyncCertificateCredential",
+    "AsyncClientSecretCredential",
+    "AsyncWorkloadIdentityCredential",
+    "CertificateCredential",
+    "ClientSecretCredential",
+    "WorkloadIdentityCredential",
+]
+
+#: ``verify=`` / ``connection_verify=``: a CA bundle path, an ``ssl.SSLContext``, ``True`` or
+#: ``None`` for the system store (``False`` is refused: certauth always verifies TLS).
+Verify = str | ssl.SSLContext | bool | None
+
+
+class _Shell:
+    """What the constructors below call on either shell (declared for the type checker only:
+    at run time the shell class that follows in the MRO provides it)."""
+
+    if TYPE_CHECKING:
+
+        def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None: ...
+
+
+def _planner(
+    tenant_id: str | None,
+    client_id: str | None,
+    auth: ClientAuth,
+    *,
+    authority: str | None,
+    token_endpoint: str | None,
+    issuer: str | None,
+    b2c_policy: str | None,
+    timeout: float,
+    retry: RetryPolicy | None,
+    refresh_margin: float,
+    cache: TokenCache | None,
+    clock: Callable[[], float],
+) -> Planner:
+    """The planning core for the arguments every credential shares."""
+    if timeout <= 0:
+        raise InvalidArgumentError(f"timeout must be above 0 seconds, got {timeout}")
+    resolved = resolve_authority(
+        tenant_id,
+        host=authority,
+        b2c_policy=b2c_policy,
+        token_endpoint=token_endpoint,
+        issuer=issuer,
+    )
+    return Planner(
+        client_id=client_id or "",
+        auth=auth,
+        authority=resolved,
+        issuer=issuer if resolved is None else None,
+        retry=retry or RetryPolicy(),
+        refresh_margin=float(refresh_margin),
+        store=_check_cache(cache),
+        clock=clock,
+    )
+
+
+def _check_cache(cache: object) -> TokenCache | None:
+    if cache is None:
+        return None
+    from certauth.cache import TokenCache
+
+    if isinstance(cache, TokenCache):
+        return cache
+    raise InvalidArgumentError(
+        f"cache={cache!r} is not a token cache: pass FileTokenCache(), RedisTokenCache(...) or "
+        "an object with get/set/delete/lock"
+    )
+
+
+def _verify(verify: Verify, connection_verify: Verify) -> Verify:
+    return verify if verify is not None else connection_verify
+
+
+def _certificate_auth(
+    certificate_path: str | os.PathLike[str] | None,
+    certificate_data: bytes | None,
+    certificate: Certificate | None,
+    password: str | bytes | None,
+    key_path: str | os.PathLike[str] | None,
+    *,
+    alg: str | None,
+    lifetime: int,
+    send_chain: bool,
+) -> CertificateAuth:
+    given = [x is not None for x in (certificate_path, certificate_data, certificate)]
+    if sum(given) != 1:
+        raise InvalidArgumentError(
+            "give exactly one of certificate_path, certificate_data or certificate"
+        )
+    files = None
+    if certificate is not None:
+        certificate.require_private_key()
+    elif certificate_path is not None:
+        files = CertificateFiles(
+            os.fspath(certificate_path), os.fspath(key_path) if key_path else None, password
+        )
+        certificate = files.load()
+    else:
+        assert certificate_data is not None
+        key = read_input_file(key_path, what="private key") if key_path else None
+        certificate = load_certificate(
+            certificate_data, key=key, password=password, require_key=True
+        )
+    return CertificateAuth(
+        certificate, alg=alg, lifetime=lifetime, send_chain=send_chain, reload_from=files
+    )
+
+
+class _CertificateArgs(_Shell):
+    def __init__(
+        self,
+        tenant_id: str | None = None,
+        client_id: str | None = None,
+        certificate_path: str | os.PathLike[str] | None = None,
+        *,
+        authority: str | None = None,
+        certificate_data: bytes | None = None,
+        password: str | bytes | None = None,
+        send_certificate_chain: bool = False,
+        certificate: Certificate | None = None,
+        key_path: str | os.PathLike[str] | None = None,
+        alg: str | None = None,
+        assertion_lifetime: int = DEFAULT_LIFETIME,
+        token_endpoint: str | None = None,
+        issuer: str | None = None,
+        b2c_policy: str | None = None,
+        verify: Verify = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        refresh_margin: float = DEFAULT_REFRESH_MARGIN,
+        cache: TokenCache | None = None,
+        clock: Callable[[], float] = time.time,
+        client: httpx.Client | httpx.AsyncClient | None = None,
+        connection_verify: Verify = None,
+        disable_instance_discovery: bool = False,
+        additionally_allowed_tenants: Iterable[str] | None = None,
+        cache_persistence_options: object = None,
+        enable_support_logging: bool = False,
+        logging_enable: bool = False,
+        authority_validation: object = None,
+    ) -> None:
+        auth = _certificate_auth(
+            certificate_path,
+            certificate_data,
+            certificate,
+            password,
+            key_path,
+            alg=alg,
+            lifetime=assertion_lifetime,
+            send_chain=bool(send_certificate_chain),
+        )
+        core = _planner(
+            tenant_id,
+            client_id,
+            auth,
+            authority=authority,
+            token_endpoint=token_endpoint,
+            issuer=issuer,
+            b2c_policy=b2c_policy,
+            timeout=timeout,
+            retry=retry,
+            refresh_margin=refresh_margin,
+            cache=cache,
+            clock=clock,
+        )
+        self._setup(core, client, _verify(verify, connection_verify), float(timeout))
+
+
+class CertificateCredential(_CertificateArgs, SyncCredential):
+    """Authenticates as a service principal with a certificate (azure-identity compatible).
+
+    ``CertificateCredential(tenant_id, client_id, "cert.pem")`` works as azure-identity's.
+    The certificate is PEM (key + certificate), PFX or DER (with ``password``), given as
+    ``certificate_path``, ``certificate_data`` (bytes) or a loaded ``certificate``; ``key_path``
+    names a separate key file. Keyword-only extras: ``authority`` (cloud host, with or without
+    ``https://``), ``token_endpoint`` or ``issuer`` (any OAuth/OIDC server), ``b2c_policy``,
+    ``alg`` (``PS256`` default for Entra, ``RS256`` elsewhere), ``send_certificate_chain``
+    (``x5c``), ``assertion_lifetime`` (seconds, <= 600), ``verify`` (CA file or
+    ``ssl.SSLContext``), ``timeout`` (seconds), ``retry`` (a
+    :class:`~certauth.protocol.RetryPolicy`), ``refresh_margin`` (seconds), ``cache`` (a
+    shared token cache such as :class:`~certauth.cache.FileTokenCache`), ``clock`` (for
+    tests), ``client`` (an ``httpx.Client`` to use). azure-identity's
+    ``connection_verify`` is ``verify``; its ``disable_instance_discovery``,
+    ``additionally_allowed_tenants``, ``cache_persistence_options``,
+    ``enable_support_logging``, ``logging_enable`` and ``authority_validation`` are accepted
+    and change nothing (certauth makes no instance-discovery request). An unknown keyword is a
+    ``TypeError``. Problems with the certificate, key or authority raise at construction, not
+    at the first request.
+    """
+
+    def __repr__(self) -> str:
+        return f"CertificateCredential(client_id={self._core.client_id!r})"
+
+
+class AsyncCertificateCredential(_CertificateArgs, AsyncCredential):
+    """The asyncio twin of :class:`CertificateCredential` (same arguments; ``client`` is an
+    ``httpx.AsyncClient``). Honours ``send_certificate_chain`` like the sync one."""
+
+    def __repr__(self) -> str:
+        return f"AsyncCertificateCredential(client_id={self._core.client_id!r})"
+
+
+class _SecretArgs(_Shell):
+    def __init__(
+        self,
+        tenant_id: str | None,
+        client_id: str,
+        client_secret: str,
+        *,
+        authority: str | None = None,
+        secret_method: SecretMethod = "client_secret_post",
+        token_endpoint: str | None = None,
+        issuer: str | None = None,
+        b2c_policy: str | None = None,
+        verify: Verify = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        refresh_margin: float = DEFAULT_REFRESH_MARGIN,
+        cache: TokenCache | None = None,
+        clock: Callable[[], float] = time.time,
+        client: httpx.Client | httpx.AsyncClient | None = None,
+        connection_verify: Verify = None,
+        disable_instance_discovery: bool = False,
+        additionally_allowed_tenants: Iterable[str] | None = None,
+        cache_persistence_options: object = None,
+        enable_support_logging: bool = False,
+        logging_enable: bool = False,
+        authority_validation: object = None,
+    ) -> None:
+        core = _planner(
+            tenant_id,
+            client_id,
+            SecretAuth(client_secret, secret_method),
+            authority=authority,
+            token_endpoint=token_endpoint,
+            issuer=issuer,
+            b2c_policy=b2c_policy,
+            timeout=timeout,
+            retry=retry,
+            refresh_margin=refresh_margin,
+            cache=cache,
+            clock=clock,
+        )
+        self._setup(core, client, _verify(verify, connection_verify), float(timeout))
+
+
+class ClientSecretCredential(_SecretArgs, SyncCredential):
+    """Authenticates with a client secret (for servers, such as B2C, that take only secrets).
+
+    Same keywords as :class:`CertificateCredential` (less the certificate's), plus
+    ``secret_method`` (``client_secret_post`` default, or ``client_secret_basic``).
+    """
+
+    def __repr__(self) -> str:
+        return f"ClientSecretCredential(client_id={self._core.client_id!r})"
+
+
+class AsyncClientSecretCredential(_SecretArgs, AsyncCredential):
+    """The asyncio twin of :class:`ClientSecretCredential`."""
+
+    def __repr__(self) -> str:
+        return f"AsyncClientSecretCredential(client_id={self._core.client_id!r})"
+
+
+class _FederatedArgs(_Shell):
+    def __init__(
+        self,
+        tenant_id: str | None = None,
+        client_id: str | None = None,
+        token_file_path: str | None = None,
+        *,
+        authority: str | None = None,
+        token_endpoint: str | None = None,
+        issuer: str | None = None,
+        b2c_policy: str | None = None,
+        verify: Verify = None,
+        timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        refresh_margin: float = DEFAULT_REFRESH_MARGIN,
+        cache: TokenCache | None = None,
+        clock: Callable[[], float] = time.time,
+        client: httpx.Client | httpx.AsyncClient | None = None,
+        connection_verify: Verify = None,
+        disable_instance_discovery: bool = False,
+        additionally_allowed_tenants: Iterable[str] | None = None,
+        cache_persistence_options: object = None,
+        enable_support_logging: bool = False,
+        logging_enable: bool = False,
+        authority_validation: object = None,
+    ) -> None:
+        path = token_file_path or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
+        if not path:
+            raise InvalidArgumentError(
+                "no federated token file: give token_file_path or AZURE_FEDERATED_TOKEN_FILE"
+            )
+        core = _planner(
+            tenant_id,
+            client_id,
+            FileAssertionAuth(path),
+            authority=authority,
+            token_endpoint=token_endpoint,
+            issuer=issuer,
+            b2c_policy=b2c_policy,
+            timeout=timeout,
+            retry=retry,
+            refresh_margin=refresh_margin,
+            cache=cache,
+            clock=clock,
+        )
+        self._setup(core, client, _verify(verify, connection_verify), float(timeout))
+
+
+class WorkloadIdentityCredential(_FederatedArgs, SyncCredential):
+    """Exchanges a federated token file (``AZURE_FEDERATED_TOKEN_FILE``) for an access token.
+
+    The file is re-read on every request because the platform rotates it. Keywords as
+    :class:`ClientSecretCredential`'s, less ``secret_method``.
+    """
+
+
+class AsyncWorkloadIdentityCredential(_FederatedArgs, AsyncCredential):
+    """The asyncio twin of :class:`WorkloadIdentityCredential`."""

@@ -1,0 +1,247 @@
+"""How a client proves who it is at the token endpoint: a certificate (an assertion it signs),
+a federated assertion it reads from a file, or a client secret.
+
+Each kind says which authentication method it uses (RFC 8414 section 2 names), refuses before
+anything is sent what an authority is known to reject, gives the request's credential fields,
+and names the key that encrypts its entries in a shared token cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from certauth._files import read_input_file
+from certauth.assertion import METHOD as ASSERTION_METHOD
+from certauth.assertion import AssertionSigner
+from certauth.certificates import Certificate, load_certificate
+from certauth.errors import CertauthError, ConfigurationError, InvalidArgumentError
+from certauth.protocol import SecretMethod
+
+if TYPE_CHECKING:
+    from certauth.authority import Authority
+    from certauth.cache import EntryCipher
+
+log = logging.getLogger("certauth")
+
+
+class ClientAuth(Protocol):
+    """How the client proves who it is: an assertion it signs or reads, or a secret."""
+
+    #: Distinguishes credentials in cache keys (a certificate's thumbprint, a secret's hash).
+    fingerprint: str
+    #: The OAuth client authentication method (for discovery checks).
+    method: str
+    #: Whether :meth:`maybe_reload` and :meth:`credential_fields` read files (the shells then
+    #: run them as blocking I/O, off the event loop).
+    reads_files: bool
+
+    def bind(self, client_id: str, authority: Authority) -> None:
+        """Refuse, before sending, what this authority is known to reject; remember what the
+        requests need (the client id, the algorithm chosen for this authority)."""
+        ...
+
+    def credential_fields(self, audience: str, now: float) -> dict[str, str]:
+        """``assertion=`` or ``client_secret=`` (+ ``secret_method=``) for the request."""
+        ...
+
+    def cipher(self) -> EntryCipher | None:
+        """The key that encrypts this client's entries in a shared cache (``None``: no
+        secret to derive one from, so nothing is stored)."""
+        ...
+
+    def maybe_reload(self) -> None:
+        """Pick up a credential that changed on disk (certificate rotation)."""
+        ...
+
+
+@dataclass(frozen=True)
+class CertificateFiles:
+    """Where a certificate was loaded from, to notice and load a rotated one."""
+
+    cert_path: str
+    key_path: str | None
+    password: str | bytes | None = field(repr=False)
+
+    def signature(self) -> tuple[object, ...]:
+        """What changes when the files change: path, inode, size and mtime of each."""
+        parts: list[object] = []
+        for path in (self.cert_path, self.key_path):
+            if path is None:
+                continue
+            try:
+                info = os.stat(path)  # follows symlinks: a swapped link target shows up here
+                parts.append((os.path.realpath(path), info.st_ino, info.st_size, info.st_mtime_ns))
+            except OSError as exc:
+                parts.append((path, exc.errno))
+        return tuple(parts)
+
+    def load(self) -> Certificate:
+        """The certificate and its key, as the files hold them now."""
+        return load_certificate(
+            self.cert_path, key=self.key_path, password=self.password, require_key=True
+        )
+
+
+class CertificateAuth:
+    """A certificate: every request carries a freshly signed assertion (RFC 7523 section 2.2)."""
+
+    method = ASSERTION_METHOD
+
+    def __init__(
+        self,
+        certificate: Certificate,
+        *,
+        alg: str | None,
+        lifetime: int,
+        send_chain: bool,
+        reload_from: CertificateFiles | None = None,
+    ) -> None:
+        certificate.require_private_key()
+        self._alg = alg
+        self._lifetime = lifetime
+        self._send_chain = send_chain
+        self._files = reload_from
+        self.reads_files = reload_from is not None
+        self._seen = reload_from.signature() if reload_from else None
+        self._client_id = ""
+        self._authority: Authority | None = None
+        self._use(certificate)
+
+    def _use(self, certificate: Certificate) -> None:
+        self.certificate = certificate
+        self.fingerprint = f"x5t#S256:{certificate.x5t_s256}"
+        self._cipher: EntryCipher | None = None
+        self._signer: AssertionSigner | None = None
+        self._signing_alg: str | None = None
+
+    def _signer_for(
+        self, certificate: Certificate, authority: Authority
+    ) -> tuple[AssertionSigner, str]:
+        signer = AssertionSigner(
+            certificate,
+            client_id=self._client_id,
+            alg=self._alg,
+            lifetime=self._lifetime,
+            include_x5c=self._send_chain,
+        )
+        return signer, signer.check(authority)
+
+    def bind(self, client_id: str, authority: Authority) -> None:
+        self._client_id = client_id
+        self._authority = authority
+        self._signer, self._signing_alg = self._signer_for(self.certificate, authority)
+
+    def cipher(self) -> EntryCipher | None:
+        if self._cipher is None:
+            from certauth.cache import EntryCipher
+
+            self._cipher = EntryCipher.from_private_key(self.certificate.require_private_key())
+        return self._cipher
+
+    def maybe_reload(self) -> None:
+        """Reload the certificate when its file changed (new content, or a Kubernetes
+        secret's symlink swap). A new state that would be refused (half-written file, a key
+        that does not match, a key or certificate the authority rejects) keeps the current
+        certificate working and is logged once per change."""
+        files = self._files
+        if files is None:
+            return
+        signature = files.signature()
+        if signature == self._seen:
+            return
+        self._seen = signature
+        try:
+            fresh = files.load()
+            checked = self._signer_for(fresh, self._authority) if self._authority else None
+        except CertauthError as exc:
+            log.warning(
+                "certauth: kept the current certificate: the changed file is unusable: %s", exc
+            )
+            return
+        if fresh.x5t_s256 != self.certificate.x5t_s256:
+            log.info(
+                "certauth: certificate rotated: %s -> %s",
+                self.certificate.thumbprint_sha1,
+                fresh.thumbprint_sha1,
+            )
+            self._use(fresh)
+            if checked is not None:
+                self._signer, self._signing_alg = checked
+
+    def credential_fields(self, audience: str, now: float) -> dict[str, str]:
+        # Every request gets a freshly signed assertion (new jti), retries included.
+        assert self._signer is not None, "bind() first"
+        return {"assertion": self._signer.sign(audience, alg=self._signing_alg, now=now)}
+
+
+class FileAssertionAuth:
+    """A pre-made assertion (workload identity federation), re-read on every request because
+    the platform rotates the file."""
+
+    method = ASSERTION_METHOD
+    reads_files = True
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fingerprint = f"federated:{os.path.abspath(path)}"
+
+    def bind(self, client_id: str, authority: Authority) -> None:
+        authority.check_auth_method(self.method)
+
+    def cipher(self) -> EntryCipher | None:
+        return None  # the assertion file is public to the pod: no secret to encrypt with
+
+    def maybe_reload(self) -> None:
+        return None  # re-read on every request anyway
+
+    def credential_fields(self, audience: str, now: float) -> dict[str, str]:
+        data = read_input_file(self.path, what="federated token")
+        try:
+            text = data.decode("ascii").strip()
+        except UnicodeDecodeError:
+            text = ""
+        if text.count(".") != 2:
+            raise ConfigurationError(
+                f"{self.path}: not a JWT (expected header.claims.signature); check "
+                "AZURE_FEDERATED_TOKEN_FILE"
+            )
+        return {"assertion": text}
+
+
+class SecretAuth:
+    """A client secret (RFC 6749 section 2.3.1), for servers such as B2C that take only those."""
+
+    method: str
+    reads_files = False
+
+    def __init__(self, secret: str, method: SecretMethod) -> None:
+        if not secret:
+            raise InvalidArgumentError("the client secret is empty")
+        if method not in ("client_secret_post", "client_secret_basic"):
+            raise InvalidArgumentError(
+                f"secret method {method!r}: use client_secret_post or client_secret_basic"
+            )
+        self.secret = secret
+        self.method = method
+        self.fingerprint = "secret:" + hashlib.sha256(secret.encode()).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"SecretAuth(method={self.method!r})"
+
+    def bind(self, client_id: str, authority: Authority) -> None:
+        authority.check_auth_method(self.method)
+
+    def cipher(self) -> EntryCipher | None:
+        from certauth.cache import EntryCipher
+
+        return EntryCipher.from_secret(self.secret)
+
+    def maybe_reload(self) -> None:
+        return None
+
+    def credential_fields(self, audience: str, now: float) -> dict[str, str]:
+        return {"client_secret": self.secret, "secret_method": self.method}

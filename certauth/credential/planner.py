@@ -1,0 +1,357 @@
+"""The pure planning core every credential shell shares: what to do, never how to wait.
+
+Given the in-memory cache state and the time, :meth:`Planner.plan` says serve, renew ahead or
+renew; :meth:`Planner.fetch` is the renewal as a flow (:mod:`certauth._flow`): take the shared
+store's lock, use a token another process stored meanwhile, else discover the authority if
+needed, pick up a rotated certificate, request a token with retries, and store it. Every I/O
+step (HTTP, sleeps, store calls, file reads) is an action the shell performs: the sync shell
+blocking, the async shell without ever blocking its event loop.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from certauth._flow import Flow, Send, Sleep, call, describe, get_json, retry_delay
+from certauth.authority import Authority
+from certauth.credential.client_auth import ClientAuth
+from certauth.credential.types import AccessToken
+from certauth.errors import CertauthError, ConfigurationError, InvalidArgumentError
+from certauth.protocol import (
+    RetryPolicy,
+    Token,
+    build_token_request,
+    normalize_scopes,
+    parse_token_response,
+)
+
+if TYPE_CHECKING:
+    from certauth.cache import TokenCache
+
+log = logging.getLogger("certauth")
+
+#: A cached token is not served with less than this left (azure-identity and MSAL use 5 min).
+DEFAULT_REFRESH_MARGIN = 300
+#: Distinct scope tuples whose cache key is memoised per credential (callers normally use one
+#: or two; the bound keeps a caller that builds scopes dynamically from growing the memo).
+_MAX_MEMOISED_SCOPES = 64
+
+
+class Decision(enum.Enum):
+    """What to do with the cached token for a request."""
+
+    #: Hand it out.
+    SERVE = "serve"
+    #: Hand it out, and renew it now (one caller renews; the others keep the valid token).
+    RENEW_AHEAD = "renew ahead"
+    #: Renew first (none cached, too close to expiry, or the caller forced it).
+    RENEW = "renew"
+
+
+class Planner:
+    """Where to ask, how to ask, what answers mean, and the in-memory token cache. No I/O
+    happens here: the flows yield it as actions."""
+
+    def __init__(
+        self,
+        *,
+        client_id: str,
+        auth: ClientAuth,
+        authority: Authority | None,
+        issuer: str | None,
+        retry: RetryPolicy,
+        refresh_margin: float,
+        store: TokenCache | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not client_id:
+            raise InvalidArgumentError("client id is empty; give client_id / --client-id")
+        self.client_id = client_id
+        self.auth = auth
+        self.authority = authority
+        self.issuer = issuer
+        self.retry = retry
+        self.refresh_margin = refresh_margin
+        self.store = store
+        #: Every time decision (cache, assertion iat/exp) reads this clock; tests control it.
+        self.clock = clock
+        self._store_failed = False
+        self._tokens: dict[str, Token] = {}
+        #: Keys whose renewal failed and whose still-valid token is being served (logged once).
+        self._failing: set[str] = set()
+        #: Keys dropped by an async ``invalidate``: their shared-store entry is not taken again
+        #: (the next renewal replaces it), since deleting it there would block the event loop.
+        self._stale: set[str] = set()
+        #: key -> (refresh_at, AccessToken) of every remembered token: what the fast path of
+        #: get_token reads (a dict lookup and a clock comparison, nothing recomputed).
+        self.fresh: dict[str, tuple[float, AccessToken]] = {}
+        #: scopes as the caller passed them -> cache key, valid for ``keys_fingerprint`` and
+        #: the current authority (cleared when either changes), so scopes are normalised
+        #: (and checked) once per distinct tuple rather than on every call.
+        self.keys: dict[tuple[str, ...], str] = {}
+        self.keys_fingerprint = auth.fingerprint
+        if authority is not None:
+            self._bind(authority)
+
+    def _bind(self, authority: Authority) -> None:
+        self.auth.bind(self.client_id, authority)
+        self.authority = authority
+        self.keys = {}  # normalisation and keys depend on the authority
+
+    # the decision -----------------------------------------------------------------------------
+
+    def cache_key(self, scopes: tuple[str, ...]) -> str:
+        """Token endpoint, client id, credential fingerprint (a rotated certificate never
+        serves a token minted with the old one) and the normalised scope set."""
+        endpoint = self.authority.token_endpoint if self.authority else f"issuer:{self.issuer}"
+        return "\x1f".join((endpoint, self.client_id, self.auth.fingerprint, *sorted(scopes)))
+
+    def usable_until(self, token: Token) -> float:
+        """After this a token is not handed out any more (it must be renewed first).
+
+        The safety margin is capped at half the token's lifetime so short-lived tokens are
+        still reused for half their life instead of never.
+        """
+        return token.expires_on - min(self.refresh_margin, token.expires_in / 2)
+
+    def refresh_at(self, token: Token) -> float:
+        """From this time on the token is renewed ahead of expiry while still served: the
+        server's ``refresh_in`` when sent, else half the lifetime."""
+        ahead = token.refresh_on or token.expires_on - token.expires_in / 2
+        return min(ahead, self.usable_until(token))
+
+    def key_for(self, scopes: tuple[str, ...]) -> str:
+        """:meth:`cache_key` of the normalised ``scopes``, memoised per scopes tuple (the memo
+        is dropped when the certificate's fingerprint changes: a rotation)."""
+        fingerprint = self.auth.fingerprint
+        if fingerprint is not self.keys_fingerprint:
+            self.keys = {}
+            self.keys_fingerprint = fingerprint
+        key = self.keys.get(scopes)
+        if key is None:
+            key = self.cache_key(self.scopes_for(scopes))
+            if len(self.keys) < _MAX_MEMOISED_SCOPES:
+                self.keys[scopes] = key
+        return key
+
+    def plan(self, scopes: tuple[str, ...], *, force: bool) -> tuple[str, Token | None, Decision]:
+        """The cache key for ``scopes``, the token cached under it (``None`` with ``force``),
+        and what to do with it now."""
+        key = self.key_for(scopes)
+        token = None if force else self._tokens.get(key)
+        if token is not None:
+            now = self.clock()
+            if now < self.refresh_at(token):
+                return key, token, Decision.SERVE
+            if now < self.usable_until(token):
+                return key, token, Decision.RENEW_AHEAD
+        return key, token, Decision.RENEW
+
+    def recover(self, key: str, fallback: Token | None, exc: CertauthError) -> Token | None:
+        """After renewing failed: the token to serve instead (one that has not expired yet,
+        its failure logged once per streak), or ``None`` to raise ``exc``."""
+        if fallback is None or self.clock() >= fallback.expires_on:
+            return None
+        if key not in self._failing:
+            self._failing.add(key)
+            log.warning("certauth: renewing a token failed; serving the still-valid one: %s", exc)
+        return fallback
+
+    # the in-memory cache ----------------------------------------------------------------------
+
+    def remember(self, key: str, token: Token) -> None:
+        """Keep ``token`` as the one to serve for ``key``."""
+        self._tokens[key] = token
+        self.fresh[key] = (
+            self.refresh_at(token),
+            AccessToken(token.access_token, token.expires_on),
+        )
+        self._failing.discard(key)
+
+    def forget(self, scopes: tuple[str, ...]) -> str | None:
+        """Drop the remembered token for ``scopes``; the key, for the shared store (``None``
+        before the authority is known: nothing can be cached yet)."""
+        if self.authority is None:
+            return None
+        key = self.key_for(scopes)
+        self._tokens.pop(key, None)
+        self.fresh.pop(key, None)
+        if self.store is not None:
+            self._stale.add(key)
+        return key
+
+    # the renewal ------------------------------------------------------------------------------
+
+    def fetch(self, key: str, scopes: tuple[str, ...], *, force: bool) -> Flow[Token]:
+        """Renew the token for ``scopes`` (cached under ``key``), as a flow."""
+        store = self.store is not None
+        lock = (yield from call(self._store_lock_enter, key)) if store else None
+        try:
+            if store and not force and key not in self._stale:
+                stored = yield from call(self.load_stored, key)
+                if stored is not None:
+                    # Another process fetched it while this one waited for the lock.
+                    self.remember(key, stored)
+                    return stored
+            token = yield from self._request(scopes)
+            # The key changes once discovery resolved the endpoint or a rotated certificate
+            # was loaded.
+            fresh_key = self.cache_key(self.scopes_for(scopes))
+            if store:
+                yield from call(self.save_stored, fresh_key, token)
+                self._stale.discard(key)
+        finally:
+            if lock is not None:
+                yield from call(self._store_lock_exit, lock)
+        self.remember(fresh_key, token)
+        return token
+
+    def scopes_for(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
+        """Normalised scopes (Entra's rules apply once the authority is known to be Entra)."""
+        entra = self.authority.is_entra if self.authority else False
+        return normalize_scopes(scopes, entra=entra)
+
+    def _request(self, scopes: tuple[str, ...]) -> Flow[Token]:
+        """Resolve the authority if needed, then request a token, retrying transient failures."""
+        if self.authority is None:
+            yield from self._discover()
+        auth = self.auth
+        if auth.reads_files:
+            yield from call(auth.maybe_reload)
+        authority = self.authority
+        assert authority is not None
+        scopes = normalize_scopes(scopes, entra=authority.is_entra)
+        attempt = 0
+        while True:
+            attempt += 1
+            now = self.clock()
+            if auth.reads_files:
+                fields = yield from call(auth.credential_fields, authority.token_endpoint, now)
+            else:
+                fields = auth.credential_fields(authority.token_endpoint, now)
+            request = build_token_request(
+                authority.token_endpoint,
+                self.client_id,
+                scopes,
+                assertion=fields.get("assertion"),
+                client_secret=fields.get("client_secret"),
+                secret_method=fields.get("secret_method", "client_secret_post"),  # type: ignore[arg-type]
+                v1_resource=authority.is_v1,
+            )
+            answer = yield Send("POST", request.url, dict(request.headers), request.body)
+            delay = retry_delay(
+                answer, attempt, url=authority.token_endpoint, retry=self.retry, now=self.clock()
+            )
+            if delay is not None:
+                log.info(
+                    "certauth: token request to %s failed (%s); retry %d in %.2f s",
+                    authority.token_endpoint,
+                    describe(answer),
+                    attempt,
+                    delay,
+                )
+                yield Sleep(delay)
+                continue
+            token = parse_token_response(
+                answer.status,
+                answer.body,
+                url=authority.token_endpoint,
+                now=self.clock(),
+                content_type=answer.headers.get("content-type", ""),
+            )
+            log.debug(
+                "certauth: token for %s from %s, expires in %d s",
+                " ".join(scopes),
+                authority.token_endpoint,
+                token.expires_in,
+            )
+            return token
+
+    def _discover(self) -> Generator[Any, Any, None]:
+        assert self.issuer is not None
+        document = yield from get_json(
+            Authority.discovery_url(self.issuer),
+            what="discovery document",
+            hint="check --issuer",
+            retry=self.retry,
+            now=self.clock(),
+        )
+        self._bind(Authority.from_discovery(self.issuer, document))
+
+    # the shared store: run by the shells as blocking I/O (Call actions) --------------------------
+
+    def load_stored(self, key: str) -> Token | None:
+        """A fresh token another process stored (``None`` when absent, stale or unreadable)."""
+        if self.store is None:
+            return None
+        cipher = self.auth.cipher()
+        blob = self._store_call("get", key)
+        if cipher is None or not isinstance(blob, bytes):
+            return None
+        token = cipher.open(key, blob)
+        if token is None:
+            return None  # corrupt or written with another key: ignored, and replaced below
+        return token if self.clock() < self.refresh_at(token) else None
+
+    def save_stored(self, key: str, token: Token) -> None:
+        """Store ``token`` for other processes, sealed with this client's key."""
+        if self.store is None:
+            return  # before deriving the cipher: that costs ~0.5 ms of key encoding and HKDF
+        cipher = self.auth.cipher()
+        if cipher is not None:
+            self._store_call("set", key, cipher.seal(key, token), token.expires_on)
+
+    def delete_stored(self, key: str) -> None:
+        """Drop ``key`` from the shared store (after the API refused its token)."""
+        if self.store is not None:
+            self._store_call("delete", key)
+            self._stale.discard(key)
+
+    def _store_lock_enter(self, key: str) -> AbstractContextManager[object] | None:
+        """Take the shared store's lock for ``key``; the held lock (``None``: a lock that
+        cannot be taken is bypassed like any store failure)."""
+        manager = self._store_call("lock", key)
+        if manager is None:
+            return None
+        try:
+            manager.__enter__()
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken lock must not stop tokens
+            self._store_failure(exc)
+            return None
+        return manager  # type: ignore[no-any-return]
+
+    def _store_lock_exit(self, manager: AbstractContextManager[object]) -> None:
+        try:
+            manager.__exit__(None, None, None)
+        except Exception as exc:  # noqa: BLE001
+            self._store_failure(exc)
+
+    def _store_failure(self, exc: BaseException) -> None:
+        if not self._store_failed:
+            log.warning(
+                "certauth: token cache %r failed (%s); going on without it", self.store, exc
+            )
+        self._store_failed = True
+
+    def _store_call(self, method: str, *args: Any) -> Any:
+        """Call the shared store; a store that fails is logged once and bypassed, never fatal
+        (the token endpoint is still there). Configuration errors are the user's to fix."""
+        assert self.store is not None
+        try:
+            result = getattr(self.store, method)(*args)
+        except ConfigurationError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any store failure degrades to no store
+            self._store_failure(exc)
+            return None
+        if self._store_failed:
+            log.warning("certauth: token cache %r works again", self.store)
+            self._store_failed = False
+        return result
