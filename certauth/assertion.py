@@ -180,6 +180,19 @@ class AssertionSigner:
         authority.check_signing_alg(alg)
         return alg
 
+    def check_validity(self, now: float) -> None:
+        """Refuse to sign outside the certificate's validity (Entra ID refuses a registered
+        certificate outside it with AADSTS1000502)."""
+        certificate = self.certificate
+        not_before, not_after = certificate.validity_epochs
+        if not not_before <= now <= not_after:
+            # Numbers on the hot path; the datetimes only for the message.
+            when = dt.datetime.fromtimestamp(now, dt.timezone.utc)
+            problem = certificate.validity_problem(when)
+            raise CertificateError(
+                f"{certificate.source or 'certificate'}: {problem}", path=certificate.source
+            )
+
     def sign(self, audience: str, *, alg: str | None = None, now: float | None = None) -> str:
         """A fresh assertion (new ``jti``) for the token endpoint ``audience``, valid from
         ``now`` for the lifetime. ``alg`` is what :meth:`check` returned (default:
@@ -187,14 +200,7 @@ class AssertionSigner:
         alg = alg or self.default_alg()
         certificate = self.certificate
         issued = int(time.time() if now is None else now)
-        not_before, not_after = certificate.validity_epochs
-        if not not_before <= issued <= not_after:
-            # Numbers on the hot path; the datetimes only for the message.
-            when = dt.datetime.fromtimestamp(issued, dt.timezone.utc)
-            problem = certificate.validity_problem(when)
-            raise CertificateError(
-                f"{certificate.source or 'certificate'}: {problem}", path=certificate.source
-            )
+        self.check_validity(issued)
         header = self._headers.get(alg)
         if header is None:
             _check_alg(self._key, alg)

@@ -142,6 +142,8 @@ def test_assertion_header_and_claims(
     ("args", "code", "text"),
     [
         (["assertion", "--lifetime", "601"], 2, "--lifetime"),
+        # The same authority rules as the library: B2C takes no certificates (AADB2C99027).
+        (["assertion", "--tenant", "contoso", "--b2c-policy", "B2C_1A_x"], 3, "AADB2C99027"),
         (["token"], 2, "missing --scope"),
         (["token", "--scope", SCOPE, "--tenant", "t", "--issuer", "https://x"], 2, "exclusive"),
         (["token", "--scope", "User.Read"], 2, "AADSTS1002012"),

@@ -222,7 +222,11 @@ def test_refusals_before_sending(
     with pytest.raises(InvalidArgumentError, match="single directory"):
         CertificateCredential("organizations", CLIENT, certificate=rsa_cert)
     with pytest.raises(TypeError, match="unexpected keyword"):
-        CertificateCredential("t", CLIENT, certificate=rsa_cert, authorty="typo")
+        CertificateCredential("t", CLIENT, certificate=rsa_cert, authorty="typo")  # type: ignore[call-arg]
+    with httpx.Client() as sync_client, pytest.raises(TypeError, match=r"an httpx\.AsyncClient"):
+        AsyncCertificateCredential("t", CLIENT, certificate=rsa_cert, client=sync_client)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"an httpx\.Client, not AsyncClient"):
+        CertificateCredential("t", CLIENT, certificate=rsa_cert, client=httpx.AsyncClient())  # type: ignore[arg-type]
     with (
         credential(tenant, rsa_cert) as cred,
         pytest.raises(InvalidArgumentError, match="AADSTS1002012"),

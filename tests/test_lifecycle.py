@@ -6,6 +6,7 @@ The credential and the emulator read one controllable clock, so hours pass in mi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -14,6 +15,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -224,6 +226,87 @@ def test_certificate_rotation_without_restart(
         clock.advance(3600)
         cred.get_token(SCOPE)
         assert tenant.last_thumbprint == new_cert.x5t_s256
+
+
+@pytest.mark.parametrize("replacement", ["ec key", "expired", "other key"])
+def test_rotation_never_adopts_a_certificate_that_would_be_refused(
+    tenant: Emulator,
+    rsa_cert: Certificate,
+    other_rsa_cert: Certificate,
+    clock: Clock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    replacement: str,
+) -> None:
+    path = tmp_path / "tls.pem"
+    _write_pem(path, rsa_cert)
+    with make(tenant, str(path), clock) as cred:
+        cred.get_token(SCOPE)
+        if replacement == "ec key":  # Entra ID takes RSA keys only (AADSTS5002738)
+            bad = generate_certificate("CN=certauth-ec", key_type="ec-p256")
+            path.write_bytes(bad.private_key_pem() + bad.pem)
+            reason = "EC"
+        elif replacement == "expired":
+            import datetime as dt
+
+            long_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=800)
+            bad = generate_certificate("CN=certauth-old", days=30, now=long_ago)
+            path.write_bytes(bad.private_key_pem() + bad.pem)
+            reason = "expired"
+        else:  # a key that does not match the certificate
+            path.write_bytes(other_rsa_cert.private_key_pem() + rsa_cert.pem)
+            reason = "does not belong to the certificate"
+        clock.advance(3600)
+        with caplog.at_level(logging.WARNING, logger="certauth"):
+            cred.get_token(SCOPE)
+        assert "kept the current certificate" in caplog.text
+        assert reason in caplog.text
+        assert tenant.last_thumbprint == rsa_cert.x5t_s256
+
+
+def test_async_credential_never_calls_the_store_on_the_event_loop(
+    tenant: Emulator, rsa_cert: Certificate, clock: Clock
+) -> None:
+    class ThreadRecordingStore:
+        def __init__(self) -> None:
+            self.threads: list[tuple[str, int]] = []
+            self.inner = FileTokenCache(None)
+
+        def get(self, key: str) -> bytes | None:
+            self.threads.append(("get", threading.get_ident()))
+            return None
+
+        def set(self, key: str, value: bytes, expires_on: float) -> None:
+            self.threads.append(("set", threading.get_ident()))
+
+        def delete(self, key: str) -> None:
+            self.threads.append(("delete", threading.get_ident()))
+
+        def lock(self, key: str) -> Any:
+            self.threads.append(("lock", threading.get_ident()))
+            return contextlib.nullcontext()
+
+    store = ThreadRecordingStore()
+
+    async def scenario() -> int:
+        async with AsyncCertificateCredential(
+            tenant.tenant_id,
+            CLIENT,
+            certificate=rsa_cert,
+            authority=tenant.authority_host,
+            clock=clock,
+            cache=store,  # type: ignore[arg-type]
+        ) as cred:
+            await cred.get_token(SCOPE)
+            cred.invalidate(SCOPE)  # after a 401: must not block the loop on the store
+            await cred.get_token(SCOPE)
+        return threading.get_ident()
+
+    loop_thread = asyncio.run(scenario())
+    names = [name for name, _ in store.threads]
+    assert names == ["lock", "get", "set", "lock", "set"]  # the invalidated entry is not read
+    assert all(thread != loop_thread for _, thread in store.threads)
+    assert tenant.request_count == 2
 
 
 def test_file_cache_shared_by_credentials_and_corruption_ignored(

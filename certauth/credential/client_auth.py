@@ -53,8 +53,9 @@ class ClientAuth(Protocol):
         secret to derive one from, so nothing is stored)."""
         ...
 
-    def maybe_reload(self) -> None:
-        """Pick up a credential that changed on disk (certificate rotation)."""
+    def maybe_reload(self, now: float) -> None:
+        """Pick up a credential that changed on disk (certificate rotation) if it is usable
+        at ``now``."""
         ...
 
 
@@ -142,11 +143,12 @@ class CertificateAuth:
             self._cipher = EntryCipher.from_private_key(self.certificate.require_private_key())
         return self._cipher
 
-    def maybe_reload(self) -> None:
+    def maybe_reload(self, now: float) -> None:
         """Reload the certificate when its file changed (new content, or a Kubernetes
         secret's symlink swap). A new state that would be refused (half-written file, a key
-        that does not match, a key or certificate the authority rejects) keeps the current
-        certificate working and is logged once per change."""
+        that does not match, a key or certificate the authority rejects, a certificate not
+        valid at ``now``) keeps the current certificate working and is logged once per
+        change."""
         files = self._files
         if files is None:
             return
@@ -157,6 +159,8 @@ class CertificateAuth:
         try:
             fresh = files.load()
             checked = self._signer_for(fresh, self._authority) if self._authority else None
+            if checked is not None:
+                checked[0].check_validity(now)
         except CertauthError as exc:
             log.warning(
                 "certauth: kept the current certificate: the changed file is unusable: %s", exc
@@ -195,7 +199,7 @@ class FileAssertionAuth:
     def cipher(self) -> EntryCipher | None:
         return None  # the assertion file is public to the pod: no secret to encrypt with
 
-    def maybe_reload(self) -> None:
+    def maybe_reload(self, now: float) -> None:
         return None  # re-read on every request anyway
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
@@ -240,7 +244,7 @@ class SecretAuth:
 
         return EntryCipher.from_secret(self.secret)
 
-    def maybe_reload(self) -> None:
+    def maybe_reload(self, now: float) -> None:
         return None
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:

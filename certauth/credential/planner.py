@@ -222,7 +222,7 @@ class Planner:
             yield from self._discover()
         auth = self.auth
         if auth.reads_files:
-            yield from call(auth.maybe_reload)
+            yield from call(auth.maybe_reload, self.clock())
         authority = self.authority
         assert authority is not None
         scopes = normalize_scopes(scopes, entra=authority.is_entra)
