@@ -40,7 +40,7 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
 
     Trust comes from the system store (which honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus
     ``ca_file`` when given. Building a context from a full CA bundle costs ~20 ms, so it is
-    built once (ANCHORS.md: the peers pay it per client).
+    built once per process, not once per client.
     """
 
     def build() -> ssl.SSLContext:

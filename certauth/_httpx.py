@@ -2,7 +2,7 @@
 
 ``import httpx`` also tries ``httpx._main`` (the ``httpx`` CLI) and, because click is installed
 here, imports click and pygments before giving up for lack of rich: ~25 ms of every process
-that gets a token, for code certauth never runs (ANCHORS.md: start-up is part of every CI step).
+that gets a token, for code certauth never runs (every CI step that runs certauth pays it).
 Marking ``httpx._main`` as absent while httpx loads makes httpx take its documented fallback
 (``httpx.main`` becomes a stub that asks for ``httpx[cli]``); the marker is removed at once, so
 ``import httpx._main`` still works for anyone who wants the CLI in this process. When httpx is

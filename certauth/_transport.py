@@ -3,7 +3,7 @@
 certauth's own sync clients (``_http.new_sync_client``) send through this instead of httpx's
 default httpcore transport. Why: a process that starts, gets one token and exits (a CI step, a
 cron job) otherwise imports httpcore, h11 and their dependencies for one request: ~20 ms of a
-~180 ms budget (ANCHORS.md: start-up is part of every CI step). ``http.client`` is already
+~180 ms budget (start-up is paid by every CI step that runs certauth). ``http.client`` is already
 imported by httpx itself, so this costs nothing extra to load.
 
 It keeps what httpcore gave those clients: keep-alive connections per origin (idle ones are

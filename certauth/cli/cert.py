@@ -29,7 +29,8 @@ from certauth.certificates import (
 from certauth.cli._common import emit_json, password_options, read_password, warn
 from certauth.errors import CertauthError, InvalidArgumentError, PasswordError
 
-#: Exit codes of ``cert check`` (DESIGN.md): expiring within the window, expired/not yet valid.
+#: Exit codes of ``cert check`` (the README's exit-code table): expiring within the window,
+#: expired/not yet valid.
 EXIT_EXPIRING = 7
 EXIT_INVALID = 8
 
