@@ -19,8 +19,6 @@ fetch flow with the drivers of :mod:`certauth._http` (:class:`TokenVerifier` wit
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import concurrent.futures
 import datetime as dt
 import json
@@ -34,12 +32,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal, get_args
 from urllib.parse import urlsplit
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from certauth import _http
+from certauth import _http, _jose
 from certauth._http import Flow
 from certauth._httpx import httpx
 from certauth.authority import Authority, check_endpoint_url
@@ -99,40 +94,12 @@ DEFAULT_FETCH_RETRY = RetryPolicy(
 MAX_TOKEN_CHARS = 64 * 1024
 
 
-@dataclass(frozen=True)
-class _Alg:
-    kty: Literal["RSA", "EC"]
-    hash: type[hashes.HashAlgorithm]
-    pss: bool = False
-    curve: str | None = None  # JWK "crv" for ES*
-
-
-#: RFC 7518 section 3.1: the asymmetric JWS algorithms certauth verifies. ``none`` and the HMAC
-#: family are absent on purpose (RFC 8725 sections 2.1 and 3.1): an access token must be signed
-#: by the issuer's private key, and an HMAC "signed" with the issuer's *public* key is the
-#: classic algorithm-confusion forgery.
-_ALGORITHMS: dict[str, _Alg] = {
-    "RS256": _Alg("RSA", hashes.SHA256),
-    "RS384": _Alg("RSA", hashes.SHA384),
-    "RS512": _Alg("RSA", hashes.SHA512),
-    "PS256": _Alg("RSA", hashes.SHA256, pss=True),
-    "PS384": _Alg("RSA", hashes.SHA384, pss=True),
-    "PS512": _Alg("RSA", hashes.SHA512, pss=True),
-    "ES256": _Alg("EC", hashes.SHA256, curve="P-256"),
-    "ES384": _Alg("EC", hashes.SHA384, curve="P-384"),
-    "ES512": _Alg("EC", hashes.SHA512, curve="P-521"),
-}
-SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(_ALGORITHMS)
-
-_CURVES: dict[str, tuple[ec.EllipticCurve, int]] = {
-    "P-256": (ec.SECP256R1(), 32),
-    "P-384": (ec.SECP384R1(), 48),
-    "P-521": (ec.SECP521R1(), 66),
-}
+#: RFC 7518 section 3.1: the asymmetric JWS algorithms certauth verifies (the table in
+#: :mod:`certauth._jose`: no ``none``, no HMAC, RFC 8725 sections 2.1 and 3.1).
+SUPPORTED_ALGORITHMS: tuple[str, ...] = tuple(_jose.ALGORITHMS)
 #: RFC 7518 section 3.3: "A key of size 2048 bits or larger MUST be used with these algorithms."
-MIN_RSA_BITS = 2048
+MIN_RSA_BITS = _jose.MIN_RSA_BITS
 
-_B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 _TENANT_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 #: Microsoft Graph's application id: its tokens are for Graph only (see the audience hint).
 _GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
@@ -148,15 +115,14 @@ def _fail(check: Check, message: str) -> TokenValidationError:
 def _b64decode(segment: str, what: str) -> bytes:
     # RFC 7515 section 2: base64url without padding. Non-canonical encodings (set low bits in the
     # last character) are refused so that one token has exactly one spelling (RFC 4648 3.5).
-    if not _B64URL.match(segment) or len(segment) % 4 == 1:
-        raise _fail("format", f"the token's {what} is not base64url; is this a JWT?")
     try:
-        data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-    except (binascii.Error, ValueError):
+        return _jose.b64url_decode(segment)
+    except _jose.NonCanonicalError:
+        raise _fail(
+            "format", f"the token's {what} is not canonical base64url; it was altered"
+        ) from None
+    except ValueError:
         raise _fail("format", f"the token's {what} is not base64url; is this a JWT?") from None
-    if base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii") != segment:
-        raise _fail("format", f"the token's {what} is not canonical base64url; it was altered")
-    return data
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -235,7 +201,7 @@ def decode_unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
 
 # -- keys (RFC 7517, RFC 7518 section 6) ---------------------------------------------------------
 
-PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+PublicKey = _jose.PublicKey
 
 
 @dataclass(frozen=True)
@@ -255,47 +221,19 @@ class _Key:
 
     def fits(self, alg: str) -> str | None:
         """Why this key cannot verify ``alg`` (``None`` if it can)."""
-        spec = _ALGORITHMS[alg]
         # RFC 8725 section 3.1: the algorithm must fit the key, never the other way round.
         if self.alg is not None and self.alg != alg:
             return f"the key is published for {self.alg} only (its JWK 'alg')"
-        if spec.kty != self.kty:
-            return f"{alg} needs an {spec.kty} key, and this is an {self.kty} key"
-        if spec.curve is not None and spec.curve != self.crv:
-            return f"{alg} needs curve {spec.curve}, and this key is on {self.crv}"
-        if (
-            isinstance(self.public_key, rsa.RSAPublicKey)
-            and self.public_key.key_size < MIN_RSA_BITS
-        ):
-            return (
-                f"the key is RSA-{self.public_key.key_size}; RFC 7518 section 3.3 requires at "
-                f"least {MIN_RSA_BITS} bits"
-            )
+        try:
+            # The key's kind and curve, then RFC 7518 section 3.3's minimum RSA size.
+            _jose.check_key(self.public_key, alg)
+        except (TypeError, ValueError) as exc:
+            return str(exc)
         return None
-
-
-def _jwk_int(jwk: Mapping[str, Any], name: str) -> int:
-    value = jwk.get(name)
-    if not isinstance(value, str) or not value:
-        raise ValueError(f"no '{name}'")
-    try:
-        data = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-    except (binascii.Error, ValueError):
-        raise ValueError(f"'{name}' is not base64url") from None
-    return int.from_bytes(data, "big")
-
-
-def _jwk_bytes(jwk: Mapping[str, Any], name: str, size: int) -> bytes:
-    value = _jwk_int(jwk, name)
-    try:
-        return value.to_bytes(size, "big")
-    except OverflowError:
-        raise ValueError(f"'{name}' is too long for the curve") from None
 
 
 def _load_jwk(jwk: Mapping[str, Any]) -> _Key:
     """One JWK as a key object; raises ValueError saying why it is unusable."""
-    kty = jwk.get("kty")
     kid = jwk.get("kid") if isinstance(jwk.get("kid"), str) else None
     alg = jwk.get("alg") if isinstance(jwk.get("alg"), str) else None
     issuer = jwk.get("issuer") if isinstance(jwk.get("issuer"), str) else None
@@ -306,22 +244,14 @@ def _load_jwk(jwk: Mapping[str, Any]) -> _Key:
     ops = jwk.get("key_ops")
     if isinstance(ops, list) and "verify" not in ops:
         raise ValueError("'key_ops' does not allow 'verify'")
-    if alg is not None and alg not in _ALGORITHMS:
+    if alg is not None and alg not in _jose.ALGORITHMS:
         raise ValueError(f"'alg' {alg!r} is not an asymmetric signature algorithm")
-    if kty == "RSA":
-        numbers = rsa.RSAPublicNumbers(_jwk_int(jwk, "e"), _jwk_int(jwk, "n"))
-        return _Key(kid, "RSA", numbers.public_key(), alg=alg, issuer=issuer)
-    if kty == "EC":
-        crv = jwk.get("crv")
-        if crv not in _CURVES:
-            raise ValueError(f"curve {crv!r} is not P-256, P-384 or P-521")
-        curve, size = _CURVES[crv]
-        point = b"\x04" + _jwk_bytes(jwk, "x", size) + _jwk_bytes(jwk, "y", size)
-        # from_encoded_point checks that the point is on the curve (invalid-curve attacks).
-        public_key = ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-        return _Key(kid, "EC", public_key, alg=alg, crv=crv, issuer=issuer)
     # Symmetric ("oct") keys are never loaded: a shared secret cannot prove who signed.
-    raise ValueError(f"key type {kty!r} is not RSA or EC")
+    # EC points are checked to lie on their curve (invalid-curve attacks).
+    public_key = _jose.jwk_to_public_key(jwk)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return _Key(kid, "RSA", public_key, alg=alg, issuer=issuer)
+    return _Key(kid, "EC", public_key, alg=alg, crv=jwk["crv"], issuer=issuer)
 
 
 class KeySet:
@@ -411,30 +341,8 @@ class KeySet:
 
 
 def _signature_ok(alg: str, key: _Key, signing_input: bytes, signature: bytes) -> bool:
-    spec = _ALGORITHMS[alg]
-    digest = spec.hash()
-    public_key = key.public_key
-    try:
-        if isinstance(public_key, rsa.RSAPublicKey):
-            if spec.pss:
-                # RFC 7518 section 3.5: MGF1 with the same hash, salt as long as the hash.
-                scheme: padding.AsymmetricPadding = padding.PSS(
-                    mgf=padding.MGF1(spec.hash()), salt_length=digest.digest_size
-                )
-            else:
-                scheme = padding.PKCS1v15()
-            public_key.verify(signature, signing_input, scheme, digest)
-            return True
-        # RFC 7518 section 3.4: R || S, each exactly the curve's size (not DER).
-        size = _CURVES[key.crv or ""][1]
-        if len(signature) != 2 * size:
-            return False
-        r = int.from_bytes(signature[:size], "big")
-        s = int.from_bytes(signature[size:], "big")
-        public_key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(digest))
-        return True
-    except InvalidSignature:
-        return False
+    # RSASSA-PKCS1-v1_5, RSASSA-PSS, or ECDSA in its R || S form (RFC 7518 sections 3.3-3.5).
+    return _jose.verify_signature(key.public_key, alg, signing_input, signature)
 
 
 # -- the claims (RFC 7519 section 4.1, RFC 9068 section 4) -------------------------------------
@@ -533,7 +441,7 @@ class _Policy:
         if not algs:
             raise InvalidArgumentError(f"algorithms is empty; use e.g. {list(DEFAULT_ALGORITHMS)}")
         for alg in algs:
-            if alg not in _ALGORITHMS:
+            if alg not in _jose.ALGORITHMS:
                 if alg.lower() == "none" or alg.upper().startswith("HS"):
                     raise InvalidArgumentError(
                         f"algorithm {alg!r} is never accepted for access tokens: it proves "
