@@ -43,6 +43,8 @@ from certauth.verify import (
     discovery_url_for,
     verify_access_token,
 )
+from certauth.verify import keysource as keysource_module
+from certauth.verify import verifier as verifier_module
 
 NOW = 1_750_000_000
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"
@@ -965,16 +967,16 @@ def test_per_call_requirements_add_to_the_verifiers(
 
 @pytest.fixture
 def shared_reset() -> Iterator[None]:
-    verify_module._shared.clear()
+    verifier_module._shared.clear()
     yield
-    verify_module._shared.clear()
+    verifier_module._shared.clear()
 
 
 def test_verify_access_token_caches_keys_per_process(
     monkeypatch: pytest.MonkeyPatch, jwks: dict[str, Any], good: str, shared_reset: None
 ) -> None:
     fake = FakeIssuer(jwks)
-    monkeypatch.setattr(verify_module._http, "new_sync_client", lambda *a, **k: fake.client())
+    monkeypatch.setattr(keysource_module._http, "new_sync_client", lambda *a, **k: fake.client())
     for _ in range(3):
         assert verify_access_token(good, issuer=ISSUER, audience=APP_ID, now=NOW)
     assert fake.hits == {"discovery": 1, "jwks": 1}

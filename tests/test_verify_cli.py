@@ -20,13 +20,13 @@ import jwt
 import pytest
 from test_verify import forge_none, sign
 
-from certauth import verify as verify_module
 from certauth.assertion import build_client_assertion
 from certauth.certificates import Certificate
 from certauth.cli.main import main
 from certauth.credential import CertificateCredential
 from certauth.emulator import Emulator
 from certauth.protocol import build_token_request
+from certauth.verify import verifier as verifier_module
 
 CLIENT_ID = "5a1f3c2e-0b6d-4e8f-9a7b-1c2d3e4f5a6b"
 RESOURCE = "api://billing"
@@ -37,9 +37,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 @pytest.fixture(autouse=True)
 def _fresh_key_cache() -> Iterator[None]:
     # verify_access_token keeps keys per issuer URL for the process; emulators come and go.
-    verify_module._shared.clear()
+    verifier_module._shared.clear()
     yield
-    verify_module._shared.clear()
+    verifier_module._shared.clear()
 
 
 @pytest.fixture(scope="module")
@@ -281,7 +281,7 @@ def test_verify_tls_emulator_needs_ca_file(
         code, _, err = run(capsys, monkeypatch, argv, stdin=access)
         assert code == 5
         assert "TLS" in err
-        verify_module._shared.clear()
+        verifier_module._shared.clear()
         code, _, err = run(capsys, monkeypatch, [*argv, "--ca-file", secure.ca_file], stdin=access)
         assert code == 0, err
 

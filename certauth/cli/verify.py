@@ -55,7 +55,7 @@ def _utc(epoch: float) -> str:
 
 
 def _span(seconds: float) -> str:
-    from certauth.verify import _ago
+    from certauth.verify.claims import _ago
 
     return _ago(seconds)
 

@@ -4,9 +4,14 @@ Input: the parsed request (:class:`TokenRequest`), the directory (:class:`Regist
 the mode (:class:`Policy`). Output: a :class:`~certauth.emulator.tokens.Grant`, or an
 :class:`EntraError` carrying the AADSTS code Entra ID would send. No sockets, no clock reads.
 
-Where each rule comes from: ANCHORS checklist 1 (every Entra check and its code), RFC 6749
-section 4.4 (client credentials) and 2.3.1 (client secrets), RFC 7521/7523 (JWT client
-assertions), RFC 7515/7518 (JWS and its algorithms).
+Where each rule comes from: Microsoft Learn's "Microsoft identity platform certificate
+credentials" (https://learn.microsoft.com/entra/identity-platform/certificate-credentials: the
+assertion's header and claims), "Microsoft identity platform and the OAuth 2.0 client
+credentials flow" (https://learn.microsoft.com/entra/identity-platform/v2-oauth2-client-creds-grant-flow)
+and "Microsoft Entra authentication and authorization error codes"
+(https://learn.microsoft.com/entra/identity-platform/reference-error-codes: the codes and the
+error body); RFC 6749 section 4.4 (client credentials) and 2.3.1 (client secrets), RFC 7521/7523
+(JWT client assertions), RFC 7515/7518 (JWS and its algorithms, through :mod:`certauth._jose`).
 
 Order of the checks (the first failure is the answer, as with Entra): tenant, ``grant_type``,
 multi-tenant path, endpoint-specific parameters (``resource``), ``client_id``, ``scope`` syntax,
@@ -33,15 +38,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
+from certauth import _jose
 from certauth.emulator.registry import (
     MULTI_TENANT_NAMES,
     App,
     FederatedCredential,
-    PublicKey,
     Registry,
     Tenant,
     normalize_resource,
@@ -58,10 +61,11 @@ __all__ = [
     "check_token_request",
 ]
 
-#: ANCHORS checklist 1: anything else is AADSTS5002738.
-SUPPORTED_ASSERTION_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-#: Entra ID refuses smaller RSA keys with AADSTS50032.
-MIN_RSA_BITS = 2048
+#: Entra ID takes client assertions signed with the RSA algorithms of RFC 7518 (RS* and PS*;
+#: the certificate-credentials page asks for PS256); anything else is AADSTS5002738.
+SUPPORTED_ASSERTION_ALGORITHMS = tuple(
+    name for name, spec in _jose.ALGORITHMS.items() if spec.kty == "RSA"
+)
 #: Entra ID documents no skew; five minutes is the .NET (and Entra's observed) tolerance.
 DEFAULT_SKEW = 300
 #: Strict mode's assertion lifetime cap (Microsoft recommends 5-10 minutes).
@@ -73,7 +77,8 @@ _CERT_DOCS = (
     "https://learn.microsoft.com/entra/identity-platform/certificate-credentials ."
 )
 
-# code -> (OAuth error, HTTP status). ANCHORS: invalid_client is 401, everything else 400.
+# code -> (OAuth error, HTTP status). RFC 6749 section 5.2: a failed client authentication
+# (invalid_client) may be 401, everything else is 400. Entra ID answers invalid_client with 401.
 _ERRORS: dict[int, tuple[str, int]] = {
     90002: ("invalid_request", 400),
     9001023: ("invalid_request", 400),
@@ -136,7 +141,9 @@ class EntraError(Exception):
     def body(
         self, *, trace_id: str, correlation_id: str, now: dt.datetime, base_url: str
     ) -> dict[str, Any]:
-        """The JSON error body (ANCHORS: "Error body")."""
+        """The JSON error body, shaped like the sample response of "Microsoft Entra
+        authentication and authorization error codes"
+        (https://learn.microsoft.com/entra/identity-platform/reference-error-codes)."""
         stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
         if self.b2c:
             return {
@@ -286,7 +293,9 @@ def check_token_request(
     assertion = form.get("client_assertion", "")
     if assertion:
         if request.endpoint == "b2c":
-            # ANCHORS: Azure AD B2C takes only client secrets for client credentials.
+            # Azure AD B2C's client credentials flow takes client secrets only ("Set up OAuth
+            # 2.0 client credentials flow in Azure Active Directory B2C",
+            # https://learn.microsoft.com/azure/active-directory-b2c/client-credentials-grant-flow).
             raise EntraError(
                 99027,
                 f"Policy '{request.policy}' does not contain a AuthorizationTechnicalProfile "
@@ -330,7 +339,8 @@ def _resource_from_scope(scope: str) -> str:
     with_resource = [n for n in names if n.lower() not in _OIDC_SCOPES] or names
     for name in with_resource:
         if not name.endswith("/.default"):
-            # ANCHORS: app-only scope must be {resource}/.default (AADSTS1002012).
+            # An app-only scope is {resource}/.default (AADSTS1002012): "Microsoft identity
+            # platform and the OAuth 2.0 client credentials flow", the scope parameter.
             raise EntraError(
                 1002012,
                 f"The provided value for scope {name} is not valid. Client credential flows "
@@ -444,15 +454,6 @@ def _check_secret(
 # -- client assertions (RFC 7523) -------------------------------------------------------------
 
 
-def _b64url_decode(value: str) -> bytes:
-    """Lenient about padding (MSAL sends padded x5t values and Entra accepts them); raises
-    ValueError for anything that is not base64url (non-ASCII text included)."""
-    text = value.strip().rstrip("=")
-    return base64.b64decode(
-        text.replace("-", "+").replace("_", "/") + "=" * (-len(text) % 4), validate=True
-    )
-
-
 def _printable(value: str, limit: int = 100) -> str:
     # Echoed into an error text: no line breaks, which would forge its "Trace ID:" lines.
     return "".join(c if c.isprintable() else "?" for c in value[:limit])
@@ -470,36 +471,12 @@ def _no_constant(name: str) -> Any:
 
 def _json_part(part: str) -> dict[str, Any]:
     try:
-        value = json.loads(_b64url_decode(part), parse_constant=_no_constant)
+        value = json.loads(_jose.b64url_decode_lenient(part), parse_constant=_no_constant)
     except (ValueError, RecursionError):  # RecursionError: [[[[...]]]]
         raise _malformed() from None
     if not isinstance(value, dict):
         raise _malformed()
     return value
-
-
-_HASHES: dict[str, type[hashes.HashAlgorithm]] = {
-    "256": hashes.SHA256,
-    "384": hashes.SHA384,
-    "512": hashes.SHA512,
-}
-
-
-def _signature_valid(alg: str, key: PublicKey, signing_input: bytes, signature: bytes) -> bool:
-    if not isinstance(key, rsa.RSAPublicKey):
-        return False
-    digest = _HASHES[alg[2:]]()
-    # RFC 7518 section 3.5: PSS with MGF1 and a salt as long as the hash.
-    pad: padding.AsymmetricPadding = (
-        padding.PKCS1v15()
-        if alg.startswith("RS")
-        else padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size)
-    )
-    try:
-        key.verify(signature, signing_input, pad, digest)
-    except InvalidSignature:
-        return False
-    return True
 
 
 def _ticks(epoch: float) -> str:
@@ -551,7 +528,7 @@ def _check_assertion(
     header = _json_part(parts[0])
     claims = _json_part(parts[1])
     try:
-        signature = _b64url_decode(parts[2])
+        signature = _jose.b64url_decode_lenient(parts[2])
     except ValueError:
         raise _malformed() from None
     signing_input = f"{parts[0]}.{parts[1]}".encode("ascii", errors="replace")
@@ -583,7 +560,7 @@ def _check_assertion(
         if not isinstance(value, str):
             continue
         try:
-            digest = _b64url_decode(value)
+            digest = _jose.b64url_decode_lenient(value)
         except ValueError:
             shown = shown or _printable(value)
             continue
@@ -613,11 +590,11 @@ def _check_assertion(
     key = registered.public_key
     if not isinstance(key, rsa.RSAPublicKey):
         raise EntraError(5002730, "Invalid JWT token. Unsupported key for the signing algorithm.")
-    if key.key_size < MIN_RSA_BITS:
+    if key.key_size < _jose.MIN_RSA_BITS:
         raise EntraError(
             50032,
             f"WeakRsaKey: the certificate '{registered.thumbprint_sha1}' has a {key.key_size}-bit "
-            f"RSA key; at least {MIN_RSA_BITS} bits are required.",
+            f"RSA key; at least {_jose.MIN_RSA_BITS} bits are required.",
         )
     if not registered.not_before.timestamp() <= now <= registered.not_after.timestamp():
         raise EntraError(
@@ -627,7 +604,7 @@ def _check_assertion(
             f"certificate valid from {_ticks(registered.not_before.timestamp())} to "
             f"{_ticks(registered.not_after.timestamp())}.",
         )
-    if not _signature_valid(alg, key, signing_input, signature):
+    if not _jose.verify_signature(key, alg, signing_input, signature):
         start = registered.not_before.strftime("%m/%d/%Y %H:%M:%S")
         end = registered.not_after.strftime("%m/%d/%Y %H:%M:%S")
         raise EntraError(
@@ -654,7 +631,7 @@ def _check_assertion(
     _check_time(claims, now=now, policy=policy)
     if policy.strict:
         _check_strict_claims(claims, app, now=now, policy=policy, replay=replay)
-    thumbprint = base64.urlsafe_b64encode(registered.sha256).rstrip(b"=").decode("ascii")
+    thumbprint = _jose.b64url_encode(registered.sha256)
     return "certificate", alg, thumbprint
 
 
@@ -678,7 +655,8 @@ def _audience_matches(aud: str, tenant: Tenant, request: TokenRequest, policy: P
         # RFC 7523 section 3, item 3: the token endpoint URL the assertion is presented to.
         return aud == request.url
     # Entra ID takes the v1 or the v2 token endpoint of this realm (tenant id or a domain),
-    # on the host the request was sent to (ANCHORS: "same host").
+    # on the host the request was sent to: the login server, as the certificate-credentials
+    # page says of 'aud' (https://learn.microsoft.com/entra/identity-platform/certificate-credentials).
     parsed = urllib.parse.urlsplit(aud)
     base = urllib.parse.urlsplit(request.base_url)
     if (parsed.scheme.lower(), parsed.netloc.lower()) != (base.scheme, base.netloc.lower()):
@@ -757,7 +735,7 @@ def _check_federated(
         for key_id, key in credential.keys
         if kid is None or key_id is None or key_id == kid
     ]
-    if not any(_signature_valid(alg, key, signing_input, signature) for key in keys):
+    if not any(_jose.verify_signature(key, alg, signing_input, signature) for key in keys):
         raise EntraError(
             700027,
             "Client assertion contains an invalid signature. [Reason - The key was not "

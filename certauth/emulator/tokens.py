@@ -1,8 +1,11 @@
 """The emulator's signing keys (rotating, published as a JWKS) and the access tokens it issues.
 
-Access tokens are RS256 JWTs shaped like Entra ID v2 app-only tokens (claims listed in ANCHORS,
-"Success"); the header carries ``kid`` and ``x5t`` like Entra's. Each signing key has a
-self-signed certificate so the JWKS entry can carry ``x5c``/``x5t`` as Entra's does.
+Access tokens are RS256 JWTs shaped like Entra ID v2 app-only tokens (the claims of "Access
+token claims reference",
+https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference); the header
+carries ``kid`` and ``x5t`` like Entra's. Each signing key has a self-signed certificate so the
+JWKS entry can carry ``x5c``/``x5t`` as Entra's does. Encoding and signing go through
+:mod:`certauth._jose`.
 """
 
 from __future__ import annotations
@@ -16,11 +19,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
+
+from certauth import _jose
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
@@ -43,15 +47,6 @@ RETIRED_KEYS_KEPT = 2
 
 Endpoint = Literal["v2", "v1", "b2c"]
 AuthMethod = Literal["certificate", "secret", "federated"]
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64url_uint(value: int) -> str:
-    # RFC 7518 section 6.3.1: unsigned big-endian, minimal length.
-    return _b64url(value.to_bytes(max(1, (value.bit_length() + 7) // 8), "big"))
 
 
 @dataclass(frozen=True)
@@ -78,20 +73,20 @@ class SigningKey:
             .sign(key, hashes.SHA256())
         )
         der = cert.public_bytes(serialization.Encoding.DER)
-        kid = _b64url(hashlib.sha1(der, usedforsecurity=False).digest())
+        kid = _jose.b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
         return cls(kid, key, cert)
 
     def jwk(self, issuer: str | None = None) -> dict[str, Any]:
         """The JWKS entry, as Entra ID publishes it (``issuer`` only in the v2 key set)."""
-        numbers = self.private_key.public_key().public_numbers()
+        public = _jose.public_key_to_jwk(self.private_key.public_key())
         der = self.certificate.public_bytes(serialization.Encoding.DER)
         entry: dict[str, Any] = {
-            "kty": "RSA",
+            "kty": public.pop("kty"),
             "use": "sig",
             "kid": self.kid,
             "x5t": self.kid,
-            "n": _b64url_uint(numbers.n),
-            "e": _b64url_uint(numbers.e),
+            **public,  # n, e (RFC 7518 section 6.3.1)
+            # RFC 7517 section 4.7: standard base64 (not base64url) DER.
             "x5c": [base64.b64encode(der).decode("ascii")],
         }
         if issuer is not None:
@@ -185,7 +180,7 @@ def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int)
         "oid": grant.object_id,
         "sub": grant.object_id,
         "tid": grant.tenant_id,
-        "uti": _b64url(secrets.token_bytes(16)),
+        "uti": _jose.b64url_encode(secrets.token_bytes(16)),
         "ver": "2.0",
     }
     if grant.roles:
@@ -200,12 +195,11 @@ def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int)
 
 def sign_access_token(claims: dict[str, Any], key: SigningKey) -> str:
     """Sign ``claims`` with RS256 (the only algorithm Entra ID signs access tokens with)."""
-    return jwt.encode(
-        claims,
-        key.private_key,
-        algorithm="RS256",
-        headers={"typ": "JWT", "kid": key.kid, "x5t": key.kid},
-    )
+    # The header's members in sorted order, as PyJWT (which signed these tokens before) wrote them.
+    header = {"alg": "RS256", "kid": key.kid, "typ": "JWT", "x5t": key.kid}
+    signing_input = f"{_jose.json_segment(header)}.{_jose.json_segment(claims)}"
+    signature = _jose.sign(key.private_key, "RS256", signing_input.encode("ascii"))
+    return f"{signing_input}.{_jose.b64url_encode(signature)}"
 
 
 def token_response(grant: Grant, access_token: str, *, now: float, lifetime: int) -> dict[str, Any]:

@@ -1,0 +1,335 @@
+"""The public verifiers: :class:`TokenVerifier` (threads), :class:`AsyncTokenVerifier`
+(asyncio) and :func:`verify_access_token` (one call, keys shared per process).
+
+Each is a claims policy (:mod:`certauth.verify.claims`) plus a key source
+(:mod:`certauth.verify.keysource`); they add the public arguments and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+from certauth._httpx import httpx
+from certauth.protocol import RetryPolicy
+from certauth.verify.claims import _as_epoch, _Policy
+from certauth.verify.jwks import KeySet, _Key
+from certauth.verify.jwt import DEFAULT_ALGORITHMS
+from certauth.verify.keysource import (
+    DEFAULT_KEYS_MAX_AGE,
+    DEFAULT_REFETCH_INTERVAL,
+    _AsyncKeys,
+    _KeyCore,
+    _SyncKeys,
+)
+
+
+class _VerifierBase:
+    _policy: _Policy
+    _core: _KeyCore
+
+    def _setup(
+        self,
+        *,
+        issuer: str | None,
+        jwks_uri: str | None,
+        jwks: Mapping[str, Any] | KeySet | None,
+        audience: str | Iterable[str],
+        required_scopes: str | Iterable[str],
+        required_roles: str | Iterable[str],
+        leeway: float,
+        algorithms: str | Iterable[str],
+        refetch_interval: float,
+        keys_max_age: float,
+        retry: RetryPolicy | None,
+    ) -> None:
+        self._policy = _Policy.build(
+            issuer=issuer,
+            audience=audience,
+            required_scopes=required_scopes,
+            required_roles=required_roles,
+            leeway=leeway,
+            algorithms=algorithms,
+        )
+        self._core = _KeyCore(
+            issuer=self._policy.issuer,
+            jwks_uri=jwks_uri,
+            jwks=jwks,
+            refetch_interval=refetch_interval,
+            keys_max_age=keys_max_age,
+            retry=retry,
+        )
+
+    @property
+    def issuer(self) -> str | None:
+        """The issuer tokens must name (``None``: not checked beyond the keys' own issuer)."""
+        return self._policy.issuer
+
+    @property
+    def audiences(self) -> tuple[str, ...]:
+        """The accepted audiences."""
+        return self._policy.audiences
+
+    @property
+    def jwks_uri(self) -> str | None:
+        """Where the keys come from (known after discovery when only ``issuer`` was given)."""
+        return self._core.state.jwks_uri
+
+    @property
+    def keys(self) -> KeySet | None:
+        """The keys in memory (``None`` before the first fetch)."""
+        return self._core.state.keys
+
+
+class TokenVerifier(_VerifierBase):
+    """Verifies access tokens for one API; keeps the issuer's keys in memory.
+
+    ``TokenVerifier(issuer="https://login.microsoftonline.com/TENANT/v2.0",
+    audience=("CLIENT_ID", "api://billing"))`` then ``verifier.verify(token)`` in every
+    request. Keys are found through the issuer's discovery document (or taken from
+    ``jwks_uri``, or from a ``jwks`` document for offline use) and fetched once; a token whose
+    ``kid`` is unknown triggers one refetch, at most every ``refetch_interval`` seconds, so a
+    flood of forged kids cannot hammer the issuer; threads that need keys at the same time
+    share one fetch. Keys older than ``keys_max_age`` are refetched (and kept if that fails).
+
+    ``issuer`` may be a template with ``{tenantid}`` (multi-tenant apps: the token's ``tid``
+    fills it in). With ``jwks_uri`` and no ``issuer``, ``iss`` is checked only where the key
+    set names an issuer per key (Entra v2): pass ``issuer`` too whenever you can.
+    ``verify`` is a CA file or ``ssl.SSLContext`` for the https fetches, ``client`` an
+    ``httpx.Client`` to use, ``clock`` the monotonic clock behind the rate limit (for tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        issuer: str | None = None,
+        jwks_uri: str | None = None,
+        jwks: Mapping[str, Any] | KeySet | None = None,
+        audience: str | Iterable[str],
+        required_scopes: str | Iterable[str] = (),
+        required_roles: str | Iterable[str] = (),
+        leeway: float = 60,
+        algorithms: str | Iterable[str] = DEFAULT_ALGORITHMS,
+        refetch_interval: float = DEFAULT_REFETCH_INTERVAL,
+        keys_max_age: float = DEFAULT_KEYS_MAX_AGE,
+        verify: Any = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        client: httpx.Client | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._setup(
+            issuer=issuer,
+            jwks_uri=jwks_uri,
+            jwks=jwks,
+            audience=audience,
+            required_scopes=required_scopes,
+            required_roles=required_roles,
+            leeway=leeway,
+            algorithms=algorithms,
+            refetch_interval=refetch_interval,
+            keys_max_age=keys_max_age,
+            retry=retry,
+        )
+        self._keys = _SyncKeys(
+            self._core, verify=verify, timeout=timeout, client=client, clock=clock
+        )
+
+    def verify(
+        self,
+        token: str,
+        *,
+        now: float | dt.datetime | None = None,
+        required_scopes: str | Iterable[str] = (),
+        required_roles: str | Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """The token's claims if it is valid; raises :class:`TokenValidationError` otherwise.
+
+        ``required_scopes`` / ``required_roles`` add to the verifier's own (all must be held).
+        ``now`` (epoch seconds or an aware datetime) defaults to the current time.
+        :class:`TransportError` means the keys could not be fetched.
+        """
+        policy = self._policy.requiring(required_scopes, required_roles)
+        at = _as_epoch(now)
+        parsed = policy.parse(token)
+        key = self._keys.key_for(parsed)
+        return policy.finish(parsed, key, at)
+
+    def close(self) -> None:
+        """Close the HTTP client (when the verifier created it)."""
+        self._keys.close()
+
+    def __enter__(self) -> TokenVerifier:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"TokenVerifier(issuer={self.issuer!r}, audience={list(self.audiences)!r})"
+
+
+class AsyncTokenVerifier(_VerifierBase):
+    """The asyncio twin of :class:`TokenVerifier` (same arguments; ``client`` is an
+    ``httpx.AsyncClient``); ``await verifier.verify(token)``. Tasks share one fetch."""
+
+    def __init__(
+        self,
+        *,
+        issuer: str | None = None,
+        jwks_uri: str | None = None,
+        jwks: Mapping[str, Any] | KeySet | None = None,
+        audience: str | Iterable[str],
+        required_scopes: str | Iterable[str] = (),
+        required_roles: str | Iterable[str] = (),
+        leeway: float = 60,
+        algorithms: str | Iterable[str] = DEFAULT_ALGORITHMS,
+        refetch_interval: float = DEFAULT_REFETCH_INTERVAL,
+        keys_max_age: float = DEFAULT_KEYS_MAX_AGE,
+        verify: Any = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        client: httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._setup(
+            issuer=issuer,
+            jwks_uri=jwks_uri,
+            jwks=jwks,
+            audience=audience,
+            required_scopes=required_scopes,
+            required_roles=required_roles,
+            leeway=leeway,
+            algorithms=algorithms,
+            refetch_interval=refetch_interval,
+            keys_max_age=keys_max_age,
+            retry=retry,
+        )
+        self._keys = _AsyncKeys(
+            self._core, verify=verify, timeout=timeout, client=client, clock=clock
+        )
+
+    async def verify(
+        self,
+        token: str,
+        *,
+        now: float | dt.datetime | None = None,
+        required_scopes: str | Iterable[str] = (),
+        required_roles: str | Iterable[str] = (),
+    ) -> dict[str, Any]:
+        """The token's claims if it is valid; see :meth:`TokenVerifier.verify`."""
+        policy = self._policy.requiring(required_scopes, required_roles)
+        at = _as_epoch(now)
+        parsed = policy.parse(token)
+        key = await self._keys.key_for(parsed)
+        return policy.finish(parsed, key, at)
+
+    async def close(self) -> None:
+        """Close the HTTP client (when the verifier created it)."""
+        await self._keys.close()
+
+    async def __aenter__(self) -> AsyncTokenVerifier:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"AsyncTokenVerifier(issuer={self.issuer!r}, audience={list(self.audiences)!r})"
+
+
+#: verify_access_token's key sources, shared per (issuer, jwks_uri, CA file) so that calling it
+#: on every request fetches keys once per process, with the same rate limit as a TokenVerifier.
+_shared: dict[tuple[str | None, str | None, str | bool | None, float], _SyncKeys] = {}
+_shared_lock = threading.Lock()
+_SHARED_MAX = 32
+
+
+def _shared_keys(
+    issuer: str | None, jwks_uri: str | None, verify: Any, timeout: float
+) -> _SyncKeys:
+    # Trust is part of the key: keys fetched under one CA must not serve a caller with another.
+    trust = verify if verify is None or isinstance(verify, str | bool) else f"id:{id(verify)}"
+    cache_key = (issuer, jwks_uri, trust, timeout)
+    with _shared_lock:
+        keys = _shared.get(cache_key)
+        if keys is None:
+            core = _KeyCore(
+                issuer=issuer,
+                jwks_uri=jwks_uri,
+                jwks=None,
+                refetch_interval=DEFAULT_REFETCH_INTERVAL,
+                keys_max_age=DEFAULT_KEYS_MAX_AGE,
+                retry=None,
+            )
+            keys = _SyncKeys(
+                core, verify=verify, timeout=timeout, client=None, clock=time.monotonic
+            )
+            if len(_shared) >= _SHARED_MAX:
+                # Dropped, not closed: another thread may be fetching with it right now.
+                _shared.pop(next(iter(_shared)))
+            _shared[cache_key] = keys
+    return keys
+
+
+def verify_access_token(
+    token: str,
+    *,
+    issuer: str | None = None,
+    jwks_uri: str | None = None,
+    jwks: Mapping[str, Any] | KeySet | None = None,
+    audience: str | Iterable[str],
+    required_scopes: str | Iterable[str] = (),
+    required_roles: str | Iterable[str] = (),
+    leeway: float = 60,
+    algorithms: str | Iterable[str] = DEFAULT_ALGORITHMS,
+    now: float | dt.datetime | None = None,
+    verify: Any = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """Verify an access token; return its claims or raise :class:`TokenValidationError`.
+
+    The checks, in order (``TokenValidationError.check``): ``format``, ``algorithm`` (never
+    ``none`` or HMAC; the key must fit the alg), ``kid``, ``signature``, ``issuer``,
+    ``audience`` (``audience`` may list the application id and the App ID URI), ``expired``,
+    ``not_yet_valid`` (both with ``leeway`` seconds of clock skew), ``scope`` (every one of
+    ``required_scopes`` in ``scp``/``scope``), ``role`` (every one of ``required_roles`` in
+    ``roles``).
+
+    Keys: ``issuer`` alone (found through OIDC discovery), ``jwks_uri`` (with or without
+    ``issuer``; B2C needs both) or a ``jwks`` document (offline). Keys fetched from the network
+    are kept in memory for the whole process and shared by every call with the same source
+    (see :class:`TokenVerifier` for the refetch rules). :class:`TransportError` means they could
+    not be fetched. ``verify``: a CA file or ``ssl.SSLContext`` for https.
+    """
+    policy = _Policy.build(
+        issuer=issuer,
+        audience=audience,
+        required_scopes=required_scopes,
+        required_roles=required_roles,
+        leeway=leeway,
+        algorithms=algorithms,
+    )
+    at = _as_epoch(now)
+    if jwks is not None:
+        # Offline: a throwaway key core over the given keys (it never fetches).
+        static = _KeyCore(
+            issuer=policy.issuer,
+            jwks_uri=jwks_uri,
+            jwks=jwks,
+            refetch_interval=DEFAULT_REFETCH_INTERVAL,
+            keys_max_age=DEFAULT_KEYS_MAX_AGE,
+            retry=None,
+        )
+        parsed = policy.parse(token)
+        step = static.lookup(parsed, 0.0)
+        assert isinstance(step, _Key)  # a static core raises instead of asking to fetch
+        key = step
+    else:
+        keys = _shared_keys(policy.issuer, jwks_uri, verify, timeout)
+        parsed = policy.parse(token)
+        key = keys.key_for(parsed)
+    return policy.finish(parsed, key, at)
