@@ -15,9 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from certauth._flow import Failure, Reply, Send, Sleep
-from certauth._flow import Flow as Flow  # TODO(core-redesign): verify.py imports these two here
-from certauth._flow import get_json as get_json
+from certauth._flow import Failure, Flow, Reply, Send, Sleep
 from certauth._httpx import httpx
 from certauth._version import __version__
 from certauth.errors import ConfigurationError

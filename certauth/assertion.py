@@ -17,12 +17,12 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from certauth.certificates import MIN_RSA_BITS, Certificate, PrivateKey
+from certauth import _jose
+from certauth._jose import MIN_RSA_BITS, PrivateKey, b64url_encode
+from certauth.certificates import Certificate
 from certauth.errors import (
     CertificateError,
     ConfigurationError,
@@ -59,48 +59,6 @@ SUPPORTED_ALGS = (
     "PS512",
     "ES256",
 )
-
-_HASHES: dict[str, hashes.HashAlgorithm] = {
-    "256": hashes.SHA256(),
-    "384": hashes.SHA384(),
-    "512": hashes.SHA512(),
-}
-#: alg -> (key kind, padding or signature algorithm, hash). Built once: these objects are
-#: immutable and shared by every signature (RFC 7518 section 3).
-_SCHEMES: dict[str, tuple[str, Any, hashes.HashAlgorithm]] = {
-    **{f"RS{bits}": ("RSA", padding.PKCS1v15(), digest) for bits, digest in _HASHES.items()},
-    # RFC 7518 section 3.5: MGF1 with the same hash, salt as long as the hash output.
-    **{
-        f"PS{bits}": (
-            "RSA",
-            padding.PSS(mgf=padding.MGF1(digest), salt_length=digest.digest_size),
-            digest,
-        )
-        for bits, digest in _HASHES.items()
-    },
-    # ES256's ec.ECDSA object is made in _sign, per signature: creating one imports
-    # cryptography's OpenSSL backend module, ~2 ms of start-up that RSA users never need.
-    "ES256": ("EC", None, _HASHES["256"]),
-}
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _json_segment(value: dict[str, Any]) -> str:
-    return _b64url(json.dumps(value, separators=(",", ":")).encode("utf-8"))
-
-
-def _sign(key: PrivateKey, alg: str, message: bytes) -> bytes:
-    """JWS signature per RFC 7518 section 3 (RSASSA-PKCS1-v1_5, RSASSA-PSS, ECDSA); the key
-    kind was checked against ``alg`` (:func:`_check_alg`)."""
-    _kind, scheme, digest = _SCHEMES[alg]
-    if isinstance(key, rsa.RSAPrivateKey):
-        return key.sign(message, scheme, digest)
-    # RFC 7518 section 3.4: the JWS form is R || S, each 32 bytes, not DER.
-    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(digest)))
-    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
 
 
 def check_entra_key(certificate: Certificate) -> None:
@@ -212,22 +170,26 @@ class AssertionSigner:
             f'{_claims_prefix(audience, self.client_id)}{_new_jti()}","iat":{issued},'
             f'"nbf":{issued},"exp":{issued + self.lifetime}}}'
         )
-        signing_input = f"{header}.{_b64url(claims.encode('ascii'))}"
-        signature = _sign(self._key, alg, signing_input.encode("ascii"))
-        return f"{signing_input}.{_b64url(signature)}"
+        signing_input = f"{header}.{b64url_encode(claims.encode('ascii'))}"
+        signature = _jose.sign(self._key, alg, signing_input.encode("ascii"))
+        return f"{signing_input}.{b64url_encode(signature)}"
 
 
 def _check_alg(key: PrivateKey, alg: str) -> None:
-    if alg not in _SCHEMES:
+    if alg not in SUPPORTED_ALGS:
         raise InvalidArgumentError(
             f"--alg {alg!r} is not supported; use one of {', '.join(SUPPORTED_ALGS)}"
         )
     kind = "RSA" if isinstance(key, rsa.RSAPrivateKey) else "EC"
-    if _SCHEMES[alg][0] != kind:
+    if _jose.ALGORITHMS[alg].kty != kind:
         raise InvalidArgumentError(
             f"--alg {alg} cannot be used with {'an RSA' if kind == 'RSA' else 'an EC'} key; use "
             + ("RS256 or PS256" if kind == "RSA" else "ES256")
         )
+    try:
+        _jose.check_key(key, alg)  # the curve (ES256 needs P-256)
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgumentError(f"--alg {alg}: {exc}") from None
 
 
 def build_client_assertion(
@@ -276,7 +238,7 @@ def _header_segment(certificate: Certificate, alg: str, include_x5c: bool) -> st
             base64.b64encode(c.public_bytes(Encoding.DER)).decode("ascii")
             for c in (certificate.x509, *certificate.chain)
         ]
-    return _json_segment(header)
+    return _jose.json_segment(header)
 
 
 @functools.lru_cache(maxsize=256)

@@ -230,8 +230,7 @@ class Authority:
         client secret method.
         """
         where = cls.discovery_url(issuer)
-        check_discovery_issuer(issuer, document, where=where)
-        assert isinstance(document, Mapping)
+        document = check_discovery_issuer(issuer, document, where=where)
         endpoint = document.get("token_endpoint")
         if not isinstance(endpoint, str) or not endpoint:
             raise ConfigurationError(f"{where}: the discovery document has no token_endpoint")
@@ -285,22 +284,25 @@ class Authority:
             )
 
 
-def check_discovery_issuer(issuer: str, document: Any, *, where: str) -> None:
-    """Refuse a discovery document that is not a JSON object or names another issuer.
+def check_discovery_issuer(issuer: str, document: Any, *, where: str) -> Mapping[str, Any]:
+    """The discovery document, once it is shown to be a JSON object naming ``issuer``.
 
-    OpenID Connect Discovery 1.0 section 4.3: the ``issuer`` in the document MUST be identical
-    to the issuer URL the document was fetched for. A trailing slash is not told apart: Entra
-    ID's v1 issuers end in one and its v2 issuers do not, and users write both. Used by the
-    credentials (token endpoint discovery) and the verifiers (JWKS discovery) alike.
+    OpenID Connect Discovery 1.0 section 4.3 (and RFC 8414 section 3.3): the ``issuer`` in the
+    document is required and MUST be identical to the issuer URL the document was fetched
+    for. A trailing slash is not told apart: Entra ID's v1 issuers end in one and its v2
+    issuers do not, and users write both (the verifier then checks the tokens' ``iss``
+    exactly). Used by the credentials (token endpoint discovery) and the verifiers (JWKS
+    discovery) alike.
     """
     if not isinstance(document, Mapping):
         raise ConfigurationError(f"{where}: the discovery document is not a JSON object")
     stated = document.get("issuer")
-    if isinstance(stated, str) and stated.rstrip("/") != issuer.rstrip("/"):
+    if not isinstance(stated, str) or stated.rstrip("/") != issuer.rstrip("/"):
         raise ConfigurationError(
-            f"{where}: the document names issuer {stated!r}, not {issuer!r}; "
-            "use the issuer it names"
+            f"{where}: the discovery document names issuer {stated!r}, not {issuer!r}; "
+            "pass the issuer exactly as the document (and the tokens) name it"
         )
+    return document
 
 
 def resolve_authority(

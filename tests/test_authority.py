@@ -134,8 +134,18 @@ def test_discovery_document_is_honoured() -> None:
         {"issuer": "https://other.example.com", "token_endpoint": "https://idp.example.com/t"},
         {"issuer": "https://idp.example.com"},
         {"issuer": "https://idp.example.com", "token_endpoint": "http://idp.example.com/t"},
+        # OIDC Discovery 1.0 section 4.3: the issuer is required, and must be the one asked for.
+        {"token_endpoint": "https://idp.example.com/t"},
+        {"issuer": "https://idp.example.com/other", "token_endpoint": "https://idp.example.com/t"},
     ],
 )
 def test_bad_discovery_documents(doc: object) -> None:
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match=r"idp\.example\.com"):
         Authority.from_discovery("https://idp.example.com", doc)
+
+
+def test_discovery_issuer_ignores_only_a_trailing_slash() -> None:
+    doc = {"issuer": "https://idp.example.com/", "token_endpoint": "https://idp.example.com/t"}
+    assert Authority.from_discovery("https://idp.example.com", doc).issuer == (
+        "https://idp.example.com"
+    )

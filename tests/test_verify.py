@@ -824,6 +824,13 @@ def test_bad_documents(jwks: dict[str, Any], good: str) -> None:
     fake.discovery_issuer = "https://evil.example.com"
     with pytest.raises(ConfigurationError, match="names issuer"):
         make_verifier(fake).verify(good, now=NOW)
+    # The rule the credentials apply too: a trailing slash is not told apart (the token's iss
+    # is still compared exactly), a document naming no issuer is refused.
+    fake.discovery_issuer = ISSUER + "/"
+    assert make_verifier(fake).verify(good, now=NOW)
+    fake.discovery_issuer = None
+    with pytest.raises(ConfigurationError, match="names issuer None"):
+        make_verifier(fake).verify(good, now=NOW)
     fake.discovery_issuer = ISSUER
     fake.jwks = {"nokeys": []}
     with pytest.raises(TransportError, match="not a JWKS"):

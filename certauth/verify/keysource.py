@@ -3,15 +3,13 @@
 ``_KeyCore`` is the sans-I/O key source: it decides when to fetch (no keys yet, keys past
 ``keys_max_age``, an unknown ``kid`` at most once per ``refetch_interval``), builds the fetch
 flow (a generator run by :mod:`certauth._http`'s drivers) and keeps the result. Two thin shells
-run that flow and add only waiting and single flight: ``_SyncKeys`` (threads share one fetch
-through a ``concurrent.futures.Future``) and ``_AsyncKeys`` (tasks share one through an
-``asyncio.Future``).
+run that flow and add only waiting and the single flight of :mod:`certauth._singleflight`
+(the one the credentials use): ``_SyncKeys`` (threads share one fetch) and ``_AsyncKeys``
+(tasks share one).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import math
 import threading
@@ -22,12 +20,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from certauth import _http
-from certauth._http import Flow
+from certauth._flow import Flow, get_json
 from certauth._httpx import httpx
-from certauth.authority import Authority, check_endpoint_url
+from certauth._singleflight import AsyncSingleFlight, SingleFlight
+from certauth.authority import Authority, check_discovery_issuer, check_endpoint_url
 from certauth.errors import (
     CertauthError,
-    ConfigurationError,
     InvalidArgumentError,
     TokenValidationError,
     TransportError,
@@ -197,22 +195,14 @@ class _KeyCore:
 
     def _read_discovery(self, url: str, document: Any) -> str:
         assert self.issuer is not None
-        if not isinstance(document, Mapping):
-            raise TransportError(f"{url}: the discovery document is not a JSON object", url=url)
-        stated = document.get("issuer")
-        # OIDC Discovery 1.0 section 4.3: the document must name the issuer that was asked for.
-        if stated != self.issuer:
-            raise ConfigurationError(
-                f"{url}: the discovery document names issuer {stated!r}, not {self.issuer!r}; "
-                "pass the issuer exactly as the document (and the tokens) name it"
-            )
+        document = check_discovery_issuer(self.issuer, document, where=url)
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri:
             raise TransportError(f"{url}: the discovery document has no jwks_uri", url=url)
         return check_endpoint_url(jwks_uri, what="jwks_uri")
 
     def _get_json(self, url: str, what: str, now: float) -> Flow[Any]:
-        document = yield from _http.get_json(
+        document = yield from get_json(
             url, what=what, hint="check the issuer / jwks_uri", retry=self.retry, now=now
         )
         return document
@@ -233,6 +223,14 @@ class _KeyCore:
             fetched.jwks_uri,
             ", ".join(fetched.keys.kids) or "none",
         )
+
+    def keep_after(self, exc: CertauthError, at: float) -> bool:
+        """After a failed fetch: True when the previous keys stay in use (logged), False when
+        ``exc`` is the caller's to see."""
+        keep = self.failed(at)
+        if keep:
+            log.warning("certauth: keeping the previous signing keys: %s", exc)
+        return keep
 
     def failed(self, at: float) -> bool:
         """Record a failed fetch. True when the previous keys stay in use (a stale-refresh
@@ -275,7 +273,7 @@ class _SyncKeys:
         self._owns_client = client is None
         self._clock = clock
         self._lock = threading.Lock()
-        self._inflight: concurrent.futures.Future[None] | None = None
+        self._flights: SingleFlight[None] = SingleFlight()
 
     def key_for(self, parsed: _Parsed) -> _Key:
         for _ in range(_MAX_ROUNDS):
@@ -286,34 +284,23 @@ class _SyncKeys:
         raise self.core.gave_up()  # pragma: no cover - the rounds end well before
 
     def _refresh(self, step: _Refresh) -> None:
+        # Threads that need keys at once share one fetch; a thread arriving after it finished
+        # finds a newer generation and looks again instead of fetching.
+        self._flights.run("keys", lambda: self._fetch(step))
+
+    def _fetch(self, step: _Refresh) -> None:
         with self._lock:
             if self.core.state.generation != step.generation:
                 return  # another thread fetched meanwhile: look again
-            future = self._inflight
-            leader = future is None
-            if future is None:
-                future = self._inflight = concurrent.futures.Future()
-        if not leader:
-            future.result()  # the leader's outcome, error included
-            return
         try:
             log.debug("certauth: fetching signing keys (%s)", step.reason)
             fetched = _http.run_sync(self.core.fetch_flow(step, time.time()), self._http())
             with self._lock:
                 self.core.installed(fetched, self._clock())
-            future.set_result(None)
-        except BaseException as exc:
+        except CertauthError as exc:
             with self._lock:
-                keep = self.core.failed(self._clock())
-            if keep and isinstance(exc, CertauthError):
-                log.warning("certauth: keeping the previous signing keys: %s", exc)
-                future.set_result(None)
-                return
-            future.set_exception(exc)
-            raise
-        finally:
-            with self._lock:
-                self._inflight = None
+                if not self.core.keep_after(exc, self._clock()):
+                    raise
 
     def _http(self) -> httpx.Client:
         if self._client is None:
@@ -344,7 +331,7 @@ class _AsyncKeys:
         self._client = client
         self._owns_client = client is None
         self._clock = clock
-        self._inflight: asyncio.Future[None] | None = None
+        self._flights: AsyncSingleFlight[None] = AsyncSingleFlight()
 
     async def key_for(self, parsed: _Parsed) -> _Key:
         for _ in range(_MAX_ROUNDS):
@@ -355,33 +342,20 @@ class _AsyncKeys:
         raise self.core.gave_up()  # pragma: no cover - the rounds end well before
 
     async def _refresh(self, step: _Refresh) -> None:
+        # As in _SyncKeys; a cancelled leader hands the fetch to a waiting task, and records
+        # no attempt (the refetch rate limit is not spent).
+        await self._flights.run("keys", lambda: self._fetch(step))
+
+    async def _fetch(self, step: _Refresh) -> None:
         if self.core.state.generation != step.generation:
             return
-        if self._inflight is not None:
-            await asyncio.shield(self._inflight)
-            return
-        future = self._inflight = asyncio.get_running_loop().create_future()
         try:
             log.debug("certauth: fetching signing keys (%s)", step.reason)
             fetched = await _http.run_async(self.core.fetch_flow(step, time.time()), self._http())
             self.core.installed(fetched, self._clock())
-            future.set_result(None)
-        except asyncio.CancelledError:
-            # The leader's caller went away; its waiters did not: they look again and one of
-            # them fetches (no attempt is recorded, so the rate limit is not spent).
-            future.set_result(None)
-            raise
-        except BaseException as exc:
-            keep = self.core.failed(self._clock())
-            if keep and isinstance(exc, CertauthError):
-                log.warning("certauth: keeping the previous signing keys: %s", exc)
-                future.set_result(None)
-                return
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning without waiters
-            raise
-        finally:
-            self._inflight = None
+        except CertauthError as exc:
+            if not self.core.keep_after(exc, self._clock()):
+                raise
 
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
