@@ -28,23 +28,28 @@ from certauth.verify.keysource import (
 
 
 class _VerifierBase:
-    _policy: _Policy
-    _core: _KeyCore
+    """The constructor both verifiers share (written once); they differ in how they wait."""
 
-    def _setup(
+    _keys: _SyncKeys | _AsyncKeys
+
+    def __init__(
         self,
         *,
-        issuer: str | None,
-        jwks_uri: str | None,
-        jwks: Mapping[str, Any] | KeySet | None,
+        issuer: str | None = None,
+        jwks_uri: str | None = None,
+        jwks: Mapping[str, Any] | KeySet | None = None,
         audience: str | Iterable[str],
-        required_scopes: str | Iterable[str],
-        required_roles: str | Iterable[str],
-        leeway: float,
-        algorithms: str | Iterable[str],
-        refetch_interval: float,
-        keys_max_age: float,
-        retry: RetryPolicy | None,
+        required_scopes: str | Iterable[str] = (),
+        required_roles: str | Iterable[str] = (),
+        leeway: float = 60,
+        algorithms: str | Iterable[str] = DEFAULT_ALGORITHMS,
+        refetch_interval: float = DEFAULT_REFETCH_INTERVAL,
+        keys_max_age: float = DEFAULT_KEYS_MAX_AGE,
+        verify: Any = None,
+        timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        client: httpx.Client | httpx.AsyncClient | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._policy = _Policy.build(
             issuer=issuer,
@@ -62,6 +67,20 @@ class _VerifierBase:
             keys_max_age=keys_max_age,
             retry=retry,
         )
+        if isinstance(self, AsyncTokenVerifier):
+            if client is not None and not isinstance(client, httpx.AsyncClient):
+                raise TypeError(
+                    f"client= must be an httpx.AsyncClient, not {type(client).__name__}"
+                )
+            self._keys = _AsyncKeys(
+                self._core, verify=verify, timeout=timeout, client=client, clock=clock
+            )
+        else:
+            if client is not None and not isinstance(client, httpx.Client):
+                raise TypeError(f"client= must be an httpx.Client, not {type(client).__name__}")
+            self._keys = _SyncKeys(
+                self._core, verify=verify, timeout=timeout, client=client, clock=clock
+            )
 
     @property
     def issuer(self) -> str | None:
@@ -102,41 +121,7 @@ class TokenVerifier(_VerifierBase):
     ``httpx.Client`` to use, ``clock`` the monotonic clock behind the rate limit (for tests).
     """
 
-    def __init__(
-        self,
-        *,
-        issuer: str | None = None,
-        jwks_uri: str | None = None,
-        jwks: Mapping[str, Any] | KeySet | None = None,
-        audience: str | Iterable[str],
-        required_scopes: str | Iterable[str] = (),
-        required_roles: str | Iterable[str] = (),
-        leeway: float = 60,
-        algorithms: str | Iterable[str] = DEFAULT_ALGORITHMS,
-        refetch_interval: float = DEFAULT_REFETCH_INTERVAL,
-        keys_max_age: float = DEFAULT_KEYS_MAX_AGE,
-        verify: Any = None,
-        timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
-        client: httpx.Client | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._setup(
-            issuer=issuer,
-            jwks_uri=jwks_uri,
-            jwks=jwks,
-            audience=audience,
-            required_scopes=required_scopes,
-            required_roles=required_roles,
-            leeway=leeway,
-            algorithms=algorithms,
-            refetch_interval=refetch_interval,
-            keys_max_age=keys_max_age,
-            retry=retry,
-        )
-        self._keys = _SyncKeys(
-            self._core, verify=verify, timeout=timeout, client=client, clock=clock
-        )
+    _keys: _SyncKeys
 
     def verify(
         self,
@@ -176,41 +161,7 @@ class AsyncTokenVerifier(_VerifierBase):
     """The asyncio twin of :class:`TokenVerifier` (same arguments; ``client`` is an
     ``httpx.AsyncClient``); ``await verifier.verify(token)``. Tasks share one fetch."""
 
-    def __init__(
-        self,
-        *,
-        issuer: str | None = None,
-        jwks_uri: str | None = None,
-        jwks: Mapping[str, Any] | KeySet | None = None,
-        audience: str | Iterable[str],
-        required_scopes: str | Iterable[str] = (),
-        required_roles: str | Iterable[str] = (),
-        leeway: float = 60,
-        algorithms: str | Iterable[str] = DEFAULT_ALGORITHMS,
-        refetch_interval: float = DEFAULT_REFETCH_INTERVAL,
-        keys_max_age: float = DEFAULT_KEYS_MAX_AGE,
-        verify: Any = None,
-        timeout: float = 10.0,
-        retry: RetryPolicy | None = None,
-        client: httpx.AsyncClient | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._setup(
-            issuer=issuer,
-            jwks_uri=jwks_uri,
-            jwks=jwks,
-            audience=audience,
-            required_scopes=required_scopes,
-            required_roles=required_roles,
-            leeway=leeway,
-            algorithms=algorithms,
-            refetch_interval=refetch_interval,
-            keys_max_age=keys_max_age,
-            retry=retry,
-        )
-        self._keys = _AsyncKeys(
-            self._core, verify=verify, timeout=timeout, client=client, clock=clock
-        )
+    _keys: _AsyncKeys
 
     async def verify(
         self,
