@@ -603,7 +603,7 @@ def _source_and_data(value: str | Path | bytes, *, what: str) -> tuple[str, byte
         if not value.strip():
             raise CertificateError(f"the {what} data is empty")
         return f"<{what} data>", value
-    return str(value), read_input_file(value, what=what)
+    return str(value), read_input_file(value, what=what, error=CertificateError)
 
 
 #: Loads one private key given the password (keys are decrypted only once they are needed).

@@ -29,7 +29,9 @@ from certauth.authority import Authority
 from certauth.certificates import Certificate, load_certificate
 from certauth.errors import (
     CertauthError,
+    CertificateError,
     ConfigurationError,
+    InputFileError,
     InvalidArgumentError,
 )
 from certauth.protocol import (
@@ -267,15 +269,16 @@ class _FileAssertionAuth:
         return None  # re-read on every request anyway
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
-        data = read_input_file(self.path, what="federated token")
+        data = read_input_file(self.path, what="federated token", error=InputFileError)
         try:
             text = data.decode("ascii").strip()
         except UnicodeDecodeError:
             text = ""
         if text.count(".") != 2:
-            raise ConfigurationError(
+            raise InputFileError(
                 f"{self.path}: not a JWT (expected header.claims.signature); check "
-                "AZURE_FEDERATED_TOKEN_FILE"
+                "AZURE_FEDERATED_TOKEN_FILE",
+                path=self.path,
             )
         return {"assertion": text}
 
@@ -624,7 +627,9 @@ def _load_certificate_arg(
         )
         return files.load(), files
     assert certificate_data is not None
-    key = read_input_file(key_path, what="private key") if key_path else None
+    key = (
+        read_input_file(key_path, what="private key", error=CertificateError) if key_path else None
+    )
     return load_certificate(certificate_data, key=key, password=password, require_key=True), None
 
 

@@ -28,7 +28,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certauth.certificates import Certificate, load_certificate
-from certauth.errors import CertificateError, ConfigurationError, InvalidArgumentError
+from certauth.errors import ConfigurationError, InputFileError, InvalidArgumentError
 
 __all__ = [
     "DEFAULT_TENANT_ID",
@@ -480,10 +480,7 @@ def load_config(path: str | os.PathLike[str]) -> EmulatorConfig:
     name = os.fspath(path)
     from certauth._files import read_input_file
 
-    try:
-        raw = read_input_file(name, what="emulator configuration")
-    except CertificateError as exc:  # read_input_file speaks of files in general
-        raise ConfigurationError(exc.message) from None
+    raw = read_input_file(name, what="emulator configuration", error=InputFileError)
     text = _decode(raw, name)
     if name.lower().endswith(".toml"):
         data = _parse_toml(text, name)
@@ -492,11 +489,12 @@ def load_config(path: str | os.PathLike[str]) -> EmulatorConfig:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             hint = "" if name.lower().endswith(".json") else " (name TOML files *.toml)"
-            raise ConfigurationError(
-                f"{name}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{hint}"
+            raise InputFileError(
+                f"{name}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}{hint}",
+                path=name,
             ) from None
     if not isinstance(data, dict):
-        raise ConfigurationError(f"{name}: the top level must be an object (a table)")
+        raise InputFileError(f"{name}: the top level must be an object (a table)", path=name)
     return _parse_config(data, name, Path(name).resolve().parent)
 
 
@@ -504,7 +502,7 @@ def _decode(raw: bytes, name: str) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError:
-        raise ConfigurationError(f"{name}: not UTF-8 text") from None
+        raise InputFileError(f"{name}: not UTF-8 text", path=name) from None
 
 
 def _parse_toml(text: str, name: str) -> Any:
@@ -514,11 +512,12 @@ def _parse_toml(text: str, name: str) -> Any:
         try:
             return tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigurationError(f"{name}: not valid TOML: {exc}") from None
+            raise InputFileError(f"{name}: not valid TOML: {exc}", path=name) from None
     # Python 3.10 has no TOML parser in the standard library (and certauth adds no dependency).
-    raise ConfigurationError(
+    raise InputFileError(
         f"{name}: TOML configuration needs Python 3.11 or later; write the same structure as "
-        "JSON (a .json file) instead"
+        "JSON (a .json file) instead",
+        path=name,
     )
 
 
@@ -650,12 +649,13 @@ def _parse_secret(spec: Any, where: str, base: Path) -> RegisteredSecret:
             raise ConfigurationError(f"{where}: environment variable {env} is not set or empty")
     else:
         assert file is not None
-        from certauth._files import read_input_file
+        from certauth._files import read_first_line
 
-        lines = read_input_file(base / file, what="client secret").decode("utf-8").splitlines()
-        value = lines[0] if lines else ""
-        if not value:
-            raise ConfigurationError(f"{where}: the first line of {file} is empty")
+        try:
+            value = read_first_line(base / file, what="client secret")
+        except InputFileError as exc:
+            # Say where in the configuration the file is named, then what is wrong with it.
+            raise InputFileError(f"{where}: {exc.message}", path=exc.path) from None
     return RegisteredSecret.from_value(value, _parse_when(spec.get("expires"), where))
 
 
@@ -687,21 +687,21 @@ def _parse_federated(spec: Any, where: str, base: Path) -> FederatedCredential:
         raise ConfigurationError(
             f"{where}: give exactly one of 'certificate' or 'jwks_file' (the issuer's keys)"
         )
-    source: object
     if cert_path is not None:
-        source = load_certificate(base / cert_path, load_key=False)
+        keys = federated_keys(load_certificate(base / cert_path, load_key=False))
     else:
         assert jwks_path is not None
         from certauth._files import read_input_file
 
+        jwks_file = str(base / jwks_path)
         try:
-            source = json.loads(read_input_file(base / jwks_path, what="JWKS"))
-        except json.JSONDecodeError:
-            raise ConfigurationError(f"{where}: {jwks_path} is not JSON") from None
-    try:
-        keys = federated_keys(source)
-    except InvalidArgumentError as exc:
-        raise ConfigurationError(f"{where}: {exc}") from None
+            source = json.loads(read_input_file(jwks_file, what="JWKS", error=InputFileError))
+        except ValueError:  # JSONDecodeError, or UnicodeDecodeError for bytes that are not text
+            raise InputFileError(f"{where}: {jwks_path} is not JSON", path=jwks_file) from None
+        try:
+            keys = federated_keys(source)
+        except InvalidArgumentError as exc:
+            raise InputFileError(f"{where}: {exc}", path=jwks_file) from None
     assert issuer is not None
     assert subject is not None
     return FederatedCredential(issuer, subject, (audience,), keys)
