@@ -8,6 +8,8 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -41,6 +43,16 @@ __all__ = [
 
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "ec-p256"]
 KEY_TYPES: tuple[KeyType, ...] = ("rsa2048", "rsa3072", "rsa4096", "ec-p256")
+#: The key usages :func:`build_certificate` sets by name (RFC 5280 section 4.2.1.3).
+KeyUsageName = Literal[
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+]
 
 #: Entra ID refuses smaller RSA keys with AADSTS50032.
 MIN_RSA_BITS = 2048
@@ -413,35 +425,113 @@ def generate_certificate(
     name = parse_subject(subject)
     key = _new_key(key_type)
     start = (now or _utcnow()) - BACKDATE
-    public = key.public_key()
-    cert = (
+    return build_certificate(
+        name,
+        key,
+        not_before=start,
+        not_after=start + BACKDATE + dt.timedelta(days=days),
+        ca=False,
+        key_usage=["digital_signature"],
+        extended_key_usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        key_identifiers=True,
+    )
+
+
+def build_certificate(
+    subject: str | x509.Name,
+    key: PrivateKey,
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    issuer: Certificate | None = None,
+    ca: bool | None = None,
+    path_length: int | None = None,
+    key_usage: Iterable[KeyUsageName] = (),
+    extended_key_usage: Iterable[x509.ObjectIdentifier] = (),
+    subject_alt_names: Iterable[str] = (),
+    key_identifiers: bool = False,
+) -> Certificate:
+    """Make one X.509 certificate for ``key``: the builder behind every certificate certauth
+    makes (app credentials, the emulator's CA, TLS and signing certificates).
+
+    Self-signed unless ``issuer`` is given: a CA :class:`Certificate` with its private key,
+    which then signs. Always a random serial number and a SHA-256 signature. Each extension is
+    added only when asked for, in this order (RFC 5280 section 4.2.1): basic constraints
+    (``ca`` true or false, critical; ``path_length`` only for a CA), key usage (critical;
+    names such as ``"digital_signature"``), extended key usage (OIDs such as
+    ``ExtendedKeyUsageOID.CLIENT_AUTH``), subject alternative names (each an IP address or a
+    DNS name), and with ``key_identifiers`` the subject key identifier plus, for an issued
+    certificate, the authority key identifier. A CA and a server certificate it issues::
+
+        ca = build_certificate("CN=test CA", ca_key, not_before=start, not_after=end,
+                               ca=True, path_length=0, key_usage=["key_cert_sign", "crl_sign"],
+                               key_identifiers=True)
+        server = build_certificate("CN=localhost", key, not_before=start, not_after=end,
+                                   issuer=ca, ca=False, key_usage=["digital_signature"],
+                                   subject_alt_names=["localhost", "127.0.0.1"],
+                                   key_identifiers=True)
+    """
+    name = subject if isinstance(subject, x509.Name) else parse_subject(subject)
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
+        .issuer_name(name if issuer is None else issuer.x509.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + BACKDATE + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
     )
-    return Certificate(cert, key)
+    if ca is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=ca, path_length=path_length), critical=True
+        )
+    usages = frozenset(key_usage)
+    if usages:
+        builder = builder.add_extension(_key_usage(usages), critical=True)
+    purposes = list(extended_key_usage)
+    if purposes:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
+    alt_names = [_general_name(value) for value in subject_alt_names]
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    if key_identifiers:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+        if issuer is not None:
+            builder = builder.add_extension(_authority_key_identifier(issuer), critical=False)
+    signer = key if issuer is None else issuer.require_private_key()
+    return Certificate(builder.sign(signer, hashes.SHA256()), key)
+
+
+def _key_usage(usages: frozenset[KeyUsageName]) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature="digital_signature" in usages,
+        content_commitment="content_commitment" in usages,
+        key_encipherment="key_encipherment" in usages,
+        data_encipherment="data_encipherment" in usages,
+        key_agreement="key_agreement" in usages,
+        key_cert_sign="key_cert_sign" in usages,
+        crl_sign="crl_sign" in usages,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _general_name(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)
+
+
+def _authority_key_identifier(issuer: Certificate) -> x509.AuthorityKeyIdentifier:
+    # RFC 5280 section 4.2.1.1: the issuer's subject key identifier, when it has one.
+    try:
+        ski = issuer.x509.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key)
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
 
 
 # -- loading ------------------------------------------------------------------------------------
