@@ -33,6 +33,7 @@ from certauth.emulator.checks import (
     check_token_request,
 )
 from certauth.emulator.clock import Clock
+from certauth.emulator.config import EmulatorConfig, load_config
 from certauth.emulator.discovery import (
     b2c_openid_configuration,
     instance_discovery,
@@ -44,14 +45,12 @@ from certauth.emulator.registry import (
     FEDERATED_AUDIENCE,
     MULTI_TENANT_NAMES,
     App,
-    EmulatorConfig,
     FederatedCredential,
     RegisteredSecret,
     Registry,
     Resource,
     Tenant,
     federated_keys,
-    load_config,
 )
 from certauth.emulator.server import EmulatorHTTPServer, HttpRequest, HttpResponse, ServerLimits
 from certauth.emulator.tokens import (
@@ -97,7 +96,7 @@ class Emulator:
     ``tls=True`` serves https with a generated CA (``ca_file``), which MSAL and azure-identity
     need. ``clock`` is a callable returning epoch seconds or an aware ``datetime`` (default: real
     time); ``tenant.clock.advance(seconds)`` moves time in either case. ``config`` is a path to
-    a TOML/JSON file or a parsed :class:`~certauth.emulator.registry.EmulatorConfig`; explicit
+    a TOML/JSON file or a parsed :class:`~certauth.emulator.config.EmulatorConfig`; explicit
     arguments win over its settings.
     """
 
