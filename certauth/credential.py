@@ -46,7 +46,7 @@ from certauth.protocol import (
 if TYPE_CHECKING:
     # Imported where they are used instead: asyncio costs a sync-only process ~25 ms of
     # start-up, the cache module's AEAD and HKDF a few more, for a process without a shared
-    # cache (ANCHORS.md: start-up is part of every CI step).
+    # cache (every CI step that runs `certauth token` pays the start-up again).
     import asyncio
 
     from certauth.cache import EntryCipher, TokenCache
