@@ -1,7 +1,8 @@
 """Reading input files with clear errors, and writing output files atomically.
 
-Private: the rules here (size cap, no overwrite without force, 0600 for secrets, temp file +
-rename) are used by every module that touches the file system.
+Private: the rules here (size cap, the first-line rule for secrets kept in files, no overwrite
+without force, 0600 for secrets, temp file + rename) are used by every module that touches the
+file system.
 """
 
 from __future__ import annotations
@@ -13,45 +14,80 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from certauth.errors import CertificateError, LocalInputError, OutputExistsError
+from certauth.errors import CertificateError, InputFileError, LocalInputError, OutputExistsError
 
 #: Certificates, keys and token files are small; anything larger is not one of them.
 MAX_INPUT_BYTES = 1024 * 1024
 
+#: The error a refused input file raises: :class:`CertificateError` for certificate and key
+#: files, :class:`InputFileError` for every other file (passwords, secrets, tokens, config).
+FileError = type[CertificateError] | type[InputFileError]
 
-def read_input_file(path: str | os.PathLike[str], *, what: str) -> bytes:
-    """Read a small input file, turning every OS failure into one clear :class:`CertificateError`.
 
-    ``what`` names the expected content in messages ("certificate", "private key", ...).
+def read_input_file(path: str | os.PathLike[str], *, what: str, error: FileError) -> bytes:
+    """Read a small input file, turning every OS failure into one clear ``error``.
+
+    ``what`` names the expected content in messages ("certificate", "password", ...). A missing,
+    unreadable or oversized file, or one holding only whitespace, is refused.
     """
     name = os.fspath(path)
     try:
         with open(name, "rb") as handle:
             data = handle.read(MAX_INPUT_BYTES + 1)
     except FileNotFoundError:
-        raise CertificateError(f"{name}: no such file; check the {what} path", path=name) from None
+        raise error(f"{name}: no such file; check the {what} path", path=name) from None
     except IsADirectoryError:
-        raise CertificateError(
+        raise error(
             f"{name}: is a directory, not a {what} file; name the file inside it", path=name
         ) from None
     except PermissionError:
-        raise CertificateError(
+        raise error(
             f"{name}: permission denied reading the {what}; check the file's owner and mode",
             path=name,
         ) from None
     except OSError as exc:
-        raise CertificateError(
-            f"{name}: cannot read the {what} ({exc.strerror or exc})", path=name
-        ) from None
+        raise error(f"{name}: cannot read the {what} ({exc.strerror or exc})", path=name) from None
     if len(data) > MAX_INPUT_BYTES:
-        raise CertificateError(
+        raise error(
             f"{name}: larger than {MAX_INPUT_BYTES // 1024} KiB, too large for a {what}; "
             "check the path",
             path=name,
         )
     if not data.strip():
-        raise CertificateError(f"{name}: the file is empty; expected a {what}", path=name)
+        raise error(f"{name}: the file is empty; expected a {what}", path=name)
     return data
+
+
+def read_first_line(path: str | os.PathLike[str], *, what: str) -> str:
+    """The secret a file holds on its first line: ``--password-file``, ``--client-secret-file``
+    and the emulator configuration's secret files all read it this way.
+
+    The rule: the file is read by :func:`read_input_file`; it must be UTF-8 text (a leading
+    byte order mark, which some Windows editors write, is dropped); the first line ends at the
+    first ``\n``, ``\r\n`` or ``\r``, and only that line ending is removed: spaces and tabs
+    are part of the value. Later lines are ignored. A first line that is blank (empty or only
+    whitespace) or holds a NUL byte is refused. Every refusal is an :class:`InputFileError`.
+    """
+    name = os.fspath(path)
+    data = read_input_file(name, what=what, error=InputFileError)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise InputFileError(
+            f"{name}: not a text file (not UTF-8); put the {what} as text on the first line",
+            path=name,
+        ) from None
+    first = text.partition("\n")[0].partition("\r")[0]
+    if "\x00" in first:
+        raise InputFileError(
+            f"{name}: holds binary data (a NUL byte); put the {what} as text on the first line",
+            path=name,
+        )
+    if not first.strip():
+        raise InputFileError(
+            f"{name}: the first line is empty; put the {what} on the first line", path=name
+        )
+    return first
 
 
 @dataclass(frozen=True)

@@ -6,32 +6,31 @@ Pure: no network, and the clock is a parameter (``now``) wherever time matters.
 from __future__ import annotations
 
 import base64
-import bisect
 import datetime as dt
 import hashlib
-import math
-import re
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import Certificate as X509Certificate
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from certauth._files import read_input_file
-from certauth.errors import (
-    CertificateError,
-    InvalidArgumentError,
-    KeyMismatchError,
-    PasswordError,
-    UnsupportedKeyError,
+from certauth._jose import MIN_RSA_BITS, b64url_encode
+from certauth._keyfiles import (
+    Password,
+    PrivateKey,
+    password_bytes,
+    read_certificate_and_key,
+    same_public_key,
+    short_reason,
 )
+from certauth.errors import CertificateError, InvalidArgumentError, UnsupportedKeyError
 
 __all__ = [
     "KEY_TYPES",
@@ -43,24 +42,22 @@ __all__ = [
     "parse_subject",
 ]
 
-#: The private key types certauth signs with. Entra ID accepts only RSA >= 2048 bits.
-PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 KeyType = Literal["rsa2048", "rsa3072", "rsa4096", "ec-p256"]
 KEY_TYPES: tuple[KeyType, ...] = ("rsa2048", "rsa3072", "rsa4096", "ec-p256")
+#: The key usages :func:`build_certificate` sets by name (RFC 5280 section 4.2.1.3).
+KeyUsageName = Literal[
+    "digital_signature",
+    "content_commitment",
+    "key_encipherment",
+    "data_encipherment",
+    "key_agreement",
+    "key_cert_sign",
+    "crl_sign",
+]
 
-#: Entra ID refuses smaller RSA keys with AADSTS50032.
-MIN_RSA_BITS = 2048
 MAX_VALIDITY_DAYS = 3650
 #: notBefore is set this far in the past so a host whose clock is slightly behind accepts it.
 BACKDATE = dt.timedelta(minutes=5)
-
-Password = str | bytes | None
-
-
-def _b64url(data: bytes) -> str:
-    # RFC 7515 section 2: base64url without padding. Padded or standard base64 thumbprints
-    # are a classic cause of AADSTS700027.
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
 def _utcnow() -> dt.datetime:
@@ -107,12 +104,14 @@ class Certificate:
     @cached_property
     def x5t(self) -> str:
         """The JWS ``x5t`` header value: base64url (unpadded) of the raw SHA-1 digest."""
-        return _b64url(hashlib.sha1(self.der, usedforsecurity=False).digest())
+        # RFC 7515 section 4.1.7: base64url without padding. Padded or standard base64
+        # thumbprints are a classic cause of AADSTS700027.
+        return b64url_encode(hashlib.sha1(self.der, usedforsecurity=False).digest())
 
     @cached_property
     def x5t_s256(self) -> str:
         """The JWS ``x5t#S256`` header value: base64url (unpadded) of the raw SHA-256 digest."""
-        return _b64url(hashlib.sha256(self.der).digest())
+        return b64url_encode(hashlib.sha256(self.der).digest())  # RFC 7515 section 4.1.8
 
     def thumbprint(self, form: str = "sha1") -> str:
         """One thumbprint by name: ``sha1``, ``sha256``, ``x5t`` or ``x5t#S256``."""
@@ -214,7 +213,7 @@ class Certificate:
         """Whether the private key belongs to the certificate (``None`` without a key)."""
         if self.private_key is None:
             return None
-        return _same_public_key(self.private_key.public_key(), self.public_key)
+        return same_public_key(self.private_key.public_key(), self.public_key)
 
     def require_private_key(self) -> PrivateKey:
         """The private key, or a :class:`CertificateError` saying how to supply it."""
@@ -315,7 +314,7 @@ class Certificate:
         from cryptography.hazmat.primitives.serialization import pkcs12  # ~8 ms; PFX only
 
         key = self.require_private_key()
-        pw = _password_bytes(password)
+        pw = password_bytes(password)
         if pw:
             encryption: serialization.KeySerializationEncryption = (
                 serialization.PrivateFormat.PKCS12.encryption_builder()
@@ -346,22 +345,8 @@ def _iso(when: dt.datetime) -> str:
     return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _same_public_key(a: object, b: object) -> bool:
-    if isinstance(a, rsa.RSAPublicKey) and isinstance(b, rsa.RSAPublicKey):
-        return a.public_numbers() == b.public_numbers()
-    if isinstance(a, ec.EllipticCurvePublicKey) and isinstance(b, ec.EllipticCurvePublicKey):
-        return a.public_numbers() == b.public_numbers()
-    return False
-
-
-def _password_bytes(password: Password) -> bytes | None:
-    if password is None:
-        return None
-    return password.encode("utf-8") if isinstance(password, str) else password
-
-
 def _encryption(password: Password) -> serialization.KeySerializationEncryption:
-    pw = _password_bytes(password)
+    pw = password_bytes(password)
     if pw:
         return serialization.BestAvailableEncryption(pw)
     return serialization.NoEncryption()
@@ -381,7 +366,7 @@ def parse_subject(subject: str) -> x509.Name:
     try:
         name = x509.Name.from_rfc4514_string(text)
     except ValueError as exc:
-        why = f" ({_short(exc)})" if str(exc) else ""
+        why = f" ({short_reason(exc)})" if str(exc) else ""
         raise InvalidArgumentError(
             f"subject {subject!r} does not parse{why}; write it as CN=NAME or an RFC 4514 "
             "name such as 'CN=billing-api,O=Contoso'"
@@ -435,52 +420,116 @@ def generate_certificate(
     name = parse_subject(subject)
     key = _new_key(key_type)
     start = (now or _utcnow()) - BACKDATE
-    public = key.public_key()
-    cert = (
+    return build_certificate(
+        name,
+        key,
+        not_before=start,
+        not_after=start + BACKDATE + dt.timedelta(days=days),
+        ca=False,
+        key_usage=["digital_signature"],
+        extended_key_usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
+        key_identifiers=True,
+    )
+
+
+def build_certificate(
+    subject: str | x509.Name,
+    key: PrivateKey,
+    *,
+    not_before: dt.datetime,
+    not_after: dt.datetime,
+    issuer: Certificate | None = None,
+    ca: bool | None = None,
+    path_length: int | None = None,
+    key_usage: Iterable[KeyUsageName] = (),
+    extended_key_usage: Iterable[x509.ObjectIdentifier] = (),
+    subject_alt_names: Iterable[str] = (),
+    key_identifiers: bool = False,
+) -> Certificate:
+    """Make one X.509 certificate for ``key``: the builder behind every certificate certauth
+    makes (app credentials, the emulator's CA, TLS and signing certificates).
+
+    Self-signed unless ``issuer`` is given: a CA :class:`Certificate` with its private key,
+    which then signs. Always a random serial number and a SHA-256 signature. Each extension is
+    added only when asked for, in this order (RFC 5280 section 4.2.1): basic constraints
+    (``ca`` true or false, critical; ``path_length`` only for a CA), key usage (critical;
+    names such as ``"digital_signature"``), extended key usage (OIDs such as
+    ``ExtendedKeyUsageOID.CLIENT_AUTH``), subject alternative names (each an IP address or a
+    DNS name), and with ``key_identifiers`` the subject key identifier plus, for an issued
+    certificate, the authority key identifier. A CA and a server certificate it issues::
+
+        ca = build_certificate("CN=test CA", ca_key, not_before=start, not_after=end,
+                               ca=True, path_length=0, key_usage=["key_cert_sign", "crl_sign"],
+                               key_identifiers=True)
+        server = build_certificate("CN=localhost", key, not_before=start, not_after=end,
+                                   issuer=ca, ca=False, key_usage=["digital_signature"],
+                                   subject_alt_names=["localhost", "127.0.0.1"],
+                                   key_identifiers=True)
+    """
+    name = subject if isinstance(subject, x509.Name) else parse_subject(subject)
+    builder = (
         x509.CertificateBuilder()
         .subject_name(name)
-        .issuer_name(name)
-        .public_key(public)
+        .issuer_name(name if issuer is None else issuer.x509.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(start + BACKDATE + dt.timedelta(days=days))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public), critical=False)
-        .sign(key, hashes.SHA256())
+        .not_valid_before(not_before)
+        .not_valid_after(not_after)
     )
-    return Certificate(cert, key)
+    if ca is not None:
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=ca, path_length=path_length), critical=True
+        )
+    usages = frozenset(key_usage)
+    if usages:
+        builder = builder.add_extension(_key_usage(usages), critical=True)
+    purposes = list(extended_key_usage)
+    if purposes:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(purposes), critical=False)
+    alt_names = [_general_name(value) for value in subject_alt_names]
+    if alt_names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
+    if key_identifiers:
+        builder = builder.add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+        )
+        if issuer is not None:
+            builder = builder.add_extension(_authority_key_identifier(issuer), critical=False)
+    signer = key if issuer is None else issuer.require_private_key()
+    return Certificate(builder.sign(signer, hashes.SHA256()), key)
+
+
+def _key_usage(usages: frozenset[KeyUsageName]) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature="digital_signature" in usages,
+        content_commitment="content_commitment" in usages,
+        key_encipherment="key_encipherment" in usages,
+        data_encipherment="data_encipherment" in usages,
+        key_agreement="key_agreement" in usages,
+        key_cert_sign="key_cert_sign" in usages,
+        crl_sign="crl_sign" in usages,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _general_name(value: str) -> x509.GeneralName:
+    try:
+        return x509.IPAddress(ipaddress.ip_address(value))
+    except ValueError:
+        return x509.DNSName(value)
+
+
+def _authority_key_identifier(issuer: Certificate) -> x509.AuthorityKeyIdentifier:
+    # RFC 5280 section 4.2.1.1: the issuer's subject key identifier, when it has one.
+    try:
+        ski = issuer.x509.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+    except x509.ExtensionNotFound:
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer.public_key)
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value)
 
 
 # -- loading ------------------------------------------------------------------------------------
-
-#: Every BEGIN/END line of a PEM file, overlapping ones included (hence the lookahead).
-_PEM_MARKER = re.compile(rb"(?=-----(BEGIN|END) ([A-Z0-9 ]+)-----)")
-_KEY_LABELS = {
-    b"PRIVATE KEY",
-    b"ENCRYPTED PRIVATE KEY",
-    b"RSA PRIVATE KEY",
-    b"EC PRIVATE KEY",
-}
-_CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
-#: How to supply a password, for the messages that ask for one.
-_HOW_TO_UNLOCK = (
-    "set AZURE_CLIENT_CERTIFICATE_PASSWORD or pass --password-env VAR / --password-file FILE"
-)
 
 
 def load_certificate(
@@ -501,401 +550,7 @@ def load_certificate(
     :class:`~certauth.errors.KeyMismatchError`. ``load_key=False`` reads only the certificate
     (no password is needed for an encrypted PEM key next to it; a PFX still needs its password).
     """
-    source, data = _source_and_data(cert, what="certificate")
-    parsed = _parse_bundle(data, source, password)
-    if not parsed.certs:
-        # Checked before any key is decrypted, so a key given in place of the certificate is
-        # named as such rather than reported as a password problem.
-        if parsed.key_count:
-            raise CertificateError(
-                f"{source}: holds a private key but no certificate; give the certificate "
-                "(.crt/.pem/.pfx) here and the key with --key",
-                path=source,
-            )
-        found = f" (found: {', '.join(parsed.other_labels)})" if parsed.other_labels else ""
-        raise CertificateError(
-            f"{source}: not a certificate{found}; expected a PEM, DER or PFX certificate",
-            path=source,
-        )
-    keys: list[PrivateKey] = []
-    key_source = source
-    if load_key and key is not None:
-        key_source, key_data = _source_and_data(key, what="private key")
-        keys = _parse_bundle(key_data, key_source, password, keys_only=True).load_keys(password)
-        if not keys:
-            raise CertificateError(
-                f"{key_source}: no private key found in the file; --key takes a PEM or DER "
-                "private key",
-                path=key_source,
-            )
-    elif load_key:
-        keys = parsed.load_keys(password)
-    if len(keys) > 1:
-        raise CertificateError(
-            f"{key_source}: holds {len(keys)} private keys; keep one key per file",
-            path=key_source,
-        )
-    certs = parsed.certs
-    leaf = certs[0]
-    private_key = keys[0] if keys else None
-    if private_key is not None:
-        public = private_key.public_key()
-        matching = [c for c in certs if _same_public_key(public, _public_key_or_none(c))]
-        if not matching:
-            # An unsupported certificate cannot match any key certauth loads: say that instead.
-            _supported_public_key(leaf, source)
-            where = f"{source} and {key_source}" if key_source != source else source
-            raise KeyMismatchError(
-                f"{where}: the private key does not belong to the certificate "
-                f"(thumbprint {_sha1_hex(leaf)}); pair each certificate with the key it was "
-                "created with",
-                path=key_source,
-            )
-        leaf = matching[0]
-    elif require_key:
-        raise CertificateError(
-            f"{source}: no private key; give a PEM holding key and certificate, a PFX, or the "
-            "key file with --key",
-            path=source,
-        )
-    _supported_public_key(leaf, source)
-    chain = tuple(c for c in certs if c is not leaf)
+    leaf, private_key, chain, source = read_certificate_and_key(
+        cert, key=key, password=password, require_key=require_key, load_key=load_key
+    )
     return Certificate(leaf, private_key, chain, source)
-
-
-def _public_key_or_none(cert: x509.Certificate) -> object:
-    # cryptography parses a certificate's key lazily: a damaged key surfaces only here.
-    try:
-        return cert.public_key()
-    except (ValueError, UnsupportedAlgorithm):
-        return None
-
-
-def _supported_public_key(cert: x509.Certificate, source: str) -> None:
-    try:
-        key = cert.public_key()
-    except ValueError:
-        raise CertificateError(
-            f"{source}: the certificate's public key is corrupt; re-export the certificate",
-            path=source,
-        ) from None
-    except UnsupportedAlgorithm:
-        raise UnsupportedKeyError(
-            f"{source}: the certificate's key type is not supported; certauth signs with RSA "
-            "(what Entra ID takes) or EC keys",
-            path=source,
-        ) from None
-    if not isinstance(key, (rsa.RSAPublicKey, ec.EllipticCurvePublicKey)):
-        raise UnsupportedKeyError(
-            f"{source}: the certificate's key type ({type(key).__name__.lstrip('_')}) is not "
-            "supported; certauth signs with RSA (what Entra ID takes) or EC keys",
-            path=source,
-        )
-
-
-def _sha1_hex(cert: x509.Certificate) -> str:
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return hashlib.sha1(der, usedforsecurity=False).hexdigest().upper()
-
-
-def _source_and_data(value: str | Path | bytes, *, what: str) -> tuple[str, bytes]:
-    if isinstance(value, bytes):
-        if not value.strip():
-            raise CertificateError(f"the {what} data is empty")
-        return f"<{what} data>", value
-    return str(value), read_input_file(value, what=what)
-
-
-#: Loads one private key given the password (keys are decrypted only once they are needed).
-_KeyLoader = Callable[[Password], PrivateKey]
-
-
-@dataclass
-class _Parsed:
-    """What one input file holds: certificates and (not yet decrypted) private keys."""
-
-    certs: list[x509.Certificate] = field(default_factory=list)
-    key_loaders: list[_KeyLoader] = field(default_factory=list)
-    #: PEM labels that are neither certificates nor keys (for messages).
-    other_labels: list[str] = field(default_factory=list)
-
-    @property
-    def key_count(self) -> int:
-        return len(self.key_loaders)
-
-    def load_keys(self, password: Password) -> list[PrivateKey]:
-        return [load(password) for load in self.key_loaders]
-
-
-def _loaded(key: PrivateKey) -> _KeyLoader:
-    return lambda _password: key
-
-
-def _parse_bundle(
-    data: bytes, source: str, password: Password, *, keys_only: bool = False
-) -> _Parsed:
-    """Certificates and keys in one file of any supported format."""
-    if b"-----BEGIN " in data:
-        return _parse_pem(data, source)
-    if _looks_like_pkcs12(data):
-        return _parse_pfx(data, source, password)
-    if keys_only:
-        return _Parsed(key_loaders=[_loaded(_load_der_key(data, source, password))])
-    try:
-        return _Parsed(certs=[x509.load_der_x509_certificate(data)])
-    except (ValueError, x509.InvalidVersion):  # InvalidVersion is no ValueError
-        pass
-    # A DER private key where a certificate is expected: recognise it without a password.
-    try:
-        key = serialization.load_der_private_key(data, None, unsafe_skip_rsa_key_validation=True)
-    except TypeError:  # an encrypted PKCS#8 key
-        return _Parsed(key_loaders=[lambda pw: _load_der_key(data, source, pw)])
-    except (ValueError, UnsupportedAlgorithm):
-        raise CertificateError(
-            f"{source}: not a readable certificate (expected PEM, DER or PFX); check the file",
-            path=source,
-        ) from None
-    return _Parsed(key_loaders=[lambda _pw: _supported_key(key, source)])
-
-
-def _load_der_key(data: bytes, source: str, password: Password) -> PrivateKey:
-    pw = _password_bytes(password) or None
-    try:
-        key = serialization.load_der_private_key(data, pw, unsafe_skip_rsa_key_validation=True)
-    except TypeError:
-        # cryptography raises TypeError both for "encrypted but no password" and for
-        # "password given but the key is not encrypted".
-        if pw is None:
-            raise PasswordError(
-                f"{source}: the private key is encrypted and no password was given; "
-                f"{_HOW_TO_UNLOCK}",
-                path=source,
-            ) from None
-        return _load_der_key(data, source, None)
-    except ValueError:
-        if pw is not None:
-            raise PasswordError(
-                f"{source}: wrong password for the encrypted private key, or the file is "
-                "corrupt; check the password source",
-                path=source,
-            ) from None
-        raise CertificateError(
-            f"{source}: not a readable private key (expected PEM, DER or PFX); check the file",
-            path=source,
-        ) from None
-    except UnsupportedAlgorithm:
-        raise UnsupportedKeyError(
-            f"{source}: the private key uses an unsupported algorithm; use an RSA key",
-            path=source,
-        ) from None
-    return _supported_key(key, source)
-
-
-def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
-    """``(label, block)`` for each ``BEGIN X`` line (followed by a line break) and the first
-    ``END X`` after it, in order (RFC 7468 section 2).
-
-    One pass over the markers plus a binary search per block. The obvious single regex
-    (``BEGIN (X)...END \\1`` with a back-reference) rescans the rest of the input for every
-    BEGIN line without an END: minutes for a 1 MiB file of BEGIN lines.
-    """
-    markers = list(_PEM_MARKER.finditer(data))
-    ends: dict[bytes, list[int]] = {}
-    for marker in markers:
-        if marker[1] == b"END":
-            ends.setdefault(marker[2], []).append(marker.start())
-    blocks: list[tuple[bytes, bytes]] = []
-    resume = 0
-    for marker in markers:
-        if marker[1] != b"BEGIN" or marker.start() < resume:
-            continue
-        label = marker[2]
-        line_end = marker.start() + len(b"-----BEGIN -----") + len(label)
-        if data.startswith(b"\n", line_end):
-            body = line_end + 1
-        elif data.startswith(b"\r\n", line_end):
-            body = line_end + 2
-        else:
-            continue
-        positions = ends.get(label, [])
-        index = bisect.bisect_left(positions, body)
-        if index == len(positions):
-            continue
-        stop = positions[index] + len(b"-----END -----") + len(label)
-        blocks.append((label, data[marker.start() : stop]))
-        resume = stop
-    return blocks
-
-
-def _parse_pem(data: bytes, source: str) -> _Parsed:
-    parsed = _Parsed()
-    blocks = _pem_blocks(data)
-    if not blocks:
-        raise CertificateError(
-            f"{source}: a PEM header without a matching END line; the file is truncated",
-            path=source,
-        )
-    for label, pem in blocks:
-        if label in _CERT_LABELS:
-            try:
-                parsed.certs.append(x509.load_pem_x509_certificate(pem))
-            except (ValueError, x509.InvalidVersion):
-                raise CertificateError(
-                    f"{source}: a CERTIFICATE block is corrupt; re-export the certificate",
-                    path=source,
-                ) from None
-        elif label in _KEY_LABELS:
-            parsed.key_loaders.append(_pem_key_loader(pem, label, source))
-        elif label.endswith(b"PRIVATE KEY"):
-            parsed.key_loaders.append(_unsupported_pem_key(label.decode("ascii"), source))
-        else:
-            parsed.other_labels.append(label.decode("ascii"))
-    return parsed
-
-
-def _pem_key_loader(pem: bytes, label: bytes, source: str) -> _KeyLoader:
-    return lambda password: _load_pem_key(pem, label, source, password)
-
-
-def _unsupported_pem_key(label: str, source: str) -> _KeyLoader:
-    def load(_password: Password) -> PrivateKey:
-        raise UnsupportedKeyError(
-            f"{source}: unsupported private key ({label}); certauth needs an RSA (or EC) key "
-            "in PKCS#8 or traditional PEM",
-            path=source,
-        )
-
-    return load
-
-
-def _load_pem_key(block: bytes, label: bytes, source: str, password: Password) -> PrivateKey:
-    encrypted = label == b"ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in block
-    pw = _password_bytes(password)
-    if encrypted and not pw:
-        raise PasswordError(
-            f"{source}: the private key is encrypted and no password was given; {_HOW_TO_UNLOCK}",
-            path=source,
-        )
-    try:
-        key = serialization.load_pem_private_key(
-            block, pw if encrypted else None, unsafe_skip_rsa_key_validation=True
-        )
-    except (ValueError, TypeError) as exc:
-        if encrypted:
-            raise PasswordError(
-                f"{source}: wrong password for the encrypted private key; check the "
-                "password source",
-                path=source,
-            ) from None
-        raise CertificateError(
-            f"{source}: the private key is corrupt or unreadable ({_short(exc)})", path=source
-        ) from None
-    except UnsupportedAlgorithm:
-        raise UnsupportedKeyError(
-            f"{source}: the private key uses an unsupported algorithm; use an RSA key",
-            path=source,
-        ) from None
-    return _supported_key(key, source)
-
-
-def _supported_key(key: object, source: str) -> PrivateKey:
-    if isinstance(key, rsa.RSAPrivateKey):
-        _check_rsa_key(key, source)
-        return key
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return key
-    raise UnsupportedKeyError(
-        f"{source}: unsupported key type {type(key).__name__.lstrip('_')}; certauth signs with "
-        "RSA (what Entra ID takes) or EC keys",
-        path=source,
-    )
-
-
-def _check_rsa_key(key: rsa.RSAPrivateKey, source: str) -> None:
-    """Check that an RSA private key is internally consistent (what OpenSSL's RSA_check_key
-    does, minus its primality tests of p and q).
-
-    Keys are loaded with ``unsafe_skip_rsa_key_validation=True`` because OpenSSL's full
-    validation costs ~35 ms for RSA-2048, almost all of it proving p and q prime: ANCHORS.md
-    shows the peers paying it for every assertion, and it dominated certauth's first token.
-    Skipping it is safe here because the checks below keep every operation on the key
-    well-defined (n odd and = p*q with p, q > 1; 1 < d < n; e*d = 1 mod lcm(p-1, q-1); the CRT
-    values derived from d, p and q), and ``load_certificate`` then requires the key's (n, e) to
-    be the certificate's. What is left unproven is only that p and q are prime; a private key
-    file is its owner's secret, not input from a peer, and a key with a composite factor would
-    merely sign assertions the server rejects (OpenSSL also re-checks each CRT result with the
-    public exponent before releasing a signature). Costs ~15 us.
-    """
-    numbers = key.private_numbers()
-    p, q, d = numbers.p, numbers.q, numbers.d
-    n, e = numbers.public_numbers.n, numbers.public_numbers.e
-    consistent = (
-        p > 1
-        and q > 1
-        and p * q == n
-        and n % 2 == 1
-        and e % 2 == 1
-        and 1 < e < n
-        and 1 < d < n
-        and (e * d) % math.lcm(p - 1, q - 1) == 1
-        and numbers.dmp1 == d % (p - 1)
-        and numbers.dmq1 == d % (q - 1)
-        and (numbers.iqmp * q) % p == 1
-    )
-    if not consistent:
-        raise CertificateError(
-            f"{source}: the RSA private key is corrupt (its parameters do not fit together); "
-            "restore the key file from where it was created",
-            path=source,
-        )
-
-
-def _looks_like_pkcs12(data: bytes) -> bool:
-    # PFX = SEQUENCE { version INTEGER 3, authSafe ContentInfo, ... } (RFC 7292 section 4).
-    # Checking the version right after the outer SEQUENCE header tells a PFX from a DER
-    # certificate (whose first element is another SEQUENCE) without trying a password.
-    if len(data) < 8 or data[0] != 0x30:
-        return False
-    length_byte = data[1]
-    offset = 2 + (length_byte & 0x7F if length_byte & 0x80 else 0)
-    return data[offset : offset + 3] == b"\x02\x01\x03"
-
-
-def _parse_pfx(data: bytes, source: str, password: Password) -> _Parsed:
-    # Imported here: ~8 ms that PEM and DER users (and every process start) need not pay.
-    from cryptography.hazmat.primitives.serialization import pkcs12
-
-    pw = _password_bytes(password)
-    try:
-        key, cert, extra = pkcs12.load_key_and_certificates(data, pw)
-    except ValueError:
-        if pw is None:
-            # Some PFX files use an empty password rather than none.
-            try:
-                key, cert, extra = pkcs12.load_key_and_certificates(data, b"")
-            except ValueError:
-                raise PasswordError(
-                    f"{source}: the PFX is password-protected (or corrupt) and no password was "
-                    f"given; {_HOW_TO_UNLOCK}",
-                    path=source,
-                ) from None
-        else:
-            raise PasswordError(
-                f"{source}: wrong password for the PFX, or the file is corrupt; check the "
-                "password source",
-                path=source,
-            ) from None
-    except UnsupportedAlgorithm:
-        raise CertificateError(
-            f"{source}: the PFX uses an encryption this OpenSSL cannot read (old RC2?); "
-            "re-export it with AES-256",
-            path=source,
-        ) from None
-    certs = ([cert] if cert is not None else []) + list(extra)
-    loaders = [_loaded(_supported_key(key, source))] if key is not None else []
-    return _Parsed(certs=certs, key_loaders=loaders)
-
-
-def _short(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return text[:120]

@@ -15,6 +15,7 @@ __all__ = [
     "CertauthError",
     "CertificateError",
     "ConfigurationError",
+    "InputFileError",
     "InvalidArgumentError",
     "KeyMismatchError",
     "LocalInputError",
@@ -83,6 +84,22 @@ class OutputExistsError(LocalInputError):
 
 class ConfigurationError(LocalInputError):
     """A configuration value (authority, endpoint, cache, environment variable) is unusable."""
+
+
+class InputFileError(ConfigurationError):
+    """A local input file that is not a certificate or key is refused (CLI exit 3).
+
+    Password files, client secret files, federated token files, JWKS files and emulator
+    configuration files: missing, unreadable, too large, empty, or not what they should hold.
+    ``path`` names the file. Certificate and key files raise :class:`CertificateError` instead.
+    A subclass of :class:`ConfigurationError` because these files are how certauth is
+    configured (a flag or an environment variable names each one), and code that caught
+    ``ConfigurationError`` for them keeps working.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class TokenRequestError(CertauthError):

@@ -58,34 +58,13 @@ def read_password(
             )
         return value
     if password_file:
-        return _password_from_file(password_file)
+        from certauth._files import read_first_line
+
+        return read_first_line(password_file, what="password")
     if use_default_env:
         value = os.environ.get(PASSWORD_ENV)
         return value or None
     return None
-
-
-def _password_from_file(path: str) -> str:
-    from certauth._files import read_input_file
-
-    data = read_input_file(path, what="password")
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        raise LocalInputError(
-            f"{path}: not a text file (not UTF-8); put the password as text on the first line"
-        ) from None
-    lines = text.splitlines()
-    first = lines[0] if lines else ""
-    if "\x00" in first:
-        raise LocalInputError(
-            f"{path}: holds binary data (a NUL byte); put the password as text on the first line"
-        )
-    if not first:
-        raise LocalInputError(
-            f"{path}: the first line is empty; put the password on the first line"
-        )
-    return first
 
 
 def emit_json(payload: Any) -> None:

@@ -38,10 +38,9 @@ def _show(mapping: dict[str, Any]) -> None:
 
 
 def _segment(jwt: str, index: int) -> dict[str, Any]:
-    import base64
+    from certauth._jose import b64url_decode
 
-    part = jwt.split(".")[index]
-    data: dict[str, Any] = json.loads(base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)))
+    data: dict[str, Any] = json.loads(b64url_decode(jwt.split(".")[index]))
     return data
 
 

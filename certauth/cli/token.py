@@ -323,7 +323,7 @@ def _make_credential(
 
 def _read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
     """A client secret from a named variable or file; a named source must exist and be set."""
-    from certauth._files import read_input_file
+    from certauth._files import read_first_line
     from certauth.errors import LocalInputError
 
     if secret_env and secret_file:
@@ -336,11 +336,7 @@ def _read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
             )
         return value
     if secret_file:
-        lines = read_input_file(secret_file, what="client secret").decode("utf-8", "replace")
-        first = lines.splitlines()[0].strip() if lines.strip() else ""
-        if not first:
-            raise LocalInputError(f"{secret_file}: the first line is empty; put the secret there")
-        return first
+        return read_first_line(secret_file, what="client secret")
     return None
 
 

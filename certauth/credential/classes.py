@@ -28,7 +28,7 @@ from certauth.credential.client_auth import (
 )
 from certauth.credential.planner import DEFAULT_REFRESH_MARGIN, Planner
 from certauth.credential.shells import AsyncCredential, SyncCredential
-from certauth.errors import InvalidArgumentError
+from certauth.errors import CertificateError, InvalidArgumentError
 from certauth.protocol import RetryPolicy, SecretMethod
 
 if TYPE_CHECKING:
@@ -138,7 +138,11 @@ def _certificate_auth(
         certificate = files.load()
     else:
         assert certificate_data is not None
-        key = read_input_file(key_path, what="private key") if key_path else None
+        key = (
+            read_input_file(key_path, what="private key", error=CertificateError)
+            if key_path
+            else None
+        )
         certificate = load_certificate(
             certificate_data, key=key, password=password, require_key=True
         )

@@ -18,7 +18,7 @@ from certauth._files import read_input_file
 from certauth.assertion import METHOD as ASSERTION_METHOD
 from certauth.assertion import AssertionSigner
 from certauth.certificates import Certificate, load_certificate
-from certauth.errors import CertauthError, ConfigurationError, InvalidArgumentError
+from certauth.errors import CertauthError, InputFileError, InvalidArgumentError
 from certauth.protocol import SecretMethod
 
 if TYPE_CHECKING:
@@ -203,15 +203,16 @@ class FileAssertionAuth:
         return None  # re-read on every request anyway
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
-        data = read_input_file(self.path, what="federated token")
+        data = read_input_file(self.path, what="federated token", error=InputFileError)
         try:
             text = data.decode("ascii").strip()
         except UnicodeDecodeError:
             text = ""
         if text.count(".") != 2:
-            raise ConfigurationError(
+            raise InputFileError(
                 f"{self.path}: not a JWT (expected header.claims.signature); check "
-                "AZURE_FEDERATED_TOKEN_FILE"
+                "AZURE_FEDERATED_TOKEN_FILE",
+                path=self.path,
             )
         return {"assertion": text}
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from certauth.emulator.checks import EntraError, Policy
 from certauth.emulator.clock import Clock
-from certauth.emulator.registry import DEFAULT_TENANT_ID, EmulatorConfig, load_config
+from certauth.emulator.config import EmulatorConfig, load_config
+from certauth.emulator.registry import DEFAULT_TENANT_ID
 from certauth.emulator.server import ServerLimits
 from certauth.emulator.service import Emulator
 

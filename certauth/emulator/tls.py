@@ -1,6 +1,8 @@
 """A throw-away certificate authority and server certificate for ``--tls``.
 
-MSAL and azure-identity refuse ``http://`` authorities even on loopback (ANCHORS), so the
+MSAL and azure-identity refuse ``http://`` authorities even on loopback (MSAL Python 1.x's
+``authority.canonicalize`` accepts only https URLs, and azure-identity 1.x's
+``normalize_authority`` raises "The value must be a TLS protected (https) URL"), so the
 emulator can serve https with a CA it generates; clients trust that CA through the ``ca_file``
 the emulator prints. The server certificate covers ``127.0.0.1``, ``::1`` and ``localhost``.
 EC P-256 keys: generated in about a millisecond, and every TLS stack in use accepts them.
@@ -9,18 +11,16 @@ EC P-256 keys: generated in about a millisecond, and every TLS stack in use acce
 from __future__ import annotations
 
 import datetime as dt
-import ipaddress
 import os
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from certauth._files import OutputFile, write_files_atomically
+from certauth.certificates import build_certificate
 
 __all__ = ["TlsFiles", "generate_tls_files", "server_context"]
 
@@ -39,20 +39,6 @@ class TlsFiles:
     key_file: Path
 
 
-def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=not cert_sign,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=cert_sign,
-        crl_sign=cert_sign,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
 def generate_tls_files(directory: str | os.PathLike[str], *, now: dt.datetime) -> TlsFiles:
     """Create ``ca.pem``, ``server.pem`` and ``server.key`` (mode 0600) in ``directory``.
 
@@ -63,62 +49,37 @@ def generate_tls_files(directory: str | os.PathLike[str], *, now: dt.datetime) -
     folder.mkdir(parents=True, exist_ok=True)
     start, end = now - BACKDATE, now + VALIDITY
 
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certauth emulator local CA")])
-    ca_ski = x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key())
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(ca_ski, critical=False)
-        .sign(ca_key, hashes.SHA256())
+    ca = build_certificate(
+        "CN=certauth emulator local CA",
+        ec.generate_private_key(ec.SECP256R1()),
+        not_before=start,
+        not_after=end,
+        ca=True,
+        path_length=0,
+        key_usage=["key_cert_sign", "crl_sign"],
+        key_identifiers=True,
     )
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    names: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ca_ski),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
+    server = build_certificate(
+        "CN=localhost",
+        ec.generate_private_key(ec.SECP256R1()),
+        not_before=start,
+        not_after=end,
+        issuer=ca,
+        ca=False,
+        key_usage=["digital_signature"],
+        extended_key_usage=[ExtendedKeyUsageOID.SERVER_AUTH],
+        subject_alt_names=["localhost", "127.0.0.1", "::1"],
+        key_identifiers=True,
     )
 
     files = TlsFiles(folder / "ca.pem", folder / "server.pem", folder / "server.key")
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
     # Temporary files renamed into place: a symlink planted in a shared --tls-dir is replaced,
     # never written through, and an old key file's looser mode does not survive.
     write_files_atomically(
         [
-            OutputFile(files.ca_file, ca_cert.public_bytes(serialization.Encoding.PEM)),
-            OutputFile(files.cert_file, cert.public_bytes(serialization.Encoding.PEM)),
-            OutputFile(files.key_file, key_pem, secret=True),
+            OutputFile(files.ca_file, ca.pem),
+            OutputFile(files.cert_file, server.pem),
+            OutputFile(files.key_file, server.private_key_pem(), secret=True),
         ],
         force=True,
     )

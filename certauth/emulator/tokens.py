@@ -3,16 +3,15 @@
 Access tokens are RS256 JWTs shaped like Entra ID v2 app-only tokens (the claims of "Access
 token claims reference",
 https://learn.microsoft.com/entra/identity-platform/access-token-claims-reference); the header
-carries ``kid`` and ``x5t`` like Entra's. Each signing key has a self-signed certificate so the
-JWKS entry can carry ``x5c``/``x5t`` as Entra's does. Encoding and signing go through
-:mod:`certauth._jose`.
+carries ``kid`` and ``x5t`` like Entra's. Each signing key has a self-signed certificate (made
+by :func:`certauth.certificates.build_certificate`) so the JWKS entry can carry ``x5c``/``x5t``
+as Entra's does. Encoding and signing go through :mod:`certauth._jose`.
 """
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import secrets
 import threading
 from collections.abc import Callable
@@ -20,11 +19,11 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
 
 from certauth import _jose
+from certauth.certificates import build_certificate
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
@@ -61,20 +60,13 @@ class SigningKey:
     def generate(cls, now: dt.datetime) -> SigningKey:
         """A fresh key and a certificate valid from a day before ``now`` for five years."""
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certauth emulator signing")])
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(days=1))
-            .not_valid_after(now + dt.timedelta(days=5 * 365))
-            .sign(key, hashes.SHA256())
+        cert = build_certificate(
+            "CN=certauth emulator signing",
+            key,
+            not_before=now - dt.timedelta(days=1),
+            not_after=now + dt.timedelta(days=5 * 365),
         )
-        der = cert.public_bytes(serialization.Encoding.DER)
-        kid = _jose.b64url_encode(hashlib.sha1(der, usedforsecurity=False).digest())
-        return cls(kid, key, cert)
+        return cls(cert.x5t, key, cert.x509)
 
     def jwk(self, issuer: str | None = None) -> dict[str, Any]:
         """The JWKS entry, as Entra ID publishes it (``issuer`` only in the v2 key set)."""

@@ -1,0 +1,236 @@
+"""The emulator's token endpoints (v2, v1 and B2C): faults, counting, checking, issuing.
+
+A POST is counted, answered by an injected fault if one is planned, else parsed and checked
+the way Entra ID checks it (:mod:`certauth.emulator.checks`); an accepted request gets a signed
+access token (:mod:`certauth.emulator.tokens`), a refused one Entra's error response.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import urllib.parse
+import uuid
+from dataclasses import dataclass
+
+from certauth.emulator.checks import (
+    EntraError,
+    Policy,
+    ReplayCache,
+    TokenRequest,
+    check_token_request,
+)
+from certauth.emulator.clock import Clock
+from certauth.emulator.registry import Registry
+from certauth.emulator.responses import error_response, json_response, trace_headers
+from certauth.emulator.server import HttpRequest, HttpResponse
+from certauth.emulator.tokens import (
+    Endpoint,
+    Grant,
+    KeyRing,
+    access_token_claims,
+    sign_access_token,
+    token_response,
+)
+
+__all__ = ["FaultPlan", "TokenEndpoint"]
+
+log = logging.getLogger("certauth.emulator")
+
+
+@dataclass
+class FaultPlan:
+    """How the next ``remaining`` token requests are answered instead of normally."""
+
+    remaining: int
+    status: int | None = None
+    retry_after: int | None = None
+    delay: float = 0.0
+    html: bool = False
+    body: bytes | None = None
+
+
+class TokenEndpoint:
+    """Answers token requests for one emulator; thread-safe.
+
+    ``policy`` and ``token_lifetime`` are read at every request, so changing them applies to
+    the next one.
+    """
+
+    def __init__(
+        self,
+        *,
+        registry: Registry,
+        clock: Clock,
+        keys: KeyRing,
+        policy: Policy,
+        token_lifetime: int,
+    ) -> None:
+        self.registry = registry
+        self.clock = clock
+        self.keys = keys
+        self.policy = policy
+        self.token_lifetime = token_lifetime
+        #: The ``jti`` values strict mode has seen.
+        self.replay = ReplayCache()
+        self._lock = threading.Lock()
+        self._request_count = 0
+        self._last_thumbprint: str | None = None
+        self._faults: FaultPlan | None = None
+
+    # -- faults and counters -----------------------------------------------------------------
+
+    def plan_faults(self, plan: FaultPlan | None) -> None:
+        """Answer the next ``plan.remaining`` requests by ``plan`` (``None``: normally again)."""
+        with self._lock:
+            self._faults = plan
+
+    @property
+    def request_count(self) -> int:
+        """Token requests received (every POST to a token endpoint, whatever the answer)."""
+        with self._lock:
+            return self._request_count
+
+    def reset_request_count(self) -> int:
+        """Set :attr:`request_count` back to 0; returns the count before."""
+        with self._lock:
+            count, self._request_count = self._request_count, 0
+            return count
+
+    @property
+    def last_thumbprint(self) -> str | None:
+        """``x5t#S256`` of the certificate behind the last accepted assertion."""
+        with self._lock:
+            return self._last_thumbprint
+
+    def _take_fault(self) -> FaultPlan | None:
+        with self._lock:
+            self._request_count += 1
+            plan = self._faults
+            if plan is None:
+                return None
+            plan.remaining -= 1
+            if plan.remaining <= 0:
+                self._faults = None
+            return plan
+
+    # -- the route ----------------------------------------------------------------------------
+
+    def handle(
+        self, request: HttpRequest, endpoint: Endpoint, tenant: str, policy: str | None
+    ) -> HttpResponse:
+        """Answer a request to ``/{tenant}[/{policy}]/oauth2[/v2.0]/token``."""
+        if request.method != "POST":
+            return self._error_response(
+                EntraError(
+                    900561,
+                    f"The endpoint only accepts POST requests. Received a {request.method} "
+                    "request.",
+                ),
+                request,
+            )
+        fault = self._take_fault()
+        if fault is not None:
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.status is not None or fault.html or fault.body is not None:
+                return _fault_response(fault)
+        form = _parse_form(request)
+        token_request = TokenRequest(
+            endpoint=endpoint,
+            tenant=tenant,
+            url=f"{request.base_url}{request.path}",
+            base_url=request.base_url,
+            form=form,
+            policy=policy,
+            authorization=request.headers.get("authorization"),
+        )
+        now = self.clock.time()
+        try:
+            grant = check_token_request(
+                token_request, self.registry, now=now, policy=self.policy, replay=self.replay
+            )
+        except EntraError as error:
+            log.warning(
+                "token request refused: %s %s (client_id=%s tenant=%s endpoint=%s)",
+                error.aadsts,
+                _loggable(error.summary, 300),
+                _loggable(form.get("client_id", "-")),
+                _loggable(tenant),
+                endpoint,
+            )
+            return self._error_response(error, request)
+        return self._issue(grant, request, now)
+
+    def _issue(self, grant: Grant, request: HttpRequest, now: float) -> HttpResponse:
+        base = request.base_url
+        issuer = f"{base}/{grant.tenant_id}/v2.0" + ("/" if grant.endpoint == "b2c" else "")
+        claims = access_token_claims(grant, issuer=issuer, now=now, lifetime=self.token_lifetime)
+        token = sign_access_token(claims, self.keys.current)
+        if grant.thumbprint is not None:
+            with self._lock:
+                self._last_thumbprint = grant.thumbprint
+        body = token_response(grant, token, now=now, lifetime=self.token_lifetime)
+        log.info(
+            "token issued: client_id=%s aud=%s auth=%s alg=%s roles=%s",
+            grant.client_id,
+            grant.resource,
+            grant.auth_method,
+            grant.assertion_alg or "-",
+            ",".join(grant.roles) or "-",
+        )
+        response = json_response(200, body)
+        # RFC 6749 section 5.1: token responses must not be cached.
+        response.headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
+        response.headers.update(trace_headers(request, str(uuid.uuid4())))
+        return response
+
+    def _error_response(self, error: EntraError, request: HttpRequest) -> HttpResponse:
+        return error_response(error, request, self.clock.now())
+
+
+def _loggable(text: str, limit: int = 64) -> str:
+    # Request values end up in log lines: no line breaks or control characters (log forging).
+    return "".join(c if c.isprintable() else "?" for c in text[:limit])
+
+
+def _parse_form(request: HttpRequest) -> dict[str, str]:
+    """The urlencoded body; anything else reads as an empty form (Entra then asks for
+    ``grant_type``, AADSTS900144, which is what it answers to a JSON body)."""
+    content_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/x-www-form-urlencoded":
+        return {}
+    try:
+        text = request.body.decode("utf-8")
+        pairs = urllib.parse.parse_qsl(text, keep_blank_values=True, max_num_fields=100)
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    form: dict[str, str] = {}
+    for name, value in pairs:
+        form.setdefault(name, value)  # a repeated parameter: the first one counts
+    return form
+
+
+def _fault_response(fault: FaultPlan) -> HttpResponse:
+    headers = {}
+    if fault.retry_after is not None:
+        headers["Retry-After"] = str(fault.retry_after)
+    if fault.body is not None:
+        return HttpResponse(fault.status or 200, fault.body, headers)
+    if fault.html:
+        status = fault.status or 200
+        page = (
+            "<!DOCTYPE html><html><head><title>Service unavailable</title></head><body>"
+            f"<h1>{status}</h1><p>certauth emulator: injected HTML page.</p></body></html>"
+        )
+        return HttpResponse(status, page.encode(), headers, "text/html; charset=utf-8")
+    status = fault.status or 503
+    error = "temporarily_unavailable" if status in (429, 503) else "server_error"
+    body = {
+        "error": error,
+        "error_description": f"certauth emulator: injected HTTP {status}",
+    }
+    response = json_response(status, body)
+    response.headers.update(headers)
+    return response
