@@ -72,11 +72,11 @@ class AsyncSingleFlight(Generic[T]):
                 break
             if not wait:
                 return None
-            try:
-                return await asyncio.shield(future)
-            except asyncio.CancelledError:
-                if not future.cancelled():
-                    raise  # this waiter was cancelled, not the leader
+            # asyncio.wait never cancels what it waits for, and a CancelledError out of it is
+            # this waiter's own: so a waiter cancelled together with the leader stops too.
+            await asyncio.wait({future})
+            if not future.cancelled():
+                return future.result()
         future = self._inflight[key] = asyncio.get_running_loop().create_future()
         try:
             result = await work()

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,85 @@ def test_rotation_never_adopts_a_certificate_that_would_be_refused(
         assert "kept the current certificate" in caplog.text
         assert reason in caplog.text
         assert tenant.last_thumbprint == rsa_cert.x5t_s256
+
+
+def test_a_certificate_not_valid_yet_is_adopted_once_it_is(
+    tenant: Emulator,
+    rsa_cert: Certificate,
+    clock: Clock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import datetime as dt
+
+    soon = dt.datetime.fromtimestamp(clock.now, dt.timezone.utc) + dt.timedelta(hours=2)
+    future = generate_certificate("CN=certauth-next", now=soon)  # valid from ~2 h from now
+    tenant.register(CLIENT, future)
+    path = tmp_path / "tls.pem"
+    _write_pem(path, rsa_cert)
+    with make(tenant, str(path), clock) as cred:
+        cred.get_token(SCOPE)
+        _write_pem(path, future)
+        clock.advance(3600)
+        with caplog.at_level(logging.WARNING, logger="certauth"):
+            cred.get_token(SCOPE)
+            clock.advance(1)
+            cred.request_token(SCOPE, force=True)
+        assert caplog.text.count("is not valid before") == 1  # said once, not per request
+        assert tenant.last_thumbprint == rsa_cert.x5t_s256
+        clock.advance(2 * 3600)  # now it is valid: the unchanged file is adopted
+        cred.get_token(SCOPE)
+        assert tenant.last_thumbprint == future.x5t_s256
+
+
+def test_signing_never_mixes_two_certificates_during_rotation(
+    rsa_cert: Certificate, other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    import jwt
+
+    from certauth.authority import Authority
+    from certauth.credential.client_auth import CertificateAuth, CertificateFiles
+
+    path = tmp_path / "tls.pem"
+    _write_pem(path, rsa_cert)
+    files = CertificateFiles(str(path), None, None)
+    auth = CertificateAuth(
+        files.load(), alg=None, lifetime=300, send_chain=False, reload_from=files
+    )
+    authority = Authority.entra("contoso.onmicrosoft.com")
+    auth.bind(CLIENT, authority)
+    by_thumbprint = {c.x5t_s256: c for c in (rsa_cert, other_rsa_cert)}
+    signed: list[str] = []
+    stop = threading.Event()
+
+    errors: list[BaseException] = []
+
+    def sign() -> None:
+        try:
+            while not stop.is_set():
+                auth.maybe_reload(time.time())
+                fields = auth.credential_fields(authority.token_endpoint, time.time())
+                signed.append(fields["assertion"])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=sign) for _ in range(4)]
+    for worker in workers:
+        worker.start()
+    for turn in range(30):
+        _write_pem(path, (other_rsa_cert, rsa_cert)[turn % 2])
+        time.sleep(0.005)
+    stop.set()
+    for worker in workers:
+        worker.join(10)
+    assert errors == []
+    assert len(signed) > 30
+    for assertion in signed:
+        # The header names the certificate whose key made the signature: never a mix.
+        named = by_thumbprint[jwt.get_unverified_header(assertion)["x5t#S256"]]
+        jwt.decode(
+            assertion, named.public_key, algorithms=["PS256"], audience=authority.token_endpoint
+        )
 
 
 def test_async_credential_never_calls_the_store_on_the_event_loop(

@@ -273,3 +273,28 @@ def test_async_single_flight_a_cancelled_leader_hands_over() -> None:
     # The waiters were not cancelled with the leader: one of them ran the work again.
     assert results == [2, 2, 2, 2]
     assert runs == 2
+
+
+def test_async_single_flight_a_waiter_cancelled_with_the_leader_stops_too() -> None:
+    async def scenario() -> tuple[bool, int]:
+        flights: AsyncSingleFlight[str] = AsyncSingleFlight()
+        runs = 0
+
+        async def work() -> str:
+            nonlocal runs
+            runs += 1
+            await asyncio.sleep(0.5)
+            return "token"
+
+        leader = asyncio.create_task(flights.run("k", work))
+        await asyncio.sleep(0)
+        waiter = asyncio.create_task(flights.run("k", work))
+        await asyncio.sleep(0.01)
+        leader.cancel()
+        waiter.cancel()  # as a TaskGroup or a shutdown cancels both in one step
+        await asyncio.gather(leader, waiter, return_exceptions=True)
+        return waiter.cancelled(), runs
+
+    cancelled, runs = asyncio.run(scenario())
+    assert cancelled
+    assert runs == 1  # the cancelled waiter did not start the work again

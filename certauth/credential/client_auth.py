@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -87,6 +88,17 @@ class CertificateFiles:
         )
 
 
+@dataclass(frozen=True)
+class _Signing:
+    """Everything a request signs with, published in one assignment so that a rotation never
+    shows a half-switched state to a request in another thread."""
+
+    certificate: Certificate
+    #: ``None`` until an authority is bound (an issuer still to discover).
+    signer: AssertionSigner | None = None
+    alg: str | None = None
+
+
 class CertificateAuth:
     """A certificate: every request carries a freshly signed assertion (RFC 7523 section 2.2)."""
 
@@ -108,20 +120,23 @@ class CertificateAuth:
         self._files = reload_from
         self.reads_files = reload_from is not None
         self._seen = reload_from.signature() if reload_from else None
+        self._reload_lock = threading.Lock()
         self._client_id = ""
         self._authority: Authority | None = None
-        self._use(certificate)
+        self._cipher: tuple[str, EntryCipher] | None = None
+        self._publish(_Signing(certificate))
 
-    def _use(self, certificate: Certificate) -> None:
-        self.certificate = certificate
-        self.fingerprint = f"x5t#S256:{certificate.x5t_s256}"
-        self._cipher: EntryCipher | None = None
-        self._signer: AssertionSigner | None = None
-        self._signing_alg: str | None = None
+    @property
+    def certificate(self) -> Certificate:
+        """The certificate requests are signed with now."""
+        return self._signing.certificate
 
-    def _signer_for(
-        self, certificate: Certificate, authority: Authority
-    ) -> tuple[AssertionSigner, str]:
+    def _publish(self, signing: _Signing) -> None:
+        self._signing = signing
+        # After the state: a reader that sees the new fingerprint also sees the new signer.
+        self.fingerprint = f"x5t#S256:{signing.certificate.x5t_s256}"
+
+    def _checked(self, certificate: Certificate, authority: Authority) -> _Signing:
         signer = AssertionSigner(
             certificate,
             client_id=self._client_id,
@@ -129,57 +144,79 @@ class CertificateAuth:
             lifetime=self._lifetime,
             include_x5c=self._send_chain,
         )
-        return signer, signer.check(authority)
+        return _Signing(certificate, signer, signer.check(authority))
 
     def bind(self, client_id: str, authority: Authority) -> None:
         self._client_id = client_id
         self._authority = authority
-        self._signer, self._signing_alg = self._signer_for(self.certificate, authority)
+        self._publish(self._checked(self.certificate, authority))
 
     def cipher(self) -> EntryCipher | None:
-        if self._cipher is None:
+        certificate = self.certificate
+        cached = self._cipher
+        if cached is None or cached[0] != certificate.x5t_s256:
             from certauth.cache import EntryCipher
 
-            self._cipher = EntryCipher.from_private_key(self.certificate.require_private_key())
-        return self._cipher
+            cipher = EntryCipher.from_private_key(certificate.require_private_key())
+            cached = self._cipher = (certificate.x5t_s256, cipher)
+        return cached[1]
 
     def maybe_reload(self, now: float) -> None:
         """Reload the certificate when its file changed (new content, or a Kubernetes
         secret's symlink swap). A new state that would be refused (half-written file, a key
-        that does not match, a key or certificate the authority rejects, a certificate not
-        valid at ``now``) keeps the current certificate working and is logged once per
-        change."""
+        that does not match, a key or certificate the authority rejects, an expired
+        certificate) keeps the current certificate working and is logged once per change; a
+        certificate that is not valid yet is adopted once it is."""
         files = self._files
         if files is None:
             return
-        signature = files.signature()
-        if signature == self._seen:
-            return
-        self._seen = signature
-        try:
-            fresh = files.load()
-            checked = self._signer_for(fresh, self._authority) if self._authority else None
-            if checked is not None:
-                checked[0].check_validity(now)
-        except CertauthError as exc:
-            log.warning(
-                "certauth: kept the current certificate: the changed file is unusable: %s", exc
-            )
-            return
-        if fresh.x5t_s256 != self.certificate.x5t_s256:
-            log.info(
-                "certauth: certificate rotated: %s -> %s",
-                self.certificate.thumbprint_sha1,
-                fresh.thumbprint_sha1,
-            )
-            self._use(fresh)
-            if checked is not None:
-                self._signer, self._signing_alg = checked
+        with self._reload_lock:  # one thread reloads; the others see the result
+            signature = files.signature()
+            if signature == self._seen:
+                return
+            try:
+                fresh = files.load()
+                authority = self._authority
+                checked = self._checked(fresh, authority) if authority else _Signing(fresh)
+                not_before = fresh.validity_epochs[0]
+                if now < not_before:
+                    if self._waiting != signature:
+                        self._waiting = signature
+                        log.warning(
+                            "certauth: the new certificate %s is not valid before %s; the "
+                            "current one stays in use until then",
+                            fresh.thumbprint_sha1,
+                            fresh.not_before.isoformat(),
+                        )
+                    return  # _seen not updated: looked at again on the next request
+                if checked.signer is not None:
+                    checked.signer.check_validity(now)
+            except CertauthError as exc:
+                self._seen = signature
+                log.warning(
+                    "certauth: kept the current certificate: the changed file is unusable: %s",
+                    exc,
+                )
+                return
+            self._seen = signature
+            current = self.certificate
+            if fresh.x5t_s256 != current.x5t_s256:
+                log.info(
+                    "certauth: certificate rotated: %s -> %s",
+                    current.thumbprint_sha1,
+                    fresh.thumbprint_sha1,
+                )
+                self._publish(checked)
+
+    _waiting: tuple[object, ...] | None = None
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
-        # Every request gets a freshly signed assertion (new jti), retries included.
-        assert self._signer is not None, "bind() first"
-        return {"assertion": self._signer.sign(audience, alg=self._signing_alg, now=now)}
+        # Every request gets a freshly signed assertion (new jti), retries included. The state
+        # is read once: a rotation in another thread cannot mix two certificates here.
+        signing = self._signing
+        if signing.signer is None:
+            raise RuntimeError("CertificateAuth.bind() must run before signing")
+        return {"assertion": signing.signer.sign(audience, alg=signing.alg, now=now)}
 
 
 class FileAssertionAuth:
