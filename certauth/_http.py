@@ -183,6 +183,9 @@ def run_sync(flow: Flow[T], client: httpx.Client) -> T:
                 time.sleep(action.seconds)
             else:
                 answer = action.function(*action.args)
+        except GeneratorExit:
+            flow.close()
+            raise
         except BaseException as exc:  # noqa: BLE001 - the flow decides (and its finally runs)
             error = exc
 
@@ -223,6 +226,11 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
                 await asyncio.sleep(action.seconds)
             else:
                 answer = await asyncio.to_thread(action.function, *action.args)
+        except GeneratorExit:
+            # This coroutine is being closed, not cancelled: it may not await any more, so
+            # the flow is closed (it releases what it holds without asking for actions).
+            flow.close()
+            raise
         except BaseException as exc:  # noqa: BLE001 - cancellation too: the flow's finally runs
             error = exc
 

@@ -316,13 +316,43 @@ def resolve_authority(
     """Where to ask for tokens, from what a caller named: the one resolution the library's
     credentials and the CLI share.
 
-    An explicit ``token_endpoint`` wins, then ``issuer`` (an Entra v2 issuer resolves at once;
+    Named one way only: ``token_endpoint`` or ``issuer`` exclude each other and
+    ``b2c_policy``/``host``; a ``tenant`` next to an Entra token endpoint must be its tenant.
+    A ``token_endpoint`` is used as given, an ``issuer`` (an Entra v2 issuer resolves at once;
     any other returns ``None``: its discovery document must be fetched, see
     :meth:`Authority.from_discovery`), then ``tenant`` with ``b2c_policy`` (Azure AD B2C) or
     without (Entra ID), in the cloud at ``host``.
     """
+    if token_endpoint and issuer:
+        raise InvalidArgumentError(
+            "token_endpoint and issuer both name the server (--token-endpoint, --issuer): give one"
+        )
+    if (token_endpoint or issuer) and (b2c_policy or host):
+        given = " and ".join(
+            name
+            for name, value in (
+                ("b2c_policy (--b2c-policy)", b2c_policy),
+                ("authority (--authority-host)", host),
+            )
+            if value
+        )
+        raise InvalidArgumentError(
+            f"{given} name the server by its tenant; with a token endpoint or an issuer they "
+            "would be ignored: drop them, or name the server by tenant"
+        )
     if token_endpoint:
-        return Authority.from_token_endpoint(token_endpoint)
+        authority = Authority.from_token_endpoint(token_endpoint)
+        if (
+            tenant
+            and authority.is_entra
+            and authority.tenant is not None
+            and authority.tenant.lower() != tenant.strip().lower()
+        ):
+            raise InvalidArgumentError(
+                f"tenant {tenant!r} does not match the token endpoint's tenant "
+                f"{authority.tenant!r}; drop one of them"
+            )
+        return authority
     if issuer:
         return Authority.entra_from_issuer(issuer)
     if not tenant:

@@ -149,3 +149,25 @@ def test_discovery_issuer_ignores_only_a_trailing_slash() -> None:
     assert Authority.from_discovery("https://idp.example.com", doc).issuer == (
         "https://idp.example.com"
     )
+
+
+def test_the_server_is_named_one_way() -> None:
+    from certauth.authority import resolve_authority
+    from certauth.errors import InvalidArgumentError
+
+    endpoint = "https://login.microsoftonline.com/fabrikam.onmicrosoft.com/oauth2/v2.0/token"
+    with pytest.raises(InvalidArgumentError, match="give one"):
+        resolve_authority(token_endpoint=endpoint, issuer="https://idp.example.com")
+    with pytest.raises(InvalidArgumentError, match=r"b2c_policy \(--b2c-policy\) name the server"):
+        resolve_authority("contoso", b2c_policy="B2C_1_x", token_endpoint=endpoint)
+    with pytest.raises(InvalidArgumentError, match=r"authority \(--authority-host\)"):
+        resolve_authority(host="login.microsoftonline.us", issuer="https://idp.example.com")
+    with pytest.raises(InvalidArgumentError, match="'contoso' does not match"):
+        resolve_authority("contoso", token_endpoint=endpoint)
+    # The drop-in form: the tenant next to its own endpoint (any case), or a generic endpoint.
+    same = resolve_authority("FABRIKAM.onmicrosoft.com", token_endpoint=endpoint)
+    assert same is not None
+    assert same.token_endpoint == endpoint
+    generic = resolve_authority("contoso", token_endpoint="https://idp.example.com/token")
+    assert generic is not None
+    assert generic.kind == "generic"

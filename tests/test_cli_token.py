@@ -146,6 +146,11 @@ def test_assertion_header_and_claims(
         (["assertion", "--tenant", "contoso", "--b2c-policy", "B2C_1A_x"], 3, "AADB2C99027"),
         (["token"], 2, "missing --scope"),
         (["token", "--scope", SCOPE, "--tenant", "t", "--issuer", "https://x"], 2, "exclusive"),
+        (
+            ["token", "--scope", SCOPE, "--token-endpoint", "https://x/t", "--b2c-policy", "B"],
+            2,
+            "--b2c-policy",
+        ),
         (["token", "--scope", "User.Read"], 2, "AADSTS1002012"),
         (["token", "--scope", SCOPE, "--tenant", "organizations"], 2, "single directory"),
         (

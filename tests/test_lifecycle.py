@@ -384,9 +384,28 @@ def test_async_credential_never_calls_the_store_on_the_event_loop(
 
     loop_thread = asyncio.run(scenario())
     names = [name for name, _ in store.threads]
-    assert names == ["lock", "get", "set", "lock", "set"]  # the invalidated entry is not read
+    # The invalidated entry is deleted (in a worker thread, at some point) and never read again.
+    assert names[:3] == ["lock", "get", "set"]
+    rest = names[3:]
+    assert (rest.count("delete"), rest.count("lock"), rest.count("set")) == (1, 1, 1)
+    if "get" in rest:  # read only once the entry is gone
+        assert rest.index("delete") < rest.index("get")
     assert all(thread != loop_thread for _, thread in store.threads)
     assert tenant.request_count == 2
+
+
+def test_credentials_named_by_issuer_share_the_file_cache(
+    tenant: Emulator, rsa_cert: Certificate, clock: Clock, tmp_path: Path
+) -> None:
+    cache = FileTokenCache(tmp_path / "cache")
+    tokens = set()
+    for _ in range(3):  # three processes' credentials, each discovering the token endpoint
+        with CertificateCredential(
+            None, CLIENT, certificate=rsa_cert, issuer=tenant.issuer, clock=clock, cache=cache
+        ) as cred:
+            tokens.add(cred.get_token(SCOPE).token)
+    assert len(tokens) == 1
+    assert tenant.request_count == 1  # the store is read under the key it is written under
 
 
 def test_file_cache_shared_by_credentials_and_corruption_ignored(

@@ -298,3 +298,14 @@ def test_async_single_flight_a_waiter_cancelled_with_the_leader_stops_too() -> N
     cancelled, runs = asyncio.run(scenario())
     assert cancelled
     assert runs == 1  # the cancelled waiter did not start the work again
+
+
+def test_an_abandoned_flow_releases_the_store_lock_at_once(rsa_cert: Certificate) -> None:
+    store = RecordingStore()
+    planner = _planner(rsa_cert, Clock(), store=store)
+    flow = planner.fetch(planner.key_for((SCOPE,)), (SCOPE,), force=False)
+    action = flow.send(None)
+    action = flow.send(action.function(*action.args))  # lock taken, asks to read the store
+    assert store.calls == ["lock"]
+    flow.close()  # the driver's task was destroyed: no more actions can be performed
+    assert store.calls == ["lock", "unlock"]

@@ -1014,3 +1014,15 @@ def test_async_leader_cancelled_waiters_still_verify(jwks: dict[str, Any], good:
 def test_now_must_be_a_time(good: str, jwks: dict[str, Any]) -> None:
     with pytest.raises(InvalidArgumentError, match="epoch seconds"):
         verify_static(good, jwks, now="2025-01-01")
+
+
+def test_discovery_faults_are_the_credentials_faults(jwks: dict[str, Any], good: str) -> None:
+    # One rule (certauth.authority.check_discovery_issuer) for verifiers and credentials: a
+    # document that is not an object, or lacks the endpoint asked for, is a ConfigurationError.
+    fake = FakeIssuer(jwks)
+    fake.document = lambda: []  # type: ignore[method-assign]
+    with pytest.raises(ConfigurationError, match="not a JSON object"):
+        make_verifier(fake).verify(good, now=NOW)
+    fake.document = lambda: {"issuer": ISSUER}  # type: ignore[method-assign]
+    with pytest.raises(ConfigurationError, match="has no jwks_uri"):
+        make_verifier(fake).verify(good, now=NOW)

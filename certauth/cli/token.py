@@ -96,7 +96,11 @@ class _Target:
             raise click.UsageError(f"{flags} are exclusive: name the server one way")
         # The environment's tenant applies only when no flag names the server.
         self.tenant: str | None = opts["tenant"] or (None if explicit else _env(ENV_TENANT))
-        self.authority_host: str | None = opts["authority_host"] or _env(ENV_AUTHORITY_HOST)
+        # Like the tenant, the environment's cloud host applies only when no flag names the
+        # server by endpoint or issuer.
+        self.authority_host: str | None = opts["authority_host"] or (
+            None if self.token_endpoint or self.issuer else _env(ENV_AUTHORITY_HOST)
+        )
         self.b2c_policy: str | None = opts["b2c_policy"]
         self.cert_path: str | None = opts["cert_path"] or _env(ENV_CERT_PATH)
         self.key_path: str | None = opts["key_path"]

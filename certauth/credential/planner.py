@@ -189,6 +189,11 @@ class Planner:
 
     def fetch(self, key: str, scopes: tuple[str, ...], *, force: bool) -> Flow[Token]:
         """Renew the token for ``scopes`` (cached under ``key``), as a flow."""
+        if self.authority is None:
+            # Discover first, so the shared store is read under the key tokens are stored
+            # under (an issuer's credentials would otherwise never find each other's).
+            yield from self._discover()
+            key = self.key_for(scopes)
         store = self.store is not None
         lock = (yield from call(self._store_lock_enter, key)) if store else None
         try:
@@ -199,12 +204,18 @@ class Planner:
                     self.remember(key, stored)
                     return stored
             token = yield from self._request(scopes)
-            # The key changes once discovery resolved the endpoint or a rotated certificate
-            # was loaded.
+            # The key changes when a rotated certificate was loaded.
             fresh_key = self.cache_key(self.scopes_for(scopes))
             if store:
                 yield from call(self.save_stored, fresh_key, token)
                 self._stale.discard(key)
+        except GeneratorExit:
+            # The driver abandoned the flow (its task or coroutine was closed): no more
+            # actions can be asked for, so the lock is released here and now.
+            if lock is not None:
+                self._store_lock_exit(lock)
+                lock = None
+            raise
         finally:
             if lock is not None:
                 yield from call(self._store_lock_exit, lock)
@@ -310,7 +321,8 @@ class Planner:
         """Drop ``key`` from the shared store (after the API refused its token)."""
         if self.store is not None:
             self._store_call("delete", key)
-            self._stale.discard(key)
+            if not self._store_failed:  # else the entry may still be there: keep skipping it
+                self._stale.discard(key)
 
     def _store_lock_enter(self, key: str) -> AbstractContextManager[object] | None:
         """Take the shared store's lock for ``key``; the held lock (``None``: a lock that

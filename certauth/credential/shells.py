@@ -190,10 +190,21 @@ class AsyncCredential:
         return await self._token(scopes, force=force)
 
     def invalidate(self, *scopes: str) -> None:
-        """Drop the cached token for ``scopes`` (after the API answered 401 to it). Nothing
-        blocks the event loop: the shared store's entry is not deleted here, it is skipped
-        and replaced by the next renewal."""
-        self._core.forget(scopes)
+        """Drop the cached token for ``scopes``, here and in the shared store (after the API
+        answered 401 to it). Nothing blocks the event loop: the store's entry is deleted in a
+        worker thread, and skipped by this credential until then."""
+        core = self._core
+        key = core.forget(scopes)
+        if key is None or core.store is None:
+            return
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # called outside the loop: blocking is fine here
+            core.delete_stored(key)
+            return
+        loop.run_in_executor(None, core.delete_stored, key)
 
     async def close(self) -> None:
         """Close the HTTP client (when the credential created it)."""

@@ -26,6 +26,7 @@ from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority, check_discovery_issuer, check_endpoint_url
 from certauth.errors import (
     CertauthError,
+    ConfigurationError,
     InvalidArgumentError,
     TokenValidationError,
     TransportError,
@@ -198,7 +199,8 @@ class _KeyCore:
         document = check_discovery_issuer(self.issuer, document, where=url)
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri:
-            raise TransportError(f"{url}: the discovery document has no jwks_uri", url=url)
+            # As a credential treats a document without a token_endpoint (the same fault).
+            raise ConfigurationError(f"{url}: the discovery document has no jwks_uri")
         return check_endpoint_url(jwks_uri, what="jwks_uri")
 
     def _get_json(self, url: str, what: str, now: float) -> Flow[Any]:
