@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from certauth.authority import check_no_user_info
 from certauth.errors import InvalidArgumentError
 from certauth.verify.jwks import _Key, _signature_ok
 from certauth.verify.jwt import (
@@ -123,6 +124,9 @@ class _Policy:
             )
         if issuer is not None and (not isinstance(issuer, str) or not issuer.strip()):
             raise InvalidArgumentError("issuer is empty; give the issuer URL or leave it out")
+        if issuer is not None and "://" in issuer:
+            # Compared with 'iss' and quoted in refusals even when never fetched: no password.
+            check_no_user_info(issuer, what="issuer")
         if isinstance(leeway, bool) or not isinstance(leeway, int | float) or leeway < 0:
             raise InvalidArgumentError(f"leeway must be a number of seconds >= 0, not {leeway!r}")
         algs = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms)

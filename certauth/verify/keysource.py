@@ -199,7 +199,7 @@ class _KeyCore:
         jwks_uri = document.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri:
             raise TransportError(f"{url}: the discovery document has no jwks_uri", url=url)
-        return check_endpoint_url(jwks_uri, what="jwks_uri")
+        return check_endpoint_url(jwks_uri, what=f"the jwks_uri in {url}")
 
     def _get_json(self, url: str, what: str, now: float) -> Flow[Any]:
         document = yield from get_json(
