@@ -13,7 +13,7 @@ import datetime as dt
 import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -194,19 +194,29 @@ class _Policy:
             )
         return parsed
 
-    def finish(self, parsed: _Parsed, key: _Key, now: float) -> dict[str, Any]:
-        """Checks that need the key: the signature, then the claims. Returns the claims."""
-        if not _signature_ok(parsed.alg, key, parsed.signing_input, parsed.signature):
+    def finish(self, parsed: _Parsed, keys: Sequence[_Key], now: float) -> dict[str, Any]:
+        """Checks that need the key: the signature, then the claims. Returns the claims.
+
+        ``keys`` are the candidates :meth:`KeySet.select` found (one, unless the JWKS lists the
+        token's ``kid`` more than once): the first whose signature verifies is the token's key,
+        and only its ``issuer`` counts.
+        """
+        key = _signed_by(parsed, keys)
+        if key is None:
             hint = "the token was altered, or signed by someone else with this kid"
             if "nonce" in parsed.header:
                 hint = (
                     "its header carries a 'nonce': it is a Microsoft Graph token, which only "
                     "Graph can verify; request a token for your API (api://.../.default)"
                 )
+            which = f"key kid={keys[0].kid!r}"
+            if len(keys) > 1:
+                which = f"any of the {len(keys)} keys kid={keys[0].kid!r}"
+            tried = ", ".join(k.describe() for k in keys)
             raise _fail(
                 "signature",
-                f"the token's signature does not verify with key kid={key.kid!r} "
-                f"({key.describe()}, {parsed.alg}); {hint}",
+                f"the token's signature does not verify with {which} ({tried}, {parsed.alg}); "
+                f"{hint}",
             )
         claims = parsed.claims
         self._check_issuer(claims, key)
@@ -333,6 +343,14 @@ class _Policy:
                 f"the token lacks role {' '.join(missing)} (it has: {has}); assign the app role "
                 "(application permission) to the client and grant admin consent",
             )
+
+
+def _signed_by(parsed: _Parsed, keys: Sequence[_Key]) -> _Key | None:
+    """The first of ``keys`` whose signature over the token verifies."""
+    for key in keys:
+        if _signature_ok(parsed.alg, key, parsed.signing_input, parsed.signature):
+            return key
+    return None
 
 
 def _ago(seconds: float) -> str:
