@@ -10,7 +10,6 @@ and 4, RFC 8725.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -57,13 +56,31 @@ def _as_epoch(now: float | dt.datetime | None) -> float:
     return float(now)
 
 
+#: The NumericDates a date can show: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z (Python's
+#: datetime range). A claim outside it (``1e308``, ``10**400``) names no time and is refused.
+MIN_NUMERIC_DATE = -62_135_596_800
+MAX_NUMERIC_DATE = 253_402_300_799
+
+
+def in_date_range(value: int | float) -> bool:
+    """Whether ``value`` (epoch seconds) is a time a date can show. Compared exactly, without
+    converting to float first: ``10**400`` overflows a float and ``NaN`` compares false."""
+    return MIN_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE
+
+
 def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
     # RFC 7519 section 2: NumericDate is a JSON number (bool is a Python int: refuse it).
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail("format", f"the token's '{name}' claim is not a NumericDate (a number)")
+    if not in_date_range(value):
+        raise _fail(
+            "format",
+            f"the token's '{name}' claim is not a NumericDate between years 1 and 9999 "
+            "(a number too large, or not finite); the token is malformed or forged",
+        )
     return float(value)
 
 
