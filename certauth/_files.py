@@ -65,6 +65,11 @@ def read_input_file(path: str | os.PathLike[str], *, what: str, error: FileError
     return data
 
 
+#: POSIX flags (absent on Windows, which has no FIFOs to block on).
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
 class NotRegularFileError(OSError):
     """The path names a FIFO, a device or a socket: reading it could block for ever or never
     end (``/dev/zero``), so it is refused before any read."""
@@ -83,7 +88,7 @@ def _kind(mode: int) -> str:
         return "a block device"
     if stat.S_ISSOCK(mode):
         return "a socket"
-    return "not a file"
+    return "a special file"
 
 
 def open_regular_file(name: str | os.PathLike[str], flags: int = 0) -> int:
@@ -95,19 +100,25 @@ def open_regular_file(name: str | os.PathLike[str], flags: int = 0) -> int:
     ``flags`` adds to ``O_RDONLY | O_NONBLOCK | O_CLOEXEC`` (e.g. ``O_NOFOLLOW``).
     """
     try:
-        fd = os.open(name, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | flags)
+        fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | flags)
     except OSError as exc:
-        if exc.errno == errno.ENXIO:  # a Unix socket cannot be opened
-            raise NotRegularFileError("a socket") from None
-        raise
+        if exc.errno != errno.ENXIO:
+            raise
+        # ENXIO: a Unix socket (which cannot be opened), or a device with no driver behind it.
+        try:
+            kind = _kind(os.stat(name).st_mode)
+        except OSError:
+            kind = "a special file"
+        raise NotRegularFileError(kind) from None
     try:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(name))
         if not stat.S_ISREG(mode):
             raise NotRegularFileError(_kind(mode))
-        # Regular files never block; clear the flag so reads behave as usual.
-        os.set_blocking(fd, True)
+        if _O_NONBLOCK:
+            # Regular files never block; clear the flag so reads behave as usual.
+            os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
