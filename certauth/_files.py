@@ -8,7 +8,9 @@ file system.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -32,13 +34,18 @@ def read_input_file(path: str | os.PathLike[str], *, what: str, error: FileError
     """
     name = os.fspath(path)
     try:
-        with open(name, "rb") as handle:
-            data = handle.read(MAX_INPUT_BYTES + 1)
+        data = _read_regular_file(name, MAX_INPUT_BYTES + 1)
     except FileNotFoundError:
         raise error(f"{name}: no such file; check the {what} path", path=name) from None
     except IsADirectoryError:
         raise error(
             f"{name}: is a directory, not a {what} file; name the file inside it", path=name
+        ) from None
+    except NotRegularFileError as exc:
+        raise error(
+            f"{name}: is {exc.kind}, not a regular file; put the {what} in a regular file "
+            "(a pipe or device is never read: it could block or never end)",
+            path=name,
         ) from None
     except PermissionError:
         raise error(
@@ -56,6 +63,72 @@ def read_input_file(path: str | os.PathLike[str], *, what: str, error: FileError
     if not data.strip():
         raise error(f"{name}: the file is empty; expected a {what}", path=name)
     return data
+
+
+#: POSIX flags (absent on Windows, which has no FIFOs to block on).
+_O_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+class NotRegularFileError(OSError):
+    """The path names a FIFO, a device or a socket: reading it could block for ever or never
+    end (``/dev/zero``), so it is refused before any read."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__(f"is {kind}, not a regular file")
+        self.kind = kind
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a special file"
+
+
+def open_regular_file(name: str | os.PathLike[str], flags: int = 0) -> int:
+    """Open ``name`` for reading and return the descriptor, once it is known to be a regular
+    file: opened with ``O_NONBLOCK`` (opening a FIFO waits for a writer otherwise), then
+    checked with ``fstat`` (the file opened, not whatever the path names a moment later).
+    Raises :class:`NotRegularFileError` (the descriptor closed) for anything else,
+    ``IsADirectoryError`` for a directory, and the ``OSError`` of the open otherwise.
+    ``flags`` adds to ``O_RDONLY | O_NONBLOCK | O_CLOEXEC`` (e.g. ``O_NOFOLLOW``).
+    """
+    try:
+        fd = os.open(name, os.O_RDONLY | _O_NONBLOCK | _O_CLOEXEC | flags)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO:
+            raise
+        # ENXIO: a Unix socket (which cannot be opened), or a device with no driver behind it.
+        try:
+            kind = _kind(os.stat(name).st_mode)
+        except OSError:
+            kind = "a special file"
+        raise NotRegularFileError(kind) from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a directory", os.fspath(name))
+        if not stat.S_ISREG(mode):
+            raise NotRegularFileError(_kind(mode))
+        if _O_NONBLOCK:
+            # Regular files never block; clear the flag so reads behave as usual.
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _read_regular_file(name: str, limit: int) -> bytes:
+    """Up to ``limit`` bytes of the regular file ``name`` (see :func:`open_regular_file`)."""
+    with os.fdopen(open_regular_file(name), "rb") as handle:
+        return handle.read(limit)
 
 
 def read_first_line(path: str | os.PathLike[str], *, what: str) -> str:

@@ -28,6 +28,7 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
+from certauth.cache import MAX_ENTRY_BYTES
 from certauth.errors import ConfigurationError, InvalidArgumentError
 
 __all__ = ["RedisTokenCache"]
@@ -57,19 +58,40 @@ URL_SCHEMES = ("redis", "rediss", "unix")
 # one seen when waiting began has appeared (the holder finished: re-read it instead of queueing
 # for a lock nobody needs any more). Comparing digests (not mere presence) matters for
 # refresh-ahead: the old, still valid entry is there all along and must not release waiters.
-# KEYS: lock, entry. ARGV: owner token, lock PX, digest seen before ("*": not yet known).
+# An entry over the size cap is not hashed (it is corrupt; the holder replaces it). A busy
+# lock without an expiry (PTTL -1: set by hand, or by a client that crashed between SET and
+# PEXPIRE) would hold every fetch for the whole wait: it gets the lock lifetime, as a dead
+# holder's lock has, so it ends within lock_timeout.
+# KEYS: lock, entry. ARGV: owner token, lock PX, digest seen before ("*": not yet known), cap.
 # Returns {status, digest}: 1 lock taken, 0 lock busy, 2 a new entry appeared.
 _ACQUIRE = """
-local entry = redis.call('GET', KEYS[2])
 local digest = ''
-if entry then digest = redis.sha1hex(entry) end
+local size = redis.call('STRLEN', KEYS[2])
+if size > tonumber(ARGV[4]) then
+    digest = 'oversized'
+elseif size > 0 then
+    digest = redis.sha1hex(redis.call('GET', KEYS[2]))
+end
 if ARGV[3] ~= '*' and digest ~= '' and digest ~= ARGV[3] then
     return {2, digest}
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
     return {1, digest}
 end
+if redis.call('PTTL', KEYS[1]) == -1 then
+    redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
 return {0, digest}
+"""
+
+# The entry if it is at most ARGV[1] bytes; its size (a number) when larger, so a huge value is
+# never sent whole. KEYS: entry.
+_GET_CAPPED = """
+local size = redis.call('STRLEN', KEYS[1])
+if size > tonumber(ARGV[1]) then
+    return size
+end
+return redis.call('GET', KEYS[1])
 """
 
 # Only the owner may release or extend: after an expiry the lock may belong to someone else.
@@ -165,6 +187,7 @@ class RedisTokenCache:
             self._where = f"client={url_or_client!r}"
             self._owns_client = False
         self._acquire = self._client.register_script(_ACQUIRE)
+        self._get_capped = self._client.register_script(_GET_CAPPED)
         self._release = self._client.register_script(_RELEASE)
         self._extend = self._client.register_script(_EXTEND)
         self._keeper = _Keeper(self)
@@ -179,8 +202,20 @@ class RedisTokenCache:
         return f"{self.namespace}:{{{digest}}}:{kind}"
 
     def get(self, key: str) -> bytes | None:
-        """The entry for ``key``, or ``None``."""
-        value = self._client.get(self._key(key, "token"))
+        """The entry for ``key``, or ``None`` (missing, or larger than
+        :data:`~certauth.cache.MAX_ENTRY_BYTES`: corrupt, never read whole, replaced by the
+        next fetch)."""
+        name = self._key(key, "token")
+        value = self._get_capped(keys=[name], args=[MAX_ENTRY_BYTES])
+        if isinstance(value, int):
+            log.warning(
+                "certauth: token cache entry %s holds %d bytes, over the %d an entry can be; "
+                "ignored (the next token replaces it)",
+                name,
+                value,
+                MAX_ENTRY_BYTES,
+            )
+            return None
         return value if isinstance(value, bytes) else None
 
     def set(self, key: str, value: bytes, expires_on: float) -> None:
@@ -198,17 +233,18 @@ class RedisTokenCache:
         self._client.delete(self._key(key, "token"))
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[bool]:
+    def lock(self, key: str, *, timeout: float | None = None) -> Iterator[bool]:
         """Hold the fleet-wide fetch lock for ``key``.
 
         Yields ``True`` when this caller holds the lock (it should fetch and store), ``False``
         when it stopped waiting without it: another caller stored a new entry (re-read it) or
-        ``wait_timeout`` passed. Redis errors propagate (the credential then goes on without the
-        store).
+        the wait ended (``wait_timeout``, or the caller's ``timeout`` if shorter). Redis errors
+        propagate (the credential then goes on without the store).
         """
         lock_name, entry_name = self._key(key, "lock"), self._key(key, "token")
         owner = secrets.token_hex(16)  # the fencing token: only its owner releases the lock
-        held = self._wait_for_lock(lock_name, entry_name, owner)
+        wait = self.wait_timeout if timeout is None else max(0.0, min(timeout, self.wait_timeout))
+        held = self._wait_for_lock(lock_name, entry_name, owner, wait)
         if held:
             self._keeper.hold(lock_name, owner)
         try:
@@ -223,13 +259,13 @@ class RedisTokenCache:
                         self.lock_timeout,
                     )
 
-    def _wait_for_lock(self, lock_name: str, entry_name: str, owner: str) -> bool:
-        deadline = time.monotonic() + self.wait_timeout
+    def _wait_for_lock(self, lock_name: str, entry_name: str, owner: str, wait: float) -> bool:
+        deadline = time.monotonic() + wait
         seen = "*"
         pause = _FIRST_POLL
         while True:
             status, digest = self._acquire(
-                keys=[lock_name, entry_name], args=[owner, self._lock_ms, seen]
+                keys=[lock_name, entry_name], args=[owner, self._lock_ms, seen, MAX_ENTRY_BYTES]
             )
             if status == _LOCK_TAKEN:
                 return True
@@ -242,7 +278,7 @@ class RedisTokenCache:
                 log.warning(
                     "certauth: waited %.1f s for another replica's token cache lock; "
                     "fetching without it",
-                    self.wait_timeout,
+                    wait,
                 )
                 return False
             # Jitter keeps a fleet's waiters from polling in lock step.

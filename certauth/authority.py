@@ -21,6 +21,7 @@ __all__ = [
     "AuthorityKind",
     "check_discovery_issuer",
     "check_endpoint_url",
+    "check_no_user_info",
     "is_loopback_host",
     "normalize_authority_host",
     "resolve_authority",
@@ -61,11 +62,95 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
+#: The longest endpoint URL accepted (characters). Token endpoints, issuers and JWKS URLs are
+#: about 100 characters; 2,048 is what every proxy, CDN and HTTP library handles (RFC 9110
+#: section 4.1 asks for at least 8,000 octets), so a longer one is a mistake (a pasted token or
+#: document), refused before anything is sent.
+MAX_URL_CHARS = 2048
+#: RFC 1035 section 2.3.4: a label is at most 63 octets; a name at most 255 octets on the wire,
+#: which is 253 characters written out (without a final dot).
+MAX_LABEL_CHARS = 63
+MAX_HOST_CHARS = 253
+
+#: Where each URL comes from, for the fix in a message: the CLI option, the variable, the keyword.
+_SOURCES = {
+    "token endpoint": "--token-endpoint / token_endpoint=",
+    "authority host": "--authority-host / AZURE_AUTHORITY_HOST / authority=",
+    "issuer": "--issuer / issuer=",
+    "jwks_uri": "--jwks-uri / jwks_uri=",
+}
+#: RFC 3986 section 3.2: the authority ends at the first "/", "?" or "#"; WHATWG URL parsers
+#: (browsers, some proxies) also end it at a backslash.
+_AUTHORITY_END = re.compile(r"[/?#\\]")
+
+
+def _source(what: str) -> str:
+    option = _SOURCES.get(what)
+    return f"fix {option}" if option else "it cannot be used"
+
+
+def check_no_user_info(url: str, *, what: str) -> None:
+    """Refuse a URL with user info (``https://USER:PASSWORD@host/...``) before it is sent or
+    shown anywhere: certauth authenticates with its client credential, never with a password
+    in a URL (RFC 3986 section 3.2.1 deprecates ``user:password``; RFC 9110 section 4.2.4
+    forbids sending it in http(s) URIs). The message names the host, never the user info.
+    """
+    rest = url.split("://", 1)[1] if "://" in url else url
+    authority = _AUTHORITY_END.split(rest, maxsplit=1)[0]
+    if "@" in authority:
+        host = authority.rpartition("@")[2][:100]
+        raise InvalidArgumentError(
+            f"{what} has user info (USER:PASSWORD@ before the host {host!r}); certauth never "
+            f"sends credentials in a URL: remove it ({_source(what)})"
+        )
+
+
+def _check_url_shape(url: str, *, what: str) -> None:
+    """The checks that keep a URL from failing deep inside the HTTP stack (exit 1) or leaking:
+    its length and user info; the host's DNS labels are checked by :func:`_check_host`."""
+    if len(url) > MAX_URL_CHARS:
+        raise InvalidArgumentError(
+            f"{what} is {len(url):,} characters long, over the {MAX_URL_CHARS:,} certauth "
+            f"accepts; is it a URL? ({_source(what)})"
+        )
+    check_no_user_info(url, what=what)
+
+
+def _check_host(host: str, *, what: str) -> None:
+    """RFC 1035 section 2.3.4 (labels of 1-63 octets, names of at most 253 characters), on the
+    IDNA form a resolver is given; IP literals pass."""
+    if ":" in host or not host.strip("0123456789."):
+        return  # IPv6 or IPv4 literal
+    name = host.removesuffix(".")
+    try:
+        encoded = name if name.isascii() else name.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise InvalidArgumentError(
+            f"{what} host {host[:100]!r} is not a valid DNS name; {_source(what)}"
+        ) from None
+    if len(encoded) > MAX_HOST_CHARS:
+        raise InvalidArgumentError(
+            f"{what} host is {len(encoded)} characters long, over the {MAX_HOST_CHARS} a DNS "
+            f"name may have (RFC 1035 section 2.3.4); {_source(what)}"
+        )
+    for label in encoded.split("."):
+        if not label or len(label) > MAX_LABEL_CHARS:
+            shown = f"a label of {len(label)} characters" if label else "an empty label"
+            raise InvalidArgumentError(
+                f"{what} host {encoded[:100]!r} has {shown}; a DNS label has 1 to "
+                f"{MAX_LABEL_CHARS} (RFC 1035 section 2.3.4); {_source(what)}"
+            )
+
+
 def check_endpoint_url(url: str, *, what: str = "token endpoint") -> str:
     """Validate an endpoint URL: absolute, https (http only on loopback), no fragment.
 
     Returns the URL unchanged: the assertion's ``aud`` must be exactly what is POSTed to.
+    Usage errors (:class:`InvalidArgumentError`): longer than :data:`MAX_URL_CHARS`, user info
+    (``USER:PASSWORD@``), a host that is not a DNS name (labels over 63 characters, a name
+    over 253). Other unusable URLs are a :class:`ConfigurationError`.
     """
+    _check_url_shape(url, what=what)
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
@@ -83,6 +168,7 @@ def check_endpoint_url(url: str, *, what: str = "token endpoint") -> str:
         )
     if parts.fragment:
         raise ConfigurationError(f"{what} {url!r} has a #fragment; remove it")
+    _check_host(host, what=what)
     return url
 
 
@@ -234,7 +320,7 @@ class Authority:
         endpoint = document.get("token_endpoint")
         if not isinstance(endpoint, str) or not endpoint:
             raise ConfigurationError(f"{where}: the discovery document has no token_endpoint")
-        check_endpoint_url(endpoint)
+        check_endpoint_url(endpoint, what=f"the token_endpoint in {where}")
         methods = _str_tuple(document.get("token_endpoint_auth_methods_supported"))
         algs = _str_tuple(document.get("token_endpoint_auth_signing_alg_values_supported"))
         shaped = cls.from_token_endpoint(endpoint)

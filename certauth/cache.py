@@ -13,6 +13,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -28,16 +29,29 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from certauth._files import write_private_file
+from certauth._files import open_regular_file, write_private_file
 from certauth.errors import ConfigurationError
 from certauth.protocol import Token
 
-__all__ = ["EntryCipher", "FileTokenCache", "TokenCache", "default_cache_dir"]
+__all__ = [
+    "MAX_ENTRY_BYTES",
+    "EntryCipher",
+    "FileTokenCache",
+    "TokenCache",
+    "default_cache_dir",
+    "lock_takes_timeout",
+]
 
 log = logging.getLogger("certauth")
 
 _FORMAT = b"certauth-cache-v1"
 _NONCE_BYTES = 12
+#: An entry is a few KiB (an access token and its response fields, sealed); a stored value
+#: larger than this is never read whole: it is treated as corrupt (ignored, then replaced).
+MAX_ENTRY_BYTES = 64 * 1024
+#: How long ``FileTokenCache.lock`` waits for another process's lock when the caller gives no
+#: ``timeout``.
+DEFAULT_LOCK_WAIT = 120.0
 
 
 @runtime_checkable
@@ -46,7 +60,10 @@ class TokenCache(Protocol):
 
     ``lock`` serialises token fetches for one key across processes (or machines), so that
     callers starting together cause one token request: the holder fetches and stores, the
-    others then find the entry.
+    others then find the entry. A ``lock`` that accepts the ``timeout`` keyword waits at most
+    that many seconds for another holder (then goes on without the lock); credentials pass
+    it only to stores whose ``lock`` accepts it (:func:`lock_takes_timeout`), so stores
+    written before it existed keep working.
     """
 
     def get(self, key: str) -> bytes | None:
@@ -62,8 +79,25 @@ class TokenCache(Protocol):
         ...
 
     def lock(self, key: str) -> contextlib.AbstractContextManager[object]:
-        """A lock held while one caller fetches the token for ``key``."""
+        """A lock held while one caller fetches the token for ``key``.
+
+        Optionally ``lock(key, *, timeout: float | None = None)``: wait at most ``timeout``
+        seconds for it (``None``: the store's own limit).
+        """
         ...
+
+
+def lock_takes_timeout(store: TokenCache) -> bool:
+    """Whether ``store.lock`` accepts the ``timeout`` keyword (by its signature, so call this
+    once per store, not per lock). Stores written before the keyword existed do not."""
+    try:
+        parameters = inspect.signature(store.lock).parameters
+    except (TypeError, ValueError):  # a builtin or C method without a signature
+        return False
+    timeout = parameters.get("timeout")
+    if timeout is not None:
+        return timeout.kind in (timeout.KEYWORD_ONLY, timeout.POSITIONAL_OR_KEYWORD)
+    return any(p.kind is p.VAR_KEYWORD for p in parameters.values())
 
 
 class EntryCipher:
@@ -145,10 +179,11 @@ def default_cache_dir() -> Path:
 class FileTokenCache:
     """Encrypted token entries in a private directory, shared by processes of one user.
 
-    The directory is created 0700; an existing one that others can read or write is repaired
-    (with a warning) when we own it and refused otherwise. Files are 0600 and written
-    atomically; ``lock`` is an ``flock`` on a per-key lock file, so processes starting
-    together cause one token request.
+    The directory is created 0700; an existing one must belong to this user (one owned by
+    another user is refused), and if others can read or write it, it is repaired with a
+    warning. Files are 0600 and written atomically; only regular files are read (a FIFO or
+    device planted as an entry is ignored and replaced). ``lock`` is an ``flock`` on a per-key
+    lock file, so processes starting together cause one token request.
     """
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
@@ -178,13 +213,16 @@ class FileTokenCache:
                 f"{directory}: the token cache path is not a directory (a symlink?); "
                 "set CERTAUTH_CACHE_DIR to a private directory"
             )
+        if info.st_uid != os.getuid():
+            # Its owner can read, replace or plant entries and locks whatever the mode: the
+            # same reason ssh refuses a ~/.ssh that is not the user's own.
+            raise ConfigurationError(
+                f"{directory}: the token cache directory belongs to another user (uid "
+                f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}); use a private directory "
+                "of your own (set CERTAUTH_CACHE_DIR, or remove this one so it is recreated), "
+                "or pass --no-cache"
+            )
         if info.st_mode & 0o077:
-            if info.st_uid != os.getuid():
-                raise ConfigurationError(
-                    f"{directory}: the token cache directory belongs to another user and is "
-                    f"open to others (mode {stat.S_IMODE(info.st_mode):o}); use a private "
-                    "directory (CERTAUTH_CACHE_DIR)"
-                )
             os.chmod(directory, 0o700)
             log.warning(
                 "certauth: %s was open to other users (mode %o); made it 0700",
@@ -200,15 +238,17 @@ class FileTokenCache:
         return self._prepare() / f"{name}{suffix}"
 
     def get(self, key: str) -> bytes | None:
-        """The entry for ``key``, or ``None`` (missing, unreadable or too large)."""
+        """The entry for ``key``, or ``None`` (missing, unreadable, too large, or not a
+        regular file)."""
         path = self._path(key, ".token")
         try:
-            # O_NOFOLLOW: an entry replaced by a symlink is not read through it (ELOOP).
-            with os.fdopen(os.open(path, os.O_RDONLY | os.O_NOFOLLOW), "rb") as handle:
-                data = handle.read(64 * 1024 + 1)
+            # O_NOFOLLOW: an entry replaced by a symlink is not read through it (ELOOP); a FIFO
+            # or device is refused before any read (it could block, or never end).
+            with os.fdopen(open_regular_file(path, os.O_NOFOLLOW), "rb") as handle:
+                data = handle.read(MAX_ENTRY_BYTES + 1)
         except OSError:
             return None
-        return data if len(data) <= 64 * 1024 else None
+        return data if len(data) <= MAX_ENTRY_BYTES else None
 
     def set(self, key: str, value: bytes, expires_on: float) -> None:
         """Write the entry atomically, mode 0600 (expiry is inside the encrypted entry)."""
@@ -220,12 +260,17 @@ class FileTokenCache:
             self._path(key, ".token").unlink()
 
     @contextlib.contextmanager
-    def lock(self, key: str) -> Iterator[object]:
-        """An exclusive ``flock`` on ``KEY.lock`` (blocks until the holder is done)."""
+    def lock(self, key: str, *, timeout: float | None = None) -> Iterator[object]:
+        """An exclusive ``flock`` on ``KEY.lock``: waits until the holder is done, at most
+        ``timeout`` seconds (default 120), then goes on without it (a stuck holder must not
+        stop a caller past its own deadline)."""
         path = self._path(key, ".lock")
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        wait = DEFAULT_LOCK_WAIT if timeout is None else max(0.0, timeout)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o600)
         try:
-            deadline = time.monotonic() + 120
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, "the token cache lock is not a regular file", path)
+            deadline = time.monotonic() + wait
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -233,11 +278,16 @@ class FileTokenCache:
                 except OSError as exc:
                     if exc.errno not in (errno.EAGAIN, errno.EACCES):
                         raise
-                    if time.monotonic() > deadline:
-                        # A stuck holder must not stop us for ever: fetch without the lock.
-                        log.warning("certauth: cache lock %s held for 120 s; going on", path)
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        log.warning(
+                            "certauth: cache lock %s held by another process for %.1f s; "
+                            "going on without it",
+                            path,
+                            wait,
+                        )
                         break
-                    time.sleep(0.01)
+                    time.sleep(min(0.01, left))
             yield path
         finally:
             os.close(fd)  # closing releases the flock

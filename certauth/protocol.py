@@ -210,6 +210,53 @@ def _as_int(value: Any) -> int | None:
     return None
 
 
+#: RFC 6750 section 2.1: ``b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
+#: *"="``, the characters a bearer token may have in an ``Authorization`` header (the same as
+#: RFC 9110 section 11.2's token68). Used with ``fullmatch``: ``$`` would let a final ``\n`` in.
+_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+#: RFC 9110 section 11.1: ``auth-scheme = token`` (section 5.6.2's tchar), e.g. ``Bearer``.
+_AUTH_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+
+
+def _lifetime(document: Mapping[str, Any], now: float, *, url: str, status: int) -> tuple[int, int]:
+    """``(expires_in, expires_on)`` of a token response; a token that is dead on arrival is a
+    :class:`TransportError`.
+
+    RFC 6749 section 5.1: ``expires_in`` is the lifetime in seconds; Entra's v1 endpoint and
+    ADFS add ``expires_on`` (epoch seconds). A stated ``expires_in`` must be above 0; without
+    a usable one, ``expires_on`` must lie in the future. ``expires_on`` wins when it is in the
+    future (it was computed where the token was issued); otherwise it is derived from
+    ``expires_in``.
+    """
+    expires_in = _as_int(document.get("expires_in"))
+    expires_on = _as_int(document.get("expires_on"))
+    if expires_in is None and expires_on is None:
+        raise TransportError(
+            f"{url}: the token response has no usable expires_in", url=url, status_code=status
+        )
+    if expires_in is not None and expires_in <= 0:
+        raise TransportError(
+            f"{url}: the token response says expires_in {expires_in}: the token is already "
+            "expired; refused (check the server's token lifetime policy and clock)",
+            url=url,
+            status_code=status,
+        )
+    if expires_in is None:
+        assert expires_on is not None
+        if expires_on <= now:
+            raise TransportError(
+                f"{url}: the token response has no usable expires_in and its expires_on "
+                f"{expires_on} is already past; refused (check the server's and this host's "
+                "clocks)",
+                url=url,
+                status_code=status,
+            )
+        return expires_on - int(now), expires_on
+    if expires_on is None or expires_on < now:
+        expires_on = int(now) + expires_in
+    return expires_in, expires_on
+
+
 def _preview(body: bytes) -> str:
     text = body[:120].decode("utf-8", errors="replace")
     return " ".join(text.split())
@@ -264,27 +311,36 @@ def parse_token_response(
             url=url,
             status_code=status,
         )
-    expires_in = _as_int(document.get("expires_in"))
-    expires_on = _as_int(document.get("expires_on"))
-    if expires_in is None and expires_on is None:
+    if not _B64TOKEN.fullmatch(token):
+        # The token is a secret: say what is wrong with it, never what it is.
         raise TransportError(
-            f"{url}: the token response has no usable expires_in", url=url, status_code=status
+            f"{url}: the access_token in the answer holds characters a bearer token cannot "
+            "(RFC 6750 section 2.1 allows only letters, digits and -._~+/ then trailing =; "
+            "a space or line break could inject a header line); refused: check the endpoint",
+            url=url,
+            status_code=status,
         )
-    if expires_on is None or expires_on < now:
-        expires_on = int(now) + (expires_in or 0)
-    if expires_in is None:
-        expires_in = max(0, expires_on - int(now))
+    token_type = document.get("token_type")
+    if not isinstance(token_type, str):
+        token_type = "Bearer"
+    elif not _AUTH_SCHEME.fullmatch(token_type):
+        raise TransportError(
+            f"{url}: the token_type {token_type[:40]!r} in the answer is not an authentication "
+            "scheme name such as Bearer (RFC 9110 section 11.1); refused: check the endpoint",
+            url=url,
+            status_code=status,
+        )
+    expires_in, expires_on = _lifetime(document, now, url=url, status=status)
     refresh_in = _as_int(document.get("refresh_in"))
     extra = {
         k: v
         for k, v in document.items()
         if k not in {"access_token", "token_type", "expires_in", "expires_on"}
     }
-    token_type = document.get("token_type")
     return Token(
         access_token=token,
         expires_on=expires_on,
-        token_type=token_type if isinstance(token_type, str) else "Bearer",
+        token_type=token_type,
         expires_in=expires_in,
         refresh_on=int(now) + refresh_in if refresh_in else None,
         extra=extra,

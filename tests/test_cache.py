@@ -7,6 +7,7 @@ import stat
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,3 +118,25 @@ def test_lock_serialises_holders(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert overlap == [False] * 4
+
+
+def test_lock_takes_timeout_reads_the_signature_once() -> None:
+    from certauth.cache import lock_takes_timeout
+
+    class Old:
+        def lock(self, key: str) -> Any: ...
+
+    class New:
+        def lock(self, key: str, *, timeout: float | None = None) -> Any: ...
+
+    class Loose:
+        def lock(self, key: str, **options: Any) -> Any: ...
+
+    class Positional:
+        def lock(self, key: str, timeout: float | None = None) -> Any: ...
+
+    assert not lock_takes_timeout(Old())  # type: ignore[arg-type]
+    assert lock_takes_timeout(New())  # type: ignore[arg-type]
+    assert lock_takes_timeout(Loose())  # type: ignore[arg-type]
+    assert lock_takes_timeout(Positional())  # type: ignore[arg-type]
+    assert lock_takes_timeout(FileTokenCache("/nonexistent"))

@@ -309,3 +309,38 @@ def test_an_abandoned_flow_releases_the_store_lock_at_once(rsa_cert: Certificate
     assert store.calls == ["lock"]
     flow.close()  # the driver's task was destroyed: no more actions can be performed
     assert store.calls == ["lock", "unlock"]
+
+
+class TimedLockStore(RecordingStore):
+    """A store whose ``lock`` takes the optional ``timeout`` keyword."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def lock(self, key: str, *, timeout: float | None = None) -> Any:
+        self.timeouts.append(timeout)
+        return super().lock(key)
+
+
+def _lock_call(planner: Planner) -> None:
+    flow = planner.fetch(planner.key_for((SCOPE,)), (SCOPE,), force=False)
+    action = flow.send(None)
+    assert isinstance(action, Call)
+    action.function(*action.args)  # the lock: what the shell would run
+
+
+def test_the_lock_wait_follows_the_credentials_timeout_where_the_store_takes_it(
+    rsa_cert: Certificate,
+) -> None:
+    timed = TimedLockStore()
+    _lock_call(_planner(rsa_cert, Clock(), store=timed, timeout=2.5))
+    assert timed.timeouts == [2.5]
+    assert timed.calls == ["lock"]
+    # A store written before the keyword existed is called as before (no TypeError, so no
+    # "store failed" fallback either).
+    old = RecordingStore()
+    planner = _planner(rsa_cert, Clock(), store=old, timeout=2.5)
+    _lock_call(planner)
+    assert old.calls == ["lock"]
+    assert planner._store_failed is False

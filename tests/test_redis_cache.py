@@ -803,3 +803,125 @@ def test_benchmark_smoke(redis_server: RedisServer) -> None:
     assert "simulated with the emulator's clock" in done.stdout
     rows = dict(re.findall(r"^\s*(with(?:out)? the shared cache):\s+(\d+)", done.stdout, re.M))
     assert int(rows["with the shared cache"]) < int(rows["without the shared cache"])
+
+
+# -- a lock wait follows the caller; every lock certauth sets expires; values are capped ----------
+
+
+def _cold_entry(
+    tenant: Emulator, rsa_cert: Certificate, cache: RedisTokenCache, raw: redis.Redis
+) -> tuple[bytes, bytes]:
+    """Fetch once (so the key names exist), then drop the entry: the next fetch is cold.
+    Returns the names of the entry and of its lock."""
+    with credential(tenant, rsa_cert, cache) as first:
+        first.get_token(SCOPE)
+    (entry,) = raw.keys("*:token")
+    raw.delete(entry)
+    return entry, entry.replace(b":token", b":lock")
+
+
+def test_a_held_lock_is_waited_for_only_as_long_as_the_callers_timeout(
+    tenant: Emulator, rsa_cert: Certificate, raw: redis.Redis, redis_server: RedisServer
+) -> None:
+    cache = RedisTokenCache(redis_server.url, lock_timeout=60, wait_timeout=120)
+    _, lock_name = _cold_entry(tenant, rsa_cert, cache, raw)
+    raw.set(lock_name, b"another replica", px=60_000)  # held, and it stays held
+    requests = tenant.request_count
+    started = time.monotonic()
+    with credential(tenant, rsa_cert, cache, timeout=1.5) as late:
+        assert late.get_token(SCOPE).token
+    elapsed = time.monotonic() - started
+    assert 1.5 <= elapsed < 4, elapsed  # its own timeout, not wait_timeout (120 s)
+    assert tenant.request_count == requests + 1
+    assert raw.get(lock_name) == b"another replica"  # not taken from its holder
+    # The keyword directly: the shorter of timeout and wait_timeout.
+    started = time.monotonic()
+    with cache.lock("k2") as held_free:
+        assert held_free is True
+    with cache.lock("k2", timeout=0.2) as free_again:
+        assert free_again is True
+    assert time.monotonic() - started < 1
+    cache.close()
+
+
+def test_a_lock_key_without_ttl_gets_one_and_does_not_hold_fetches(
+    tenant: Emulator, rsa_cert: Certificate, raw: redis.Redis, redis_server: RedisServer
+) -> None:
+    cache = RedisTokenCache(redis_server.url, lock_timeout=1, wait_timeout=30)
+    _, lock_name = _cold_entry(tenant, rsa_cert, cache, raw)
+    raw.set(lock_name, b"left behind")  # no TTL: it would never expire
+    assert raw.pttl(lock_name) == -1
+    with cache.lock("unrelated"):  # other keys' locks are not touched
+        pass
+    assert raw.pttl(lock_name) == -1
+    started = time.monotonic()
+    with credential(tenant, rsa_cert, cache, timeout=20) as cold:
+        assert cold.get_token(SCOPE).token
+    elapsed = time.monotonic() - started
+    # Repaired to lock_timeout (1 s) at the first attempt, then taken once it expired: not
+    # the 20 s of the caller's timeout, nor the 30 s of wait_timeout.
+    assert elapsed < 1 + 2, elapsed
+    assert raw.get(lock_name) is None  # taken, used and released by its new owner
+    # The repair itself: one look at a TTL-less lock gives it the lock lifetime.
+    raw.set(lock_name, b"left behind")
+    key_lock = lock_name.decode()
+    status, _ = cache._acquire(keys=[key_lock, "unused-entry"], args=["me", 1000, "*", 65536])
+    assert status == 0
+    assert 0 < raw.pttl(lock_name) <= 1000
+    cache.close()
+
+
+def test_every_lock_certauth_sets_expires(raw: redis.Redis, redis_server: RedisServer) -> None:
+    cache = RedisTokenCache(redis_server.url, lock_timeout=5)
+    with cache.lock("k"):
+        (lock_name,) = raw.keys("*:lock")
+        assert 0 < raw.pttl(lock_name) <= 5000
+    cache.close()
+
+
+def test_a_100_mb_entry_is_never_read_whole_and_is_replaced(
+    tenant: Emulator, rsa_cert: Certificate, raw: redis.Redis, redis_server: RedisServer
+) -> None:
+    import tracemalloc
+
+    from certauth.cache import MAX_ENTRY_BYTES
+
+    cache = RedisTokenCache(redis_server.url, socket_timeout=5)
+    hundred_mb = 100 * 1024 * 1024
+    name = cache._key("k", "token")
+    raw.setrange(name, hundred_mb - 1, b"x")  # built in Redis: the test sends one byte
+    assert raw.strlen(name) == hundred_mb
+    tracemalloc.start()
+    try:
+        started = time.monotonic()
+        assert cache.get("k") is None  # corrupt: ignored
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 1024 * 1024, peak  # its size came back, never its bytes
+    assert time.monotonic() - started < 2
+    cache.set("k", b"entry", time.time() + 60)
+    assert cache.get("k") == b"entry"
+    at_cap = b"e" * MAX_ENTRY_BYTES
+    cache.set("k", at_cap, time.time() + 60)
+    assert cache.get("k") == at_cap
+    cache.set("k", at_cap + b"e", time.time() + 60)
+    assert cache.get("k") is None
+    cache.delete("k")
+    entry, _ = _cold_entry(tenant, rsa_cert, cache, raw)
+    raw.setrange(entry, hundred_mb - 1, b"x")
+    raw.pexpire(entry, 60_000)
+    # Through the credential: the oversized entry is ignored (a new token is fetched) and
+    # replaced by a normal one.
+    requests = tenant.request_count
+    tracemalloc.start()
+    try:
+        with credential(tenant, rsa_cert, cache) as fresh:
+            assert fresh.get_token(SCOPE).token
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 1024 * 1024, peak
+    assert tenant.request_count == requests + 1
+    assert 0 < raw.strlen(entry) <= MAX_ENTRY_BYTES
+    cache.close()

@@ -62,9 +62,14 @@ def _span(seconds: float) -> str:
 
 def describe_time(name: str, value: Any, now: float) -> str | None:
     """``2025-01-01 10:00:00 UTC (expires in 59 min)`` for a time claim, ``None`` if it is not
-    a number."""
+    a number; a number no date can show (``1e308``, ``10**400``, NaN) says so."""
+    from certauth.verify.claims import in_date_range
+
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
+    if not in_date_range(value):
+        # The rule verify applies (a TokenValidationError there), shown instead of computed.
+        return "not a date: outside years 1-9999 (verify refuses this token)"
     try:
         when = _utc(value)
     except (OverflowError, OSError, ValueError):

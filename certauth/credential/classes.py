@@ -92,6 +92,7 @@ def _planner(
         refresh_margin=float(refresh_margin),
         store=_check_cache(cache),
         clock=clock,
+        timeout=timeout,
     )
 
 

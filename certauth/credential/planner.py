@@ -42,6 +42,12 @@ DEFAULT_REFRESH_MARGIN = 300
 _MAX_MEMOISED_SCOPES = 64
 
 
+def _lock_takes_timeout(store: TokenCache) -> bool:
+    from certauth.cache import lock_takes_timeout  # imported once a store is in use
+
+    return lock_takes_timeout(store)
+
+
 class Decision(enum.Enum):
     """What to do with the cached token for a request."""
 
@@ -68,6 +74,7 @@ class Planner:
         refresh_margin: float,
         store: TokenCache | None = None,
         clock: Callable[[], float] = time.time,
+        timeout: float | None = None,
     ) -> None:
         if not client_id:
             raise InvalidArgumentError("client id is empty; give client_id / --client-id")
@@ -78,6 +85,10 @@ class Planner:
         self.retry = retry
         self.refresh_margin = refresh_margin
         self.store = store
+        #: How long the shared store's lock may be waited for (``lock(key, timeout=...)``, to
+        #: stores whose ``lock`` takes it: checked once here).
+        self.timeout = timeout
+        self._lock_takes_timeout = store is not None and _lock_takes_timeout(store)
         #: Every time decision (cache, assertion iat/exp) reads this clock; tests control it.
         self.clock = clock
         self._store_failed = False
@@ -327,7 +338,8 @@ class Planner:
     def _store_lock_enter(self, key: str) -> AbstractContextManager[object] | None:
         """Take the shared store's lock for ``key``; the held lock (``None``: a lock that
         cannot be taken is bypassed like any store failure)."""
-        manager = self._store_call("lock", key)
+        wait = {"timeout": self.timeout} if self._lock_takes_timeout else {}
+        manager = self._store_call("lock", key, **wait)
         if manager is None:
             return None
         try:
@@ -352,12 +364,12 @@ class Planner:
             )
         self._store_failed = True
 
-    def _store_call(self, method: str, *args: Any) -> Any:
+    def _store_call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Call the shared store; a store that fails is logged once and bypassed, never fatal
         (the token endpoint is still there). Configuration errors are the user's to fix."""
         assert self.store is not None
         try:
-            result = getattr(self.store, method)(*args)
+            result = getattr(self.store, method)(*args, **kwargs)
         except ConfigurationError:
             raise
         except Exception as exc:  # noqa: BLE001 - any store failure degrades to no store

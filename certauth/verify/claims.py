@@ -10,13 +10,13 @@ and 4, RFC 8725.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from certauth.authority import check_no_user_info
 from certauth.errors import InvalidArgumentError
 from certauth.verify.jwks import _Key, _signature_ok
 from certauth.verify.jwt import (
@@ -56,13 +56,31 @@ def _as_epoch(now: float | dt.datetime | None) -> float:
     return float(now)
 
 
+#: The NumericDates a date can show: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59Z (Python's
+#: datetime range). A claim outside it (``1e308``, ``10**400``) names no time and is refused.
+MIN_NUMERIC_DATE = -62_135_596_800
+MAX_NUMERIC_DATE = 253_402_300_799
+
+
+def in_date_range(value: int | float) -> bool:
+    """Whether ``value`` (epoch seconds) is a time a date can show. Compared exactly, without
+    converting to float first: ``10**400`` overflows a float and ``NaN`` compares false."""
+    return MIN_NUMERIC_DATE <= value <= MAX_NUMERIC_DATE
+
+
 def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     value = claims.get(name)
     if value is None:
         return None
     # RFC 7519 section 2: NumericDate is a JSON number (bool is a Python int: refuse it).
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         raise _fail("format", f"the token's '{name}' claim is not a NumericDate (a number)")
+    if not in_date_range(value):
+        raise _fail(
+            "format",
+            f"the token's '{name}' claim is not a NumericDate between years 1 and 9999 "
+            "(a number too large, or not finite); the token is malformed or forged",
+        )
     return float(value)
 
 
@@ -123,6 +141,9 @@ class _Policy:
             )
         if issuer is not None and (not isinstance(issuer, str) or not issuer.strip()):
             raise InvalidArgumentError("issuer is empty; give the issuer URL or leave it out")
+        if issuer is not None and "://" in issuer:
+            # Compared with 'iss' and quoted in refusals even when never fetched: no password.
+            check_no_user_info(issuer, what="issuer")
         if isinstance(leeway, bool) or not isinstance(leeway, int | float) or leeway < 0:
             raise InvalidArgumentError(f"leeway must be a number of seconds >= 0, not {leeway!r}")
         algs = (algorithms,) if isinstance(algorithms, str) else tuple(algorithms)
@@ -190,19 +211,29 @@ class _Policy:
             )
         return parsed
 
-    def finish(self, parsed: _Parsed, key: _Key, now: float) -> dict[str, Any]:
-        """Checks that need the key: the signature, then the claims. Returns the claims."""
-        if not _signature_ok(parsed.alg, key, parsed.signing_input, parsed.signature):
+    def finish(self, parsed: _Parsed, keys: Sequence[_Key], now: float) -> dict[str, Any]:
+        """Checks that need the key: the signature, then the claims. Returns the claims.
+
+        ``keys`` are the candidates :meth:`KeySet.select` found (one, unless the JWKS lists the
+        token's ``kid`` more than once): the first whose signature verifies is the token's key,
+        and only its ``issuer`` counts.
+        """
+        key = _signed_by(parsed, keys)
+        if key is None:
             hint = "the token was altered, or signed by someone else with this kid"
             if "nonce" in parsed.header:
                 hint = (
                     "its header carries a 'nonce': it is a Microsoft Graph token, which only "
                     "Graph can verify; request a token for your API (api://.../.default)"
                 )
+            which = f"key kid={keys[0].kid!r}"
+            if len(keys) > 1:
+                which = f"any of the {len(keys)} keys kid={keys[0].kid!r}"
+            tried = ", ".join(k.describe() for k in keys)
             raise _fail(
                 "signature",
-                f"the token's signature does not verify with key kid={key.kid!r} "
-                f"({key.describe()}, {parsed.alg}); {hint}",
+                f"the token's signature does not verify with {which} ({tried}, {parsed.alg}); "
+                f"{hint}",
             )
         claims = parsed.claims
         self._check_issuer(claims, key)
@@ -329,6 +360,14 @@ class _Policy:
                 f"the token lacks role {' '.join(missing)} (it has: {has}); assign the app role "
                 "(application permission) to the client and grant admin consent",
             )
+
+
+def _signed_by(parsed: _Parsed, keys: Sequence[_Key]) -> _Key | None:
+    """The first of ``keys`` whose signature over the token verifies."""
+    for key in keys:
+        if _signature_ok(parsed.alg, key, parsed.signing_input, parsed.signature):
+            return key
+    return None
 
 
 def _ago(seconds: float) -> str:

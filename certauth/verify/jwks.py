@@ -119,10 +119,12 @@ class KeySet:
     def __repr__(self) -> str:
         return f"KeySet({self.source!r}, kids={list(self.kids)})"
 
-    def select(self, parsed: _Parsed) -> _Key | None:
-        """The key that verifies this token, ``None`` when its ``kid`` is not in the set.
+    def select(self, parsed: _Parsed) -> tuple[_Key, ...]:
+        """The keys that may have signed this token: empty when its ``kid`` is not in the set,
+        normally one, several when the JWKS lists that ``kid`` more than once (each is tried:
+        a ``kid`` is a hint, not a unique name, RFC 7517 section 4.5).
 
-        Raises ``algorithm`` when the ``kid`` names a key that does not fit the token's
+        Raises ``algorithm`` when the ``kid`` names only keys that do not fit the token's
         ``alg``, and ``kid`` when the token names no key and several could fit.
         """
         alg = parsed.alg
@@ -130,13 +132,17 @@ class KeySet:
         if kid is not None:
             candidates = [k for k in self.keys if k.kid == kid]
             if not candidates:
-                return None
+                return ()
             reasons = []
+            fitting = []
             for key in candidates:
                 reason = key.fits(alg)
                 if reason is None:
-                    return key
-                reasons.append(reason)
+                    fitting.append(key)
+                else:
+                    reasons.append(reason)
+            if fitting:
+                return tuple(fitting)
             raise _fail(
                 "algorithm",
                 f"the token's alg {alg} does not fit its key kid={kid!r} ({'; '.join(reasons)}); "
@@ -144,9 +150,9 @@ class KeySet:
             )
         fitting = [k for k in self.keys if k.fits(alg) is None]
         if len(fitting) == 1:
-            return fitting[0]
+            return (fitting[0],)
         if not fitting:
-            return None
+            return ()
         raise _fail(
             "kid",
             f"the token has no 'kid' header and {self.source} has {len(fitting)} keys for {alg}; "

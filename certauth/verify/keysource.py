@@ -138,17 +138,18 @@ class _KeyCore:
     def where(self) -> str:
         return self.state.jwks_uri or self.jwks_uri or f"the keys of {self.issuer}"
 
-    def lookup(self, parsed: _Parsed, at: float) -> _Key | _Refresh:
-        """The key for this token, or a request to fetch keys first; raises ``kid`` when the
-        key is unknown and a refetch is not allowed yet (the rate limit)."""
+    def lookup(self, parsed: _Parsed, at: float) -> tuple[_Key, ...] | _Refresh:
+        """The keys that may have signed this token (see :meth:`KeySet.select`), or a request
+        to fetch keys first; raises ``kid`` when the key is unknown and a refetch is not
+        allowed yet (the rate limit)."""
         state = self.state
         if state.keys is None:
             return _Refresh("no keys yet", state.generation, rediscover=True)
         if not self.static and at >= state.stale_at:
             return _Refresh("keys older than keys_max_age", state.generation, rediscover=True)
-        key = state.keys.select(parsed)
-        if key is not None:
-            return key
+        keys = state.keys.select(parsed)
+        if keys:
+            return keys
         kid = parsed.kid
         since = at - state.attempted_at
         if not self.static and since >= self.refetch_interval:
@@ -201,7 +202,7 @@ class _KeyCore:
         if not isinstance(jwks_uri, str) or not jwks_uri:
             # As a credential treats a document without a token_endpoint (the same fault).
             raise ConfigurationError(f"{url}: the discovery document has no jwks_uri")
-        return check_endpoint_url(jwks_uri, what="jwks_uri")
+        return check_endpoint_url(jwks_uri, what=f"the jwks_uri in {url}")
 
     def _get_json(self, url: str, what: str, now: float) -> Flow[Any]:
         document = yield from get_json(
@@ -277,10 +278,10 @@ class _SyncKeys:
         self._lock = threading.Lock()
         self._flights: SingleFlight[None] = SingleFlight()
 
-    def key_for(self, parsed: _Parsed) -> _Key:
+    def key_for(self, parsed: _Parsed) -> tuple[_Key, ...]:
         for _ in range(_MAX_ROUNDS):
             step = self.core.lookup(parsed, self._clock())
-            if isinstance(step, _Key):
+            if isinstance(step, tuple):
                 return step
             self._refresh(step)
         raise self.core.gave_up()  # pragma: no cover - the rounds end well before
@@ -335,10 +336,10 @@ class _AsyncKeys:
         self._clock = clock
         self._flights: AsyncSingleFlight[None] = AsyncSingleFlight()
 
-    async def key_for(self, parsed: _Parsed) -> _Key:
+    async def key_for(self, parsed: _Parsed) -> tuple[_Key, ...]:
         for _ in range(_MAX_ROUNDS):
             step = self.core.lookup(parsed, self._clock())
-            if isinstance(step, _Key):
+            if isinstance(step, tuple):
                 return step
             await self._refresh(step)
         raise self.core.gave_up()  # pragma: no cover - the rounds end well before

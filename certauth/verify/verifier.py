@@ -16,7 +16,7 @@ from typing import Any
 from certauth._httpx import httpx
 from certauth.protocol import RetryPolicy
 from certauth.verify.claims import _as_epoch, _Policy
-from certauth.verify.jwks import KeySet, _Key
+from certauth.verify.jwks import KeySet
 from certauth.verify.jwt import DEFAULT_ALGORITHMS
 from certauth.verify.keysource import (
     DEFAULT_KEYS_MAX_AGE,
@@ -140,8 +140,8 @@ class TokenVerifier(_VerifierBase):
         policy = self._policy.requiring(required_scopes, required_roles)
         at = _as_epoch(now)
         parsed = policy.parse(token)
-        key = self._keys.key_for(parsed)
-        return policy.finish(parsed, key, at)
+        keys = self._keys.key_for(parsed)
+        return policy.finish(parsed, keys, at)
 
     def close(self) -> None:
         """Close the HTTP client (when the verifier created it)."""
@@ -175,8 +175,8 @@ class AsyncTokenVerifier(_VerifierBase):
         policy = self._policy.requiring(required_scopes, required_roles)
         at = _as_epoch(now)
         parsed = policy.parse(token)
-        key = await self._keys.key_for(parsed)
-        return policy.finish(parsed, key, at)
+        keys = await self._keys.key_for(parsed)
+        return policy.finish(parsed, keys, at)
 
     async def close(self) -> None:
         """Close the HTTP client (when the verifier created it)."""
@@ -277,10 +277,10 @@ def verify_access_token(
         )
         parsed = policy.parse(token)
         step = static.lookup(parsed, 0.0)
-        assert isinstance(step, _Key)  # a static core raises instead of asking to fetch
-        key = step
+        assert isinstance(step, tuple)  # a static core raises instead of asking to fetch
+        keys = step
     else:
-        keys = _shared_keys(policy.issuer, jwks_uri, verify, timeout)
+        source = _shared_keys(policy.issuer, jwks_uri, verify, timeout)
         parsed = policy.parse(token)
-        key = keys.key_for(parsed)
-    return policy.finish(parsed, key, at)
+        keys = source.key_for(parsed)
+    return policy.finish(parsed, keys, at)

@@ -9,22 +9,29 @@ symlinked cache entries and locks, and the emulator's TLS files and ``--ready-fi
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import re
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
-from _cert_helpers import run_cli
+from _cert_helpers import CliResult, assert_one_line_error, run_cli
 
 from certauth import CertificateCredential
+from certauth._files import read_input_file
 from certauth.cache import FileTokenCache
 from certauth.certificates import Certificate
 from certauth.emulator import Emulator
+from certauth.errors import CertificateError, ConfigurationError, InputFileError
 
 CLIENT_ID = "88888888-9999-aaaa-bbbb-cccccccccccc"
 SECRET_FILES = (".key", ".pfx", ".pem", ".token", ".lock")
@@ -201,3 +208,212 @@ def test_emulator_ready_file_never_follows_a_planted_link(tmp_path: Path) -> Non
         proc.wait(timeout=10)
     assert victim.read_bytes() == b"precious"
     assert not ready.is_symlink()
+
+
+# -- files that are not regular files: refused at once, never waited on -------------------------
+
+
+def _unblock(fifo: Path) -> None:
+    """Give a reader stuck on ``fifo`` its end of file (only needed when the fix is missing)."""
+    with contextlib.suppress(OSError):
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+
+
+def _bounded(call: Callable[[], object], fifos: Sequence[Path], limit: float = 1.0) -> object:
+    """Run ``call``; fail (instead of hanging the suite) if it blocks past ``limit`` seconds."""
+    outcome: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    started = time.monotonic()
+    thread.start()
+    thread.join(limit)
+    blocked = thread.is_alive()
+    deadline = time.monotonic() + 5
+    while thread.is_alive() and time.monotonic() < deadline:
+        for fifo in fifos:
+            _unblock(fifo)
+        thread.join(0.05)
+    assert not blocked, f"waited on a FIFO for more than {limit} s"
+    assert time.monotonic() - started < limit
+    if "error" in outcome:
+        raise outcome["error"]  # type: ignore[misc]
+    return outcome.get("value")
+
+
+@pytest.fixture
+def specials(tmp_path: Path) -> Iterator[dict[str, Path]]:
+    """A FIFO, a Unix socket and two character devices."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    sock_path = tmp_path / "sock"
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(sock_path))
+    yield {
+        "FIFO (named pipe)": fifo,
+        "socket": sock_path,
+        "character device": Path("/dev/null"),
+        "character device ": Path("/dev/zero"),
+    }
+    listener.close()
+
+
+@pytest.mark.parametrize("error", [InputFileError, CertificateError])
+def test_read_input_file_refuses_fifos_devices_and_sockets_at_once(
+    specials: dict[str, Path], error: type[InputFileError] | type[CertificateError]
+) -> None:
+    for kind, path in specials.items():
+        expected = re.escape(f"is a {kind.strip()}, not a regular file")
+        with pytest.raises(error, match=expected) as excinfo:
+            _bounded(lambda p=path: read_input_file(p, what="password", error=error), [path])
+        assert excinfo.value.path == str(path)
+    # Regular files and symlinks to them still read; a directory keeps its own message.
+    regular = specials["FIFO (named pipe)"].parent / "regular"
+    regular.write_bytes(b"value\n")
+    (regular.parent / "link").symlink_to(regular)
+    assert read_input_file(regular.parent / "link", what="x", error=InputFileError) == b"value\n"
+    with pytest.raises(InputFileError, match="is a directory"):
+        read_input_file(regular.parent, what="x", error=InputFileError)
+
+
+FIFO_OPTIONS = {
+    "cert show FILE": ["cert", "show", "{fifo}"],
+    "cert show --key": ["cert", "show", "{pem}", "--key", "{fifo}"],
+    "cert show --password-file": ["cert", "show", "{pem}", "--password-file", "{fifo}"],
+    "token --cert": ["token", "--cert", "{fifo}"],
+    "token --key": ["token", "--cert", "{pem}", "--key", "{fifo}"],
+    "token --password-file": ["token", "--cert", "{pem}", "--password-file", "{fifo}"],
+    "token --client-secret-file": ["token", "--client-secret-file", "{fifo}"],
+    "token --federated-token-file": ["token", "--federated-token-file", "{fifo}"],
+}
+
+
+@pytest.mark.parametrize("name", list(FIFO_OPTIONS))
+def test_every_input_file_option_refuses_a_fifo(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, rsa_cert: Certificate, name: str
+) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
+    args = [a.format(fifo=fifo, pem=pem) for a in FIFO_OPTIONS[name]]
+    if args[0] == "token":
+        args += ["--client-id", CLIENT_ID, "--tenant", "contoso.onmicrosoft.com"]
+        args += ["--scope", "api://x/.default", "--no-cache"]
+    result = _bounded(lambda: run_cli(capsys, *args), [fifo])
+    assert isinstance(result, CliResult)
+    assert_one_line_error(result, 3, str(fifo), "FIFO (named pipe), not a regular file")
+
+
+def test_a_fifo_or_device_planted_as_a_cache_entry_is_ignored_and_replaced(
+    tmp_path: Path,
+) -> None:
+    cache = FileTokenCache(tmp_path / "cache")
+    cache.set("k", b"entry", time.time() + 60)
+    (entry,) = (tmp_path / "cache").glob("*.token")
+    entry.unlink()
+    os.mkfifo(entry)
+    assert _bounded(lambda: cache.get("k"), [entry]) is None
+    cache.set("k", b"new entry", time.time() + 60)
+    assert stat.S_ISREG(entry.lstat().st_mode)
+    assert cache.get("k") == b"new entry"
+    # A FIFO where the lock file goes: refused at once (the fetch then goes on without it).
+    cache.set("l", b"x", time.time() + 60)
+    with cache.lock("l"):
+        pass
+    (lock,) = (tmp_path / "cache").glob("*.lock")
+    lock.unlink()
+    os.mkfifo(lock)
+
+    def take() -> None:
+        with cache.lock("l", timeout=0):
+            pass
+
+    with pytest.raises(OSError, match="not a regular file"):
+        _bounded(take, [lock])
+
+
+# -- a cache directory owned by another user ----------------------------------------------------
+
+
+def test_a_cache_directory_owned_by_another_user_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    directory = tmp_path / "theirs"
+    directory.mkdir(mode=0o700)
+    try:
+        os.chown(directory, 12345, -1)  # the tests run as root; a user could not do this
+    except PermissionError:
+        pytest.skip("changing a directory's owner needs root")
+    with pytest.raises(ConfigurationError) as excinfo:
+        FileTokenCache(directory).get("k")
+    message = str(excinfo.value)
+    assert str(directory) in message
+    assert "belongs to another user (uid 12345, mode 700)" in message
+    assert "CERTAUTH_CACHE_DIR" in message
+    assert list(directory.iterdir()) == []
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
+    script_env = {**os.environ, "CERTAUTH_CACHE_DIR": str(directory)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "certauth", "token", "--client-id", CLIENT_ID,
+         "--token-endpoint", tenant.token_endpoint, "--cert", str(pem),
+         "--scope", "api://x/.default"],
+        env=script_env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stderr
+    assert str(directory) in proc.stderr
+    assert "CERTAUTH_CACHE_DIR" in proc.stderr
+    assert proc.stdout == ""
+
+
+# -- a held file lock waits no longer than the caller's timeout ---------------------------------
+
+
+def test_a_held_file_lock_waits_only_for_the_callers_timeout(
+    tenant: Emulator, rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    cache_dir = tmp_path / "cache"
+    pem = tmp_path / "app.pem"
+    pem.write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
+    env = {**os.environ, "CERTAUTH_CACHE_DIR": str(cache_dir)}
+    args = [sys.executable, "-m", "certauth", "token", "--client-id", CLIENT_ID,
+            "--token-endpoint", tenant.token_endpoint, "--cert", str(pem),
+            "--scope", "api://x/.default"]  # fmt: skip
+    first = subprocess.run(args, env=env, capture_output=True, timeout=60, check=False)
+    assert first.returncode == 0, first.stderr
+    for entry in cache_dir.glob("*.token"):
+        entry.unlink()  # the next run must fetch, so it takes the lock
+    (lock,) = cache_dir.glob("*.lock")
+    holder = os.open(lock, os.O_RDWR)
+    try:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a stuck process holds it
+        started = time.monotonic()
+        second = subprocess.run(
+            [*args, "--timeout", "2"], env=env, capture_output=True, timeout=30, check=False
+        )
+        elapsed = time.monotonic() - started
+    finally:
+        os.close(holder)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().count(b".") == 2  # a token
+    assert 2.0 <= elapsed < 8.0, elapsed
+
+
+def test_file_lock_timeout_keyword(tmp_path: Path) -> None:
+    cache = FileTokenCache(tmp_path / "cache")
+    with cache.lock("k"):
+        (lock,) = (tmp_path / "cache").glob("*.lock")
+        started = time.monotonic()
+        with cache.lock("k", timeout=0.3):  # another open file description: it waits
+            waited = time.monotonic() - started
+    assert 0.3 <= waited < 1.0
+    started = time.monotonic()
+    with cache.lock("k", timeout=0.3):  # free: no wait at all
+        assert time.monotonic() - started < 0.2
+    assert lock.exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -356,6 +357,11 @@ def test_parse_token_response_on_arbitrary_answers(status: int, body: bytes) -> 
     assert isinstance(token.expires_on, int)
     assert isinstance(token.expires_in, int)
     assert token.refresh_on is None or isinstance(token.refresh_on, int)
+    # What is accepted can be printed into a header line and is not dead on arrival.
+    assert re.fullmatch(r"[A-Za-z0-9\-._~+/]+=*", token.access_token)
+    assert re.fullmatch(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+", token.token_type)
+    assert token.expires_in > 0
+    assert token.expires_on > 1_700_000_000
 
 
 # -- discovery documents and endpoint URLs --------------------------------------------------------
