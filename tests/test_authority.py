@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from certauth.authority import Authority, check_endpoint_url, normalize_authority_host
@@ -49,7 +51,7 @@ def test_multi_tenant_aliases_are_refused_for_app_only(tenant: str) -> None:
 
 @pytest.mark.parametrize("tenant", ["", "has space", "a/b", "-x"])
 def test_malformed_tenants_are_refused(tenant: str) -> None:
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=f"tenant '{tenant}' is not a tenant ID"):
         Authority.entra(tenant)
 
 
@@ -62,10 +64,16 @@ def test_plain_http_is_refused_except_on_loopback() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://x/token", "login.example.com/token", "https:///token", "https://x:bad/"]
+    ("url", "message"),
+    [
+        ("ftp://x/token", "is not an absolute http(s) URL"),
+        ("login.example.com/token", "is not an absolute http(s) URL"),
+        ("https:///token", "is not an absolute http(s) URL"),
+        ("https://x:bad/", "is not a valid URL"),
+    ],
 )
-def test_not_an_endpoint_url(url: str) -> None:
-    with pytest.raises(ConfigurationError):
+def test_not_an_endpoint_url(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(f"token endpoint {url!r} {message}")):
         Authority.from_token_endpoint(url)
 
 
@@ -128,14 +136,20 @@ def test_discovery_document_is_honoured() -> None:
 
 
 @pytest.mark.parametrize(
-    "doc",
+    ("doc", "message"),
     [
-        [],
-        {"issuer": "https://other.example.com", "token_endpoint": "https://idp.example.com/t"},
-        {"issuer": "https://idp.example.com"},
-        {"issuer": "https://idp.example.com", "token_endpoint": "http://idp.example.com/t"},
+        ([], "the discovery document is not a JSON object"),
+        (
+            {"issuer": "https://other.example.com", "token_endpoint": "https://idp.example.com/t"},
+            "names issuer 'https://other.example.com', not 'https://idp.example.com'",
+        ),
+        ({"issuer": "https://idp.example.com"}, "the discovery document has no token_endpoint"),
+        (
+            {"issuer": "https://idp.example.com", "token_endpoint": "http://idp.example.com/t"},
+            "token endpoint 'http://idp.example.com/t' uses plain http",
+        ),
     ],
 )
-def test_bad_discovery_documents(doc: object) -> None:
-    with pytest.raises(ConfigurationError):
+def test_bad_discovery_documents(doc: object, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
         Authority.from_discovery("https://idp.example.com", doc)

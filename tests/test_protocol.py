@@ -88,7 +88,7 @@ def test_secret_post_basic_and_v1_resource() -> None:
     v1 = build_token_request(URL, "cid", ("api://x/.default",), assertion="a", v1_resource=True)
     assert v1.form["resource"] == "api://x"
     assert "scope" not in v1.form
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match="exactly one client credential"):
         build_token_request(URL, "cid", ("s",))
 
 

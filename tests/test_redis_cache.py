@@ -202,9 +202,9 @@ def test_keys_are_namespaced_and_hashed(raw: redis.Redis, redis_server: RedisSer
         assert "login" not in name
         # One hash tag per token: its entry and its lock share a Redis Cluster slot.
         assert re.fullmatch(r"(billing|orders):\{[0-9a-f]{32}\}:(token|lock)", name)
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match="non-empty string without braces, got ''"):
         RedisTokenCache(redis_server.url, namespace="")
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=re.escape("without braces, got 'a{b}'")):
         RedisTokenCache(redis_server.url, namespace="a{b}")
 
 
@@ -315,9 +315,10 @@ def test_redis_down_or_silent_fails_fast_and_recovers(tmp_path: Path) -> None:
         cache.set("k", b"v", time.time() + 60)
         server.stop()
         started = time.monotonic()
-        with pytest.raises(redis.ConnectionError):
+        refused = f"connecting to 127.0.0.1:{server.port}. Connection refused"
+        with pytest.raises(redis.ConnectionError, match=refused):
             cache.get("k")
-        with pytest.raises(redis.ConnectionError), cache.lock("k"):
+        with pytest.raises(redis.ConnectionError, match=refused), cache.lock("k"):
             pass
         assert time.monotonic() - started < 0.5
         server.start()  # same port, empty (no persistence)
@@ -337,7 +338,7 @@ def test_redis_down_or_silent_fails_fast_and_recovers(tmp_path: Path) -> None:
         port = silent.getsockname()[1]
         cache = RedisTokenCache(f"redis://127.0.0.1:{port}", socket_timeout=0.3)
         started = time.monotonic()
-        with pytest.raises(redis.TimeoutError):
+        with pytest.raises(redis.TimeoutError, match="Timeout reading"):
             cache.get("k")
         assert time.monotonic() - started < 0.55
 
@@ -361,7 +362,7 @@ def test_settings_are_checked_and_repr_hides_the_password(redis_server: RedisSer
 
     with pytest.raises(InvalidArgumentError, match="synchronous"):
         RedisTokenCache(AsyncRedis(port=redis_server.port))  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=r"or a redis\.Redis client, not int"):
         RedisTokenCache(42)  # type: ignore[arg-type]
     # A ready client is used as is (and not closed by us).
     client = redis.Redis(port=redis_server.port)

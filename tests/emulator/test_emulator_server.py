@@ -69,7 +69,10 @@ def test_tls_with_the_generated_ca() -> None:
             localhost = tenant.openid_configuration_url.replace("127.0.0.1", "localhost")
             doc = client.get(localhost).json()
             assert doc["issuer"].startswith(f"https://localhost:{tenant.port}/")
-        with pytest.raises(httpx.ConnectError), httpx.Client() as untrusting:
+        with (
+            pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+            httpx.Client() as untrusting,
+        ):
             untrusting.get(tenant.openid_configuration_url)
         ca_file = tenant.ca_file
     assert not os.path.exists(ca_file)  # the generated files go with the emulator
