@@ -830,7 +830,7 @@ def test_fetch_failures_are_transport_errors(jwks: dict[str, Any], good: str) ->
     with pytest.raises(TransportError, match="cannot fetch the discovery document"):
         make_verifier(fake, retry=NO_RETRY).verify(good)
     fake.fail_with = 404
-    with pytest.raises(TransportError, match="HTTP 404"):
+    with pytest.raises(TransportError, match="HTTP 404 for the discovery document; check the"):
         make_verifier(fake).verify(good)
 
 
