@@ -148,6 +148,7 @@ def test_html_500_then_success(tenant: Emulator, rsa_cert: Certificate) -> None:
     assert tenant.request_count == 2
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_honoured(tenant: Emulator, rsa_cert: Certificate) -> None:
     tenant.inject_faults(status=429, retry_after=1, count=1)
     started = time.monotonic()

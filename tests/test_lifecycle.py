@@ -258,6 +258,7 @@ CLI_TOKEN = [
 ]
 
 
+@pytest.mark.slow
 def test_two_cli_processes_share_one_cache_and_one_request(
     rsa_cert: Certificate, tmp_path: Path
 ) -> None:

@@ -242,6 +242,7 @@ def test_lock_is_released_only_by_its_owner(
     assert raw.keys("*:lock") == []  # released by its owner
 
 
+@pytest.mark.slow
 def test_lock_lives_while_its_holder_works_and_waiters_see_new_entries(
     raw: redis.Redis, redis_server: RedisServer
 ) -> None:
@@ -277,6 +278,7 @@ def _enter(cache: RedisTokenCache, key: str) -> bool:
         return held
 
 
+@pytest.mark.slow
 def test_lock_of_a_killed_holder_expires(raw: redis.Redis, redis_server: RedisServer) -> None:
     script = (
         "import sys, time\n"
@@ -474,6 +476,7 @@ def test_async_credentials_share_one_request(
     assert tenant.request_count == 1
 
 
+@pytest.mark.slow
 def test_redis_outage_never_fails_a_caller_and_the_cache_comes_back(
     tenant: Emulator,
     rsa_cert: Certificate,
@@ -585,6 +588,7 @@ def _replica(
     )
 
 
+@pytest.mark.slow
 def test_16_processes_x_8_threads_on_a_cold_cache_make_one_request(
     tenant: Emulator,
     rsa_cert: Certificate,
@@ -607,6 +611,7 @@ def test_16_processes_x_8_threads_on_a_cold_cache_make_one_request(
     assert raw.keys("*:lock") == []  # every lock released
 
 
+@pytest.mark.slow
 def test_a_holder_killed_mid_fetch_does_not_stop_the_fleet(
     tenant: Emulator,
     rsa_cert: Certificate,
@@ -659,6 +664,7 @@ def _cli_env(tenant: Emulator, pem: str, tmp_path: Path) -> dict[str, str]:
 CLI = [sys.executable, "-m", "certauth", "token", "--scope", SCOPE]
 
 
+@pytest.mark.slow
 def test_cli_processes_share_one_request_through_redis(
     tenant: Emulator,
     rsa_cert: Certificate,
@@ -749,6 +755,7 @@ def _readme_redis_commands() -> list[str]:
     return commands
 
 
+@pytest.mark.slow
 def test_the_readme_redis_examples_work(
     tenant: Emulator,
     rsa_cert: Certificate,
@@ -791,6 +798,7 @@ def test_the_readme_redis_examples_work(
 # -- the benchmark cannot rot ---------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_benchmark_smoke(redis_server: RedisServer) -> None:
     done = subprocess.run(
         [sys.executable, "benchmarks/redis_cache.py", "--smoke", "--redis-url", redis_server.url],

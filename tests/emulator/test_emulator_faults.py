@@ -74,6 +74,7 @@ def test_fault_arguments_are_checked(emulator: Emulator) -> None:
         emulator.inject_faults(status=1000)
 
 
+@pytest.mark.slow
 def test_request_count_is_exact_under_concurrency(
     emulator: Emulator, rsa_cert: Certificate
 ) -> None:

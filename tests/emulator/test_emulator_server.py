@@ -50,6 +50,7 @@ def test_body_over_the_cap_is_413(limited: Emulator, http: httpx.Client) -> None
     assert http.post(limited.token_endpoint, data=secret_form("s")).status_code == 200
 
 
+@pytest.mark.slow
 def test_a_slow_client_is_cut_off_at_the_deadline(limited: Emulator, http: httpx.Client) -> None:
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", limited.port), timeout=10) as slow:

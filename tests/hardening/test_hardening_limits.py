@@ -94,6 +94,7 @@ def test_a_100_mb_jwks_is_refused(rsa_cert: Certificate) -> None:
         assert server.bytes_sent < READ_AT_MOST
 
 
+@pytest.mark.slow
 def test_a_dripping_token_endpoint_is_cut_off_at_the_timeout(rsa_cert: Certificate) -> None:
     # One byte every 0.2 s never trips a per-read timeout; the request's deadline must.
     with serving(drip(0.2)) as server:
@@ -105,6 +106,7 @@ def test_a_dripping_token_endpoint_is_cut_off_at_the_timeout(rsa_cert: Certifica
         assert time.perf_counter() - started < 4
 
 
+@pytest.mark.slow
 def test_a_dripping_token_endpoint_is_cut_off_by_the_async_credential(
     rsa_cert: Certificate,
 ) -> None:

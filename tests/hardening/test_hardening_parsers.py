@@ -129,6 +129,7 @@ def cert_files(rsa_cert: Certificate) -> dict[str, bytes]:
     }
 
 
+@pytest.mark.slow
 @budget(150)
 @given(
     data=st.binary(max_size=600)
@@ -389,6 +390,7 @@ URLS = (
 )
 
 
+@pytest.mark.slow
 @budget(200)
 @given(
     document=objects(
@@ -475,6 +477,7 @@ def _assertion_strategy(rsa_cert: Certificate) -> st.SearchStrategy[str]:
     return jwt_shaped(header, claims)
 
 
+@pytest.mark.slow
 @budget(250)
 @given(data=st.data(), strict=st.booleans(), endpoint=st.sampled_from(["v2", "v1", "b2c"]))
 def test_check_token_request_on_arbitrary_forms(
@@ -534,6 +537,7 @@ def _form_body(fields: dict[str, str]) -> bytes:
     return urlencode(fields).encode()
 
 
+@pytest.mark.slow
 @budget(200)
 @given(
     data=st.data(),
@@ -635,6 +639,7 @@ def test_basic_authorization_headers_of_any_shape(tenant: Emulator, header: str)
         assert response.status in (400, 401), response.body[:200]
 
 
+@pytest.mark.slow
 @budget(120)
 @given(data=st.data(), strict=st.booleans(), alg=st.sampled_from(["RS256", "PS256"]))
 def test_validly_signed_assertions_with_hostile_claims(
