@@ -25,10 +25,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from certauth import RetryPolicy, _http
+from certauth import RetryPolicy, __version__, _http
 from certauth._http import Failure, Flow, Reply, Send, Sleep
 from certauth._transport import StdlibTransport
-from certauth._version import __version__
 from certauth.certificates import Certificate
 from certauth.errors import TransportError
 from certauth.protocol import MAX_RESPONSE_BYTES
