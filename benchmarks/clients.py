@@ -216,7 +216,7 @@ class AzureIdentity(Library):
             target.tenant_id,
             target.client_id,
             certificate_path=target.pem_path,
-            authority=target.authority_host.removeprefix("https://"),
+            authority=target.authority_host,  # with https://: Python 3.10 needs the scheme
             connection_verify=target.ca_file,
             disable_instance_discovery=True,
         )
@@ -254,7 +254,7 @@ class AzureIdentity(Library):
             "from azure.identity import CertificateCredential\n"
             "t, c, p, host, ca, scope, _ = sys.argv[1:]\n"
             "credential = CertificateCredential(\n"
-            "    t, c, certificate_path=p, authority=host.removeprefix('https://'),\n"
+            "    t, c, certificate_path=p, authority=host,\n"
             "    connection_verify=ca, disable_instance_discovery=True)\n"
             "assert credential.get_token(scope).token\n"
         )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from certauth.authority import Authority, check_endpoint_url, normalize_authority_host
@@ -49,7 +51,7 @@ def test_multi_tenant_aliases_are_refused_for_app_only(tenant: str) -> None:
 
 @pytest.mark.parametrize("tenant", ["", "has space", "a/b", "-x"])
 def test_malformed_tenants_are_refused(tenant: str) -> None:
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=f"tenant '{tenant}' is not a tenant ID"):
         Authority.entra(tenant)
 
 
@@ -62,10 +64,16 @@ def test_plain_http_is_refused_except_on_loopback() -> None:
 
 
 @pytest.mark.parametrize(
-    "url", ["ftp://x/token", "login.example.com/token", "https:///token", "https://x:bad/"]
+    ("url", "message"),
+    [
+        ("ftp://x/token", "is not an absolute http(s) URL"),
+        ("login.example.com/token", "is not an absolute http(s) URL"),
+        ("https:///token", "is not an absolute http(s) URL"),
+        ("https://x:bad/", "is not a valid URL"),
+    ],
 )
-def test_not_an_endpoint_url(url: str) -> None:
-    with pytest.raises(ConfigurationError):
+def test_not_an_endpoint_url(url: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(f"token endpoint {url!r} {message}")):
         Authority.from_token_endpoint(url)
 
 
@@ -128,27 +136,106 @@ def test_discovery_document_is_honoured() -> None:
 
 
 @pytest.mark.parametrize(
-    "doc",
+    ("doc", "message"),
     [
-        [],
-        {"issuer": "https://other.example.com", "token_endpoint": "https://idp.example.com/t"},
-        {"issuer": "https://idp.example.com"},
-        {"issuer": "https://idp.example.com", "token_endpoint": "http://idp.example.com/t"},
+        ([], "the discovery document is not a JSON object"),
+        (
+            {"issuer": "https://other.example.com", "token_endpoint": "https://idp.example.com/t"},
+            "names issuer 'https://other.example.com', not 'https://idp.example.com'",
+        ),
+        ({"issuer": "https://idp.example.com"}, "the discovery document has no token_endpoint"),
+        (
+            {"issuer": "https://idp.example.com", "token_endpoint": "http://idp.example.com/t"},
+            "the token_endpoint in https://idp.example.com/.well-known/openid-configuration "
+            "'http://idp.example.com/t' uses plain http",
+        ),
         # OIDC Discovery 1.0 section 4.3: the issuer is required, and must be the one asked for.
-        {"token_endpoint": "https://idp.example.com/t"},
-        {"issuer": "https://idp.example.com/other", "token_endpoint": "https://idp.example.com/t"},
+        ({"token_endpoint": "https://idp.example.com/t"}, "names issuer None"),
+        (
+            {
+                "issuer": "https://idp.example.com/other",
+                "token_endpoint": "https://idp.example.com/t",
+            },
+            "names issuer 'https://idp.example.com/other'",
+        ),
     ],
 )
-def test_bad_discovery_documents(doc: object) -> None:
-    with pytest.raises(ConfigurationError, match=r"idp\.example\.com"):
+def test_bad_discovery_documents(doc: object, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(message)):
         Authority.from_discovery("https://idp.example.com", doc)
 
 
-def test_discovery_issuer_ignores_only_a_trailing_slash() -> None:
-    doc = {"issuer": "https://idp.example.com/", "token_endpoint": "https://idp.example.com/t"}
-    assert Authority.from_discovery("https://idp.example.com", doc).issuer == (
-        "https://idp.example.com"
+def test_discovery_issuer_may_differ_by_a_trailing_slash() -> None:
+    # Keycloak and others publish "https://host/realms/x" while users paste ".../x/": one
+    # issuer (the verifier, which compares token iss values, is exact; see test_discovery.py).
+    doc = {
+        "issuer": "https://idp.example.com/realms/x/",
+        "token_endpoint": "https://idp.example.com/t",
+    }
+    assert Authority.from_discovery("https://idp.example.com/realms/x", doc).token_endpoint == (
+        "https://idp.example.com/t"
     )
+    doc["issuer"] = "https://idp.example.com/realms/x"
+    assert Authority.from_discovery("https://idp.example.com/realms/x/", doc).issuer == (
+        "https://idp.example.com/realms/x/"
+    )
+
+
+def test_discovery_keeps_the_issuer_and_the_document() -> None:
+    doc = {
+        "issuer": "https://idp.example.com",
+        "token_endpoint": "https://idp.example.com/t",
+        "token_endpoint_auth_methods_supported": [
+            "private_key_jwt",
+            7,
+            None,
+            "client_secret_basic",
+        ],
+        "token_endpoint_auth_signing_alg_values_supported": "RS256",  # not a list: ignored
+    }
+    authority = Authority.from_discovery("https://idp.example.com", doc)
+    assert authority.issuer == "https://idp.example.com"
+    assert authority.metadata == doc
+    assert authority.kind == "generic"
+    # Entries that are not strings are dropped, not compared or printed.
+    assert authority.auth_methods == ("private_key_jwt", "client_secret_basic")
+    assert authority.signing_algs == ()
+    with pytest.raises(ConfigurationError, match=r"lists private_key_jwt, client_secret_basic\)"):
+        authority.check_auth_method("client_secret_post")
+
+
+@pytest.mark.parametrize(
+    ("token_endpoint", "kind", "tenant", "policy"),
+    [
+        (f"https://login.microsoftonline.com/{TENANT}/oauth2/v2.0/token", "entra", TENANT, None),
+        (f"http://127.0.0.1:8400/{TENANT}/oauth2/v2.0/token", "entra", TENANT, None),
+        (
+            "https://contoso.b2clogin.com/contoso.onmicrosoft.com/B2C_1A_signin/oauth2/v2.0/token",
+            "b2c",
+            "contoso.onmicrosoft.com",
+            "B2C_1A_signin",
+        ),
+        ("https://idp.example.com/oauth/token", "generic", None, None),
+    ],
+)
+def test_discovery_classifies_the_token_endpoint_it_names(
+    token_endpoint: str, kind: str, tenant: str | None, policy: str | None
+) -> None:
+    # An issuer found by discovery that points at Entra (or the emulator) gets Entra's rules.
+    issuer = "https://issuer.example.com"
+    authority = Authority.from_discovery(
+        issuer, {"issuer": issuer, "token_endpoint": token_endpoint}
+    )
+    assert (authority.kind, authority.tenant, authority.policy) == (kind, tenant, policy)
+    assert authority.token_endpoint == token_endpoint
+    assert authority.default_alg("RSA") == ("PS256" if kind == "entra" else "RS256")
+
+
+def test_a_discovery_document_without_an_issuer_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="issuer"):
+        Authority.from_discovery(
+            "https://idp.example.com", {"token_endpoint": "https://idp.example.com/t"}
+        )
 
 
 def test_the_server_is_named_one_way() -> None:

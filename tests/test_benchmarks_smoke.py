@@ -20,6 +20,7 @@ pytest.importorskip("msal")
 pytest.importorskip("azure.identity")
 
 
+@pytest.mark.slow
 def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
     result_file = tmp_path / "bench.json"
     done = subprocess.run(

@@ -373,8 +373,10 @@ def test_key_that_does_not_match_is_refused(
 ) -> None:
     with pytest.raises(KeyMismatchError, match=rsa_cert.thumbprint_sha1):
         load_certificate(other_rsa_cert.private_key_pem() + rsa_cert.pem)
-    with pytest.raises(KeyMismatchError):
+    with pytest.raises(KeyMismatchError, match="does not belong to the certificate") as caught:
         load_certificate(rsa_cert.pem, key=ec_cert.private_key_pem())
+    assert caught.value.path == "<private key data>"
+    assert caught.value.exit_code == 3
 
 
 def test_reading_only_the_certificate_needs_no_password(rsa_cert: Certificate) -> None:
@@ -382,8 +384,9 @@ def test_reading_only_the_certificate_needs_no_password(rsa_cert: Certificate) -
     loaded = load_certificate(bundle, load_key=False)
     assert loaded.x509 == rsa_cert.x509
     assert loaded.private_key is None
-    with pytest.raises(PasswordError):
+    with pytest.raises(PasswordError, match="encrypted and no password was given") as caught:
         load_certificate(bundle)
+    assert caught.value.path == "<certificate data>"
 
 
 def test_require_key(rsa_cert: Certificate) -> None:

@@ -1,6 +1,6 @@
 """``certauth cert create|show|thumbprint|check|manifest``: what each prints and writes.
 
-The bad-input sweep lives in test_bad_input_cert.py; here are the working paths. Commands run
+The bad-input sweep lives in test_cli_cert_bad_input.py; here are the working paths. Commands run
 in-process through ``certauth.cli.main.main`` (fast), a few through the installed console
 script to prove the wiring.
 """

@@ -214,6 +214,7 @@ def test_refused_token_shows_aadsts_trace_and_hint(
     assert "hint:" in err
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("env")
 def test_unreachable_server_is_exit_5(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

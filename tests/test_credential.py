@@ -148,6 +148,7 @@ def test_html_500_then_success(tenant: Emulator, rsa_cert: Certificate) -> None:
     assert tenant.request_count == 2
 
 
+@pytest.mark.slow
 def test_429_retry_after_is_honoured(tenant: Emulator, rsa_cert: Certificate) -> None:
     tenant.inject_faults(status=429, retry_after=1, count=1)
     started = time.monotonic()
@@ -203,6 +204,37 @@ def test_2xx_without_access_token_is_a_transport_error(
         pytest.raises(TransportError, match="no access_token"),
     ):
         cred.get_token(SCOPE)
+
+
+HTML_INSTEAD_OF_JSON = (
+    "HTTP 200 with a text/html; charset=utf-8 body that is not JSON: '<!DOCTYPE html>"
+)
+
+
+def test_an_html_page_instead_of_a_token_names_its_content_type(
+    tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    # A captive portal or a proxy's login page answers 200: the message says it was HTML.
+    tenant.inject_faults(status=200, html=True, count=1)
+    with credential(tenant, rsa_cert) as cred, pytest.raises(TransportError) as caught:
+        cred.get_token(SCOPE)
+    assert HTML_INSTEAD_OF_JSON in str(caught.value)
+    assert caught.value.status_code == 200
+
+
+def test_the_async_credential_names_the_content_type_too(
+    tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    async def main() -> None:
+        async with AsyncCertificateCredential(
+            tenant.tenant_id, CLIENT, certificate=rsa_cert, authority=tenant.authority_host
+        ) as cred:
+            with pytest.raises(TransportError) as caught:
+                await cred.get_token(SCOPE)
+            assert HTML_INSTEAD_OF_JSON in str(caught.value)
+
+    tenant.inject_faults(status=200, html=True, count=1)
+    asyncio.run(main())
 
 
 def test_non_https_endpoint_is_refused_before_sending(rsa_cert: Certificate) -> None:

@@ -99,8 +99,9 @@ def test_margin_refresh_ahead_and_expiry(
         assert cred.get_token(SCOPE) == second
         # ... and only an expired token makes get_token fail.
         clock.advance(201)
-        with pytest.raises(TransportError):
+        with pytest.raises(TransportError, match="HTTP 503 after") as caught:
             cred.get_token(SCOPE)
+        assert caught.value.status_code == 503
         tenant.clear_faults()
         assert cred.get_token(SCOPE) != second
 
@@ -439,6 +440,7 @@ CLI_TOKEN = [
 ]
 
 
+@pytest.mark.slow
 def test_two_cli_processes_share_one_cache_and_one_request(
     rsa_cert: Certificate, tmp_path: Path
 ) -> None:

@@ -13,7 +13,9 @@ from certauth.errors import InvalidArgumentError, TokenRequestError, TransportEr
 from certauth.protocol import (
     CLIENT_ASSERTION_TYPE,
     RetryPolicy,
+    Token,
     build_token_request,
+    hint_for,
     normalize_scopes,
     parse_retry_after,
     parse_token_response,
@@ -88,7 +90,7 @@ def test_secret_post_basic_and_v1_resource() -> None:
     v1 = build_token_request(URL, "cid", ("api://x/.default",), assertion="a", v1_resource=True)
     assert v1.form["resource"] == "api://x"
     assert "scope" not in v1.form
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match="exactly one client credential"):
         build_token_request(URL, "cid", ("s",))
 
 
@@ -124,6 +126,7 @@ def test_token_response_numbers_as_strings_and_extras() -> None:
         (200, b"<html>oops</html>", "not JSON: '<html>oops</html>'"),
         (200, b"", "empty body"),
         (200, _body({"token_type": "Bearer"}), "no access_token"),
+        (200, _body({"access_token": "", "expires_in": 3600}), "no access_token"),
         (200, _body([1, 2]), "not an object"),
         (200, _body({"access_token": "x"}), "no usable expires_in"),
         (404, b"<html>Not Found</html>", "HTTP 404"),
@@ -133,6 +136,52 @@ def test_token_response_numbers_as_strings_and_extras() -> None:
 def test_unusable_answers_are_transport_errors(status: int, body: bytes, match: str) -> None:
     with pytest.raises(TransportError, match=match):
         parse_token_response(status, body, url=URL, now=0)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "named"),
+    [("text/html; charset=utf-8", "a text/html; charset=utf-8 body"), ("", "a untyped body")],
+)
+def test_a_body_that_is_not_json_names_its_content_type(content_type: str, named: str) -> None:
+    # A proxy's login page or an HTML error: the message says what came instead of JSON.
+    with pytest.raises(TransportError) as caught:
+        parse_token_response(
+            502, b"<html>Bad gateway</html>", url=URL, now=0, content_type=content_type
+        )
+    assert str(caught.value) == (
+        f"{URL}: HTTP 502 with {named} that is not JSON: '<html>Bad gateway</html>'; "
+        "check the endpoint URL"
+    )
+    assert caught.value.status_code == 502
+
+
+def test_expiry_from_expires_in_expires_on_or_both() -> None:
+    def token(**fields: object) -> Token:
+        return parse_token_response(200, _body({"access_token": "t", **fields}), url=URL, now=1000)
+
+    assert (token(expires_in=3600).expires_on, token(expires_in=3600).expires_in) == (4600, 3600)
+    # expires_on alone (ADFS, Entra v1): expires_in is derived from it.
+    assert (token(expires_on=4000).expires_on, token(expires_on=4000).expires_in) == (4000, 3000)
+    # Both: the server's expires_on is kept ...
+    both = token(expires_in=3600, expires_on="5000")
+    assert (both.expires_on, both.expires_in) == (5000, 3600)
+    # ... unless it is already past (a server with a wrong clock): now + expires_in.
+    stale = token(expires_in=3600, expires_on=500)
+    assert (stale.expires_on, stale.expires_in) == (4600, 3600)
+    # A dead-on-arrival token is refused, not handed out expired (hardening issue).
+    with pytest.raises(TransportError, match="expires_in 0"):
+        token(expires_on=500, expires_in="0")
+
+
+def test_token_type_is_kept_as_sent() -> None:
+    def token_type(value: object) -> str:
+        body = _body({"access_token": "t", "expires_in": 60, "token_type": value})
+        return parse_token_response(200, body, url=URL, now=0).token_type
+
+    assert token_type("pop") == "pop"
+    assert token_type("Bearer") == "Bearer"
+    assert token_type(None) == "Bearer"  # not a string: the default
+    assert token_type(["x"]) == "Bearer"
 
 
 def test_oversized_response_is_refused() -> None:
@@ -165,10 +214,28 @@ def test_entra_error_becomes_typed_exception_with_everything() -> None:
     assert err.trace_id == "0b4f"
     assert err.correlation_id == "9c1e"
     assert err.status_code == 401
+    assert err.timestamp == "2026-11-21 10:00:00Z"
+    assert err.error_description == ENTRA_ERROR["error_description"]
+    assert err.response == ENTRA_ERROR
     assert err.hint
     assert "thumbprint" in err.hint
     assert "\n" not in str(err)
-    assert err.to_dict()["aadsts"] == "AADSTS700027"
+    assert str(err) == (
+        f"{URL}: the server refused the token request: invalid_client (AADSTS700027: The "
+        "certificate with identifier used to sign the client assertion is not registered on "
+        f"application.); hint: {err.hint}"
+    )
+    assert err.to_dict() == {
+        "error": "invalid_client",
+        "error_description": ENTRA_ERROR["error_description"],
+        "error_codes": [700027],
+        "aadsts": "AADSTS700027",
+        "trace_id": "0b4f",
+        "correlation_id": "9c1e",
+        "timestamp": "2026-11-21 10:00:00Z",
+        "status_code": 401,
+        "hint": err.hint,
+    }
 
 
 def test_plain_rfc6749_error_and_code_from_description() -> None:
@@ -187,6 +254,106 @@ def test_plain_rfc6749_error_and_code_from_description() -> None:
     assert caught.value.error_codes == (700024,)
     assert caught.value.hint
     assert "clock" in caught.value.hint
+
+
+def _refusal(document: dict[str, object], status: int = 400) -> TokenRequestError:
+    with pytest.raises(TokenRequestError) as caught:
+        parse_token_response(status, _body(document), url=URL, now=0)
+    return caught.value
+
+
+def test_a_2xx_with_an_oauth_error_body_is_a_refusal() -> None:
+    # Some servers answer 200 with an error body; it is still the server saying no (exit 4).
+    err = _refusal({"error": "invalid_client", "error_codes": [700016]}, status=200)
+    assert err.status_code == 200
+    assert err.aadsts == "AADSTS700016"
+    assert err.exit_code == 4
+
+
+def test_error_codes_come_from_the_body_in_order() -> None:
+    err = _refusal(
+        {
+            "error": "invalid_client",
+            "error_description": "AADSTS7000215: Invalid client secret provided.",
+            "error_codes": [7000215, 50012],
+        }
+    )
+    assert err.error_codes == (7000215, 50012)
+    # A description without the code (shortened, translated): the body's codes still count.
+    err = _refusal(
+        {
+            "error": "unauthorized_client",
+            "error_description": "App not found",
+            "error_codes": [700016],
+        }
+    )
+    assert err.error_codes == (700016,)
+    assert err.hint
+    assert "--client-id" in err.hint
+
+
+def test_a_code_is_read_only_from_the_start_of_the_description() -> None:
+    # Entra's descriptions begin with their code; an AADSTS code mentioned further on (a
+    # proxy, another server quoting Entra) is not this error's code.
+    err = _refusal({"error": "invalid_request", "error_description": "upstream said AADSTS700027"})
+    assert err.error_codes == ()
+    assert err.aadsts is None
+    assert err.hint is None
+
+
+def test_the_hint_is_the_first_code_that_has_one() -> None:
+    # 50027 (malformed assertion) comes first: its hint, not the thumbprint upload one.
+    err = _refusal({"error": "invalid_client", "error_codes": [50027, 700027]})
+    assert err.hint
+    assert "x5t" in err.hint
+    assert "upload" not in err.hint
+    # A code without a hint is skipped.
+    err = _refusal({"error": "invalid_grant", "error_codes": [1, 700024]})
+    assert err.hint
+    assert "clock" in err.hint
+
+
+def test_b2c_refusing_a_certificate_gets_its_hint() -> None:
+    description = (
+        "AADB2C99027: Policy 'B2C_1A_signin' does not contain a AuthorizationTechnicalProfile "
+        "with a corresponding ClientAssertionType."
+    )
+    err = _refusal({"error": "invalid_request", "error_description": description})
+    assert err.hint == (
+        "Azure AD B2C takes only client secrets for client credentials, not certificates"
+    )
+    assert err.hint == hint_for("invalid_request", [], description)
+    assert err.hint in str(err)
+
+
+def test_a_long_description_is_cut_in_the_message_but_kept_whole() -> None:
+    description = "AADSTS90002: " + "x" * 1000
+    err = _refusal({"error": "invalid_request", "error_description": description})
+    assert f"({description[:300]})" in str(err)
+    assert description[:301] not in str(err)
+    assert err.error_description == description
+
+
+def test_fields_that_are_not_strings_read_as_absent() -> None:
+    err = _refusal(
+        {
+            "error": "invalid_client",
+            "error_description": ["AADSTS700027: a list"],
+            "trace_id": 123,
+            "correlation_id": {"id": "x"},
+            "timestamp": None,
+        }
+    )
+    assert (err.error_description, err.trace_id, err.correlation_id, err.timestamp) == (
+        None,
+        None,
+        None,
+        None,
+    )
+    assert err.error_codes == ()
+    assert (
+        str(err) == f"{URL}: the server refused the token request: invalid_client; hint: {err.hint}"
+    )
 
 
 def test_retry_policy() -> None:

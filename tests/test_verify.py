@@ -268,13 +268,22 @@ def test_hmac_signed_with_the_public_key_is_refused(
     assert_fails("algorithm", forged, jwks, algorithms=verify_module.SUPPORTED_ALGORITHMS)
 
 
-@pytest.mark.parametrize("bad", ["none", "HS256", "hs512", "RS1", "EdDSA"])
+@pytest.mark.parametrize(
+    ("bad", "why"),
+    [
+        ("none", "is never accepted"),
+        ("HS256", "is never accepted"),
+        ("hs512", "is never accepted"),
+        ("RS1", "is not supported"),
+        ("EdDSA", "is not supported"),
+    ],
+)
 def test_weak_or_unknown_algorithms_cannot_be_allowed(
-    good: str, jwks: dict[str, Any], bad: str
+    good: str, jwks: dict[str, Any], bad: str, why: str
 ) -> None:
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=f"algorithm '{bad}' {why}"):
         verify_static(good, jwks, algorithms=[bad])
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match=f"algorithm '{bad}' {why}"):
         TokenVerifier(jwks=jwks, audience=APP_ID, algorithms=["RS256", bad])
 
 
@@ -484,7 +493,7 @@ def test_not_yet_valid(rsa_key: Any, jwks: dict[str, Any]) -> None:
 
 
 def test_leeway_must_be_sane(good: str, jwks: dict[str, Any]) -> None:
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match="leeway must be a number of seconds >= 0"):
         verify_static(good, jwks, leeway=-1)
 
 
@@ -555,8 +564,9 @@ def test_decode_unverified(good: str) -> None:
     header, claims = decode_unverified(good)
     assert header == {"alg": "RS256", "kid": "k1", "typ": "JWT"}
     assert claims == claims_for()
-    with pytest.raises(TokenValidationError):
+    with pytest.raises(TokenValidationError) as caught:
         decode_unverified("nope")
+    assert caught.value.check == "format"
 
 
 def test_every_check_name_is_documented() -> None:
@@ -622,7 +632,7 @@ def test_source_arguments() -> None:
         TokenVerifier(jwks_uri=JWKS_URI, jwks={"keys": []}, audience=APP_ID)
     with pytest.raises(ConfigurationError, match="plain http"):
         TokenVerifier(jwks_uri="http://example.com/keys", audience=APP_ID)
-    with pytest.raises(ConfigurationError):
+    with pytest.raises(ConfigurationError, match="issuer 'not a url' is not an absolute"):
         TokenVerifier(issuer="not a url", audience=APP_ID)
     # http is fine on loopback (the emulator).
     TokenVerifier(jwks_uri="http://127.0.0.1:1/keys", audience=APP_ID).close()
@@ -735,9 +745,15 @@ def test_jwks_uri_skips_discovery(jwks: dict[str, Any], good: str) -> None:
 def test_malformed_tokens_fetch_nothing(jwks: dict[str, Any], rsa_key: Any) -> None:
     fake = FakeIssuer(jwks)
     verifier = make_verifier(fake)
-    for token in ("junk", forge_none(claims_for()), forge_hmac(claims_for(), rsa_key.public_key())):
-        with pytest.raises(TokenValidationError):
+    malformed = {
+        "junk": "format",
+        forge_none(claims_for()): "algorithm",
+        forge_hmac(claims_for(), rsa_key.public_key()): "algorithm",
+    }
+    for token, check in malformed.items():
+        with pytest.raises(TokenValidationError) as caught:
             verifier.verify(token, now=NOW)
+        assert caught.value.check == check
     assert fake.hits == {"discovery": 0, "jwks": 0}
 
 
@@ -759,8 +775,9 @@ def test_unknown_kid_refetch_is_rate_limited(
     # After the interval: exactly one refetch, then the limit applies again.
     clock.value += 31
     for token in forged * 10:
-        with pytest.raises(TokenValidationError):
+        with pytest.raises(TokenValidationError) as excinfo:
             verifier.verify(token, now=NOW)
+        assert excinfo.value.check == "kid"
     assert fake.hits["jwks"] == 2
     # Known kids keep verifying without any fetch.
     assert verifier.verify(good, now=NOW)
@@ -815,7 +832,7 @@ def test_fetch_failures_are_transport_errors(jwks: dict[str, Any], good: str) ->
     with pytest.raises(TransportError, match="cannot fetch the discovery document"):
         make_verifier(fake, retry=NO_RETRY).verify(good)
     fake.fail_with = 404
-    with pytest.raises(TransportError, match="HTTP 404"):
+    with pytest.raises(TransportError, match="HTTP 404 for the discovery document; check the"):
         make_verifier(fake).verify(good)
 
 
@@ -849,8 +866,9 @@ def test_a_failed_first_fetch_is_retried_by_the_next_call(jwks: dict[str, Any], 
     fake = FakeIssuer(jwks)
     verifier = make_verifier(fake, retry=NO_RETRY)
     fake.fail_with = 503
-    with pytest.raises(TransportError):
+    with pytest.raises(TransportError, match="HTTP 503") as caught:
         verifier.verify(good, now=NOW)
+    assert caught.value.status_code == 503
     fake.fail_with = None
     assert verifier.verify(good, now=NOW)
 
@@ -987,8 +1005,9 @@ def test_verify_access_token_caches_keys_per_process(
     for _ in range(3):
         assert verify_access_token(good, issuer=ISSUER, audience=APP_ID, now=NOW)
     assert fake.hits == {"discovery": 1, "jwks": 1}
-    with pytest.raises(TokenValidationError):
+    with pytest.raises(TokenValidationError, match="someone-else") as caught:
         verify_access_token(good, issuer=ISSUER, audience="someone-else", now=NOW)
+    assert caught.value.check == "audience"
     assert fake.hits == {"discovery": 1, "jwks": 1}
 
 

@@ -340,8 +340,9 @@ def test_readme_python_example(tenant: Emulator, token: str) -> None:
     exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["authorize"](f"Bearer {token}")["roles"] == [ROLE]
     error = namespace["TokenValidationError"]
-    with pytest.raises(error):
+    with pytest.raises(error, match="expected a Bearer token") as caught:
         namespace["authorize"](f"Basic {token}")
+    assert caught.value.check == "format"
     namespace["verifier"].close()
 
 

@@ -365,14 +365,16 @@ def test_refetch_rate_limit_against_a_flood_of_forged_kids(
     claims = claims_of(good)
     forged = [sign(claims, attacker_key, kid=f"forged-{i}") for i in range(200)]
     for candidate in forged:
-        with pytest.raises(TokenValidationError):
+        with pytest.raises(TokenValidationError, match="refetched at most every 30 s") as caught:
             verifier.verify(candidate)
+        assert caught.value.check == "kid"
     assert client.hits["keys"] == 1
     for _ in range(3):
         clock.value += 30
         for candidate in forged[:50]:
-            with pytest.raises(TokenValidationError):
+            with pytest.raises(TokenValidationError) as caught:
                 verifier.verify(candidate)
+            assert caught.value.check == "kid"
     assert client.hits["keys"] == 4  # one per elapsed interval, not one per forged token
     assert verifier.verify(good)
 

@@ -68,12 +68,13 @@ def test_503_html_and_delay(emulator: Emulator, http: httpx.Client, rsa_cert: Ce
 
 
 def test_fault_arguments_are_checked(emulator: Emulator) -> None:
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match="count must be at least 1"):
         emulator.inject_faults(status=429, count=0)
-    with pytest.raises(InvalidArgumentError):
+    with pytest.raises(InvalidArgumentError, match="status 1000 is not an HTTP status"):
         emulator.inject_faults(status=1000)
 
 
+@pytest.mark.slow
 def test_request_count_is_exact_under_concurrency(
     emulator: Emulator, rsa_cert: Certificate
 ) -> None:

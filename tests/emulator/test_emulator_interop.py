@@ -7,7 +7,10 @@ What they need (also in the README's emulator section):
   goes to login.microsoftonline.com unless ``instance_discovery=False`` or the emulator's own
   ``{authority_host}/common/discovery/instance`` is given;
 * azure-identity: ``connection_verify=ca_file`` (honoured whatever the environment says) and
-  ``disable_instance_discovery=True``; ``authority`` is ``host:port`` without the scheme.
+  ``disable_instance_discovery=True``; ``authority`` is the emulator's ``https://HOST:PORT``
+  with its scheme: without it, Python 3.10's ``urllib.parse`` reads ``127.0.0.1:PORT`` as a URL
+  whose scheme is ``127.0.0.1`` (python/cpython#84589, fixed in 3.11) and azure-identity
+  refuses that as "not https", whatever its version.
 """
 
 from __future__ import annotations
@@ -109,7 +112,7 @@ def test_azure_identity_certificate_credential(tls_tenant: Emulator, rsa_cert: C
         tls_tenant.tenant_id,
         CLIENT_ID,
         certificate_data=rsa_cert.private_key_pem() + rsa_cert.pem,
-        authority=tls_tenant.authority_host.removeprefix("https://"),
+        authority=tls_tenant.authority_host,  # https://127.0.0.1:PORT (see the docstring)
         connection_verify=tls_tenant.ca_file,
         disable_instance_discovery=True,
     )

@@ -192,6 +192,7 @@ def test_a_body_longer_than_its_content_length_is_not_a_second_request(tenant: E
 # -- slow clients ---------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_hundred_slowloris_connections_do_not_starve_legitimate_clients(
     tenant: Emulator,
 ) -> None:
@@ -231,6 +232,7 @@ def test_a_hundred_slowloris_connections_do_not_starve_legitimate_clients(
     _legitimate(tenant)
 
 
+@pytest.mark.slow
 def test_a_dripped_body_is_cut_off_at_the_deadline(tenant: Emulator) -> None:
     started = time.perf_counter()
     with socket.create_connection(("127.0.0.1", tenant.port), timeout=5) as sock:
@@ -247,6 +249,7 @@ def test_a_dripped_body_is_cut_off_at_the_deadline(tenant: Emulator) -> None:
     _legitimate(tenant)
 
 
+@pytest.mark.slow
 def test_a_full_connection_table_recovers_at_the_deadline(rsa_cert: Certificate) -> None:
     limits = ServerLimits(max_connections=8, socket_timeout=2, request_deadline=1.0)
     with Emulator(limits=limits) as tenant:
@@ -381,6 +384,7 @@ def _pipeline(tenant: Emulator, payload: bytes, expected: int) -> list[int]:
     return statuses
 
 
+@pytest.mark.slow
 def test_ten_thousand_forged_thumbprints_and_kids(tenant: Emulator) -> None:
     # The emulator runs in this process: quiet its per-refusal log line for the flood.
     import logging

@@ -1,7 +1,7 @@
 """Files: private keys and caches are 0600 whatever the umask; symlinks are never followed.
 
 Extends tests/test_cli_cert.py (``cert create`` under umask 000), tests/test_certificates.py and
-tests/test_bad_input_cert.py (a symlink at the key or certificate path) and tests/test_cache.py
+tests/test_cli_cert_bad_input.py (a symlink at the key or certificate path) and tests/test_cache.py
 (a symlinked cache directory) to the rest: every file one session writes (certificate, key, PFX,
 bundle, token cache entries and locks) under umask 000, a symlink at each ``cert create`` output,
 symlinked cache entries and locks, and the emulator's TLS files and ``--ready-file``.

@@ -16,7 +16,7 @@ from _hostile_server import answer, drip, huge_body, serving, wait_until
 
 from certauth import AsyncCertificateCredential, CertificateCredential, RetryPolicy
 from certauth.certificates import Certificate
-from certauth.errors import TransportError
+from certauth.errors import TokenRequestError, TransportError
 from certauth.protocol import MAX_RESPONSE_BYTES
 from certauth.verify import verify_access_token
 
@@ -85,7 +85,7 @@ def test_a_100_mb_token_response_is_refused_by_the_async_credential(
 
 def test_a_100_mb_jwks_is_refused(rsa_cert: Certificate) -> None:
     with serving(huge_body(HUNDRED_MB)) as server:
-        with pytest.raises(TransportError):
+        with pytest.raises(TransportError, match="larger than 1024 KiB; refused"):
             verify_access_token(
                 "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsifQ.eyJhdWQiOiJhIn0.c2ln",
                 jwks_uri=f"{server.url}/keys",
@@ -94,6 +94,7 @@ def test_a_100_mb_jwks_is_refused(rsa_cert: Certificate) -> None:
         assert server.bytes_sent < READ_AT_MOST
 
 
+@pytest.mark.slow
 def test_a_dripping_token_endpoint_is_cut_off_at_the_timeout(rsa_cert: Certificate) -> None:
     # One byte every 0.2 s never trips a per-read timeout; the request's deadline must.
     with serving(drip(0.2)) as server:
@@ -105,6 +106,7 @@ def test_a_dripping_token_endpoint_is_cut_off_at_the_timeout(rsa_cert: Certifica
         assert time.perf_counter() - started < 4
 
 
+@pytest.mark.slow
 def test_a_dripping_token_endpoint_is_cut_off_by_the_async_credential(
     rsa_cert: Certificate,
 ) -> None:
@@ -127,22 +129,37 @@ def test_a_dripping_token_endpoint_is_cut_off_by_the_async_credential(
 
 
 @pytest.mark.parametrize(
-    ("status", "body"),
+    ("status", "body", "error", "message"),
     [
-        (503, b"[" * 100_000 + b"]" * 100_000),
-        (200, b"[" * 100_000 + b"]" * 100_000),
-        (400, b'{"error":"invalid_client","error_codes":[1e400, NaN, "\\u00b2"]}'),
-        (200, b'{"access_token":"t","expires_in":NaN}'),
-        (200, b'{"access_token":"t","expires_in":"' + b"9" * 5000 + b'"}'),
+        (503, b"[" * 100_000 + b"]" * 100_000, TransportError, "HTTP 503 after 1 attempts"),
+        (200, b"[" * 100_000 + b"]" * 100_000, TransportError, "body that is not JSON"),
+        (
+            400,
+            b'{"error":"invalid_client","error_codes":[1e400, NaN, "\\u00b2"]}',
+            TokenRequestError,
+            "refused the token request: invalid_client",
+        ),
+        (200, b'{"access_token":"t","expires_in":NaN}', TransportError, "no usable expires_in"),
+        (
+            200,
+            b'{"access_token":"t","expires_in":"' + b"9" * 5000 + b'"}',
+            TransportError,
+            "no usable expires_in",
+        ),
     ],
     ids=["nested-503", "nested-200", "odd-error-codes", "nan-expiry", "5000-digit-expiry"],
 )
-def test_odd_answers_are_typed_errors(rsa_cert: Certificate, status: int, body: bytes) -> None:
+def test_odd_answers_are_typed_errors(
+    rsa_cert: Certificate, status: int, body: bytes, error: type[Exception], message: str
+) -> None:
     with serving(answer(status, body)) as server:
         credential = _credential(rsa_cert, server.url)
-        with pytest.raises((TransportError, __import__("certauth").errors.TokenRequestError)):
+        with pytest.raises(error, match=message) as caught:
             credential.get_token(SCOPE)
         credential.close()
+    assert caught.value.status_code == status  # type: ignore[attr-defined]
+    if isinstance(caught.value, TokenRequestError):
+        assert caught.value.error_codes == ()  # none of the three is an error code
 
 
 def test_an_absurd_lifetime_is_still_a_usable_token(rsa_cert: Certificate) -> None:

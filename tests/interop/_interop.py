@@ -6,7 +6,8 @@ Not a test module (leading underscore); the tests import it by name (pytest puts
 tests/emulator/test_emulator_interop.py and the README's emulator section): MSAL obeys
 ``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE`` over its ``verify=``, so those are removed;
 azure-identity takes ``connection_verify=`` and ``disable_instance_discovery=True``, with
-``authority`` as ``host:port``.
+``authority`` as the emulator's ``https://HOST:PORT`` (the scheme kept: Python 3.10 would read
+``127.0.0.1:PORT`` as a URL whose scheme is ``127.0.0.1``).
 """
 
 from __future__ import annotations

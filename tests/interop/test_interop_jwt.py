@@ -112,9 +112,9 @@ def test_certauth_assertions_verify_with_pyjwt_and_joserfc(generated: Generated,
     else:
         assert header["x5t#S256"] == _b64url(hashlib.sha256(der).digest())
     assert header["x5c"] == [base64.b64encode(der).decode()]
-    with pytest.raises(pyjwt.InvalidSignatureError):
+    with pytest.raises(pyjwt.InvalidSignatureError, match="Signature verification failed"):
         _verify_with_pyjwt(_tampered(token), certificate, alg)
-    with pytest.raises(joserfc_errors.BadSignatureError):
+    with pytest.raises(joserfc_errors.BadSignatureError, match=r"^bad_signature"):
         _verify_with_joserfc(_tampered(token), certificate, alg)
 
 
@@ -123,7 +123,7 @@ def test_certauth_es256_assertions_verify_with_pyjwt_and_joserfc(ec_cert: Certif
     assert pyjwt.get_unverified_header(token)["alg"] == "ES256"
     assert _verify_with_pyjwt(token, ec_cert, "ES256")["aud"] == AUDIENCE
     assert _verify_with_joserfc(token, ec_cert, "ES256")["aud"] == AUDIENCE
-    with pytest.raises(joserfc_errors.BadSignatureError):
+    with pytest.raises(joserfc_errors.BadSignatureError, match=r"^bad_signature"):
         _verify_with_joserfc(_tampered(token), ec_cert, "ES256")
 
 
@@ -133,9 +133,9 @@ def test_expired_assertions_are_refused_by_both() -> None:
     token = build_client_assertion(
         certificate, client_id=CLIENT_ID, audience=AUDIENCE, alg="PS256", now=time.time() - 900
     )
-    with pytest.raises(pyjwt.ExpiredSignatureError):
+    with pytest.raises(pyjwt.ExpiredSignatureError, match="Signature has expired"):
         _verify_with_pyjwt(token, certificate, "PS256")
-    with pytest.raises(joserfc_errors.ExpiredTokenError):
+    with pytest.raises(joserfc_errors.ExpiredTokenError, match=r"^expired_token"):
         _verify_with_joserfc(token, certificate, "PS256")
 
 
@@ -167,5 +167,5 @@ def test_emulator_access_tokens_verify_with_pyjwt_and_joserfc(
         iss={"essential": True, "value": issuer}, aud={"essential": True, "value": "api://interop"}
     ).validate(decoded.claims)
     assert decoded.claims == claims
-    with pytest.raises(joserfc_errors.BadSignatureError):
+    with pytest.raises(joserfc_errors.BadSignatureError, match=r"^bad_signature"):
         joserfc_jwt.decode(_tampered(token), key_set, algorithms=["RS256"])

@@ -1,4 +1,4 @@
-"""The package imports, reports its version and runs as a module."""
+"""The command-line entry point (`certauth`, `python -m certauth`): version, help, imports."""
 
 from __future__ import annotations
 
