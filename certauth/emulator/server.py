@@ -75,12 +75,15 @@ class ServerLimits:
     #: Wall-clock limit for a new connection to finish its TLS handshake and send its request
     #: line and headers: a client sending them a byte at a time (slowloris) is cut off here.
     header_deadline: float = 10.0
-    #: Connections served at once. When all are taken, a new connection replaces the one that
-    #: has waited longest for its headers (at least a second); with none, it is closed at once.
-    max_connections: int = 256
-    #: Connections one client address may hold at once, replaced the same way. Loopback tests
-    #: open dozens at once from one address, so this bounds a flood rather than a busy client.
-    max_connections_per_client: int = 128
+    #: Connections served at once (a thread each; kept well under the usual 1,024 open files).
+    #: When all are taken, a new connection replaces the one that has waited longest for its
+    #: headers (at least a second); with none, it is closed at once.
+    max_connections: int = 512
+    #: Connections one client address may hold at once, replaced the same way; the rest of the
+    #: table stays open to other addresses. Loopback tests open dozens of connections at once
+    #: from one address, so this bounds a flood, not a busy client: the header deadline is
+    #: what ends each slow connection.
+    max_connections_per_client: int = 384
     #: Dropped connections are logged as one summary warning per this many seconds.
     log_interval: float = 10.0
 
