@@ -360,8 +360,8 @@ EXPECTED: dict[tuple[str, str, str], frozenset[int]] = {
     ("emulator", "--tenant", "slash"): frozenset({0, 2}),
     # An offline assertion for a tenant the cloud would not know is still well formed.
     ("assertion", "--tenant", "label"): frozenset({0, 2}),
-    # redis-py reads the database number when it connects; an unreachable cache is only
-    # warned about.
+    # redis-py ignores a database path that is not a number (database 0); refusing it is
+    # _redis.py's to decide. The unreachable cache is then only warned about.
     ("token", "--cache", "bad-db"): frozenset({0, 2}),
 }
 #: Options checked against a token: a value the token does not satisfy fails verification.
