@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import os
 import sys
+import unicodedata
+import urllib.parse
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from certauth.errors import InvalidArgumentError, LocalInputError
+from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+if TYPE_CHECKING:
+    #: click 8.2+ makes ParamType generic; 8.1 (still supported) does not subscript it.
+    ParamType = click.ParamType[Any, Any]
+else:
+    ParamType = click.ParamType
+
 #: azure-identity's variable for the certificate password; used when no flag names a source.
 PASSWORD_ENV = "AZURE_CLIENT_CERTIFICATE_PASSWORD"
+#: Longest ``--timeout`` (seconds per HTTP request): an hour is already far past any useful
+#: wait, and a huge value overflows the clock arithmetic of the deadlines.
+MAX_TIMEOUT = 3600.0
 
 
 def password_options(func: F) -> F:
@@ -23,11 +36,13 @@ def password_options(func: F) -> F:
     func = click.option(
         "--password-file",
         metavar="FILE",
+        type=PathText(),
         help="Read the password from the first line of FILE (newline stripped).",
     )(func)
     func = click.option(
         "--password-env",
         metavar="VAR",
+        type=VariableName(),
         help=f"Read the password from environment variable VAR (default: {PASSWORD_ENV}).",
     )(func)
     return func
@@ -75,3 +90,181 @@ def emit_json(payload: Any) -> None:
 def warn(message: str) -> None:
     """A diagnostic on stderr (never stdout, which scripts parse)."""
     click.echo(f"certauth: warning: {message}", err=True)
+
+
+# -- parameter types: a bad value is a usage error that names the option ------------------------
+
+
+class Text(ParamType):
+    """A string option that must hold text: not empty, not only spaces, and decodable.
+
+    An empty value is almost always a script's unset variable (``--tenant "$TENANT"``); taking
+    it as "not given" would silently fall back to the environment or a default. Undecodable
+    argv bytes reach Python as lone surrogates (PEP 383) and cannot be sent anywhere.
+    """
+
+    name = "text"
+
+    def __init__(self, *, example: str | None = None) -> None:
+        #: Shown when the value is empty: what a good one looks like.
+        self.example = example
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The value, or a usage error naming the option."""
+        if not isinstance(value, str):
+            return value
+        if not value.strip():
+            if self.example:
+                hint = f", e.g. {self.example}"
+            elif isinstance(param, click.Argument):
+                hint = ""
+            else:
+                hint = " or leave the option out"
+            self.fail(f"the value is empty; give one{hint}", param, ctx)
+        if not _is_text(value):
+            self.fail(
+                "the value holds bytes that are not UTF-8 text; check the argument's encoding",
+                param,
+                ctx,
+            )
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            self.fail(
+                "the value holds a control character (a line break, tab or escape); "
+                "check the quoting",
+                param,
+                ctx,
+            )
+        return value
+
+
+class PathText(ParamType):
+    """A path option: not empty (``""`` would mean the current directory or nothing at all).
+
+    Undecodable bytes are allowed: a file name is bytes, and Python hands them back to the
+    operating system unchanged.
+    """
+
+    name = "path"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The value, or a usage error naming the option."""
+        if isinstance(value, str) and not value:
+            hint = "" if isinstance(param, click.Argument) else " or leave the option out"
+            self.fail(f"the path is empty; give a path{hint}", param, ctx)
+        return value
+
+
+class VariableName(Text):
+    """The name of an environment variable (``--password-env VAR``): never a value."""
+
+    name = "variable"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The name, or a usage error naming the option."""
+        value = super().convert(value, param, ctx)
+        if isinstance(value, str) and ("=" in value or "\x00" in value):
+            # POSIX.1-2017 section 8.1: names do not contain '='; a value here is a mistake.
+            self.fail(
+                "not an environment variable name (it holds '='); give the variable's name, "
+                "e.g. CERT_PASSWORD, not its value",
+                param,
+                ctx,
+            )
+        return value
+
+
+class Url(Text):
+    """A URL option: text that a URL parser can split (scheme, host, port).
+
+    Only the parsing is checked here; what makes a URL acceptable (https, loopback, length,
+    labels) is :mod:`certauth.authority`'s rule, applied where the URL is used.
+    """
+
+    name = "url"
+
+    def __init__(self, *, bare_host: bool = False) -> None:
+        super().__init__()
+        #: ``--authority-host`` takes ``login.microsoftonline.us`` as well as a URL.
+        self.bare_host = bare_host
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The URL unchanged, or a usage error naming the option."""
+        value = super().convert(value, param, ctx)
+        if not isinstance(value, str):
+            return value
+        text = value.strip()
+        if self.bare_host and "://" not in text:
+            text = f"https://{text}"
+        try:
+            parts = urllib.parse.urlsplit(text)
+            _ = parts.port  # a port that is not a number in 0-65535 raises ValueError
+        except ValueError as exc:
+            self.fail(f"not a valid URL ({exc}); write it as https://HOST/PATH", param, ctx)
+        return value
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A float range that also refuses ``nan`` (``FloatRange`` lets it through: every
+    comparison with NaN is false) and, through its bounds, ``inf``."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The number, or a usage error naming the option."""
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
+def _is_text(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+# -- errors about a file or value: name the option it came from ----------------------------------
+
+
+def names_options(func: F) -> F:
+    """Make an error about a value the user gave name the option that gave it.
+
+    Library errors name the file or URL (``/etc/app.pem: no such file; ...``) but not the
+    option, which only the CLI knows: ``--cert /etc/app.pem: no such file; ...``. Apply it
+    under the ``click.option`` decorators of a command.
+    """
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except CertauthError as exc:
+            context = click.get_current_context(silent=True)
+            if context is not None:
+                _prefix_option(exc, context)
+            raise
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _prefix_option(exc: CertauthError, context: click.Context) -> None:
+    message = exc.message
+    if message.startswith("--"):
+        return
+    path = getattr(exc, "path", None)
+    for param in context.command.params:
+        if not isinstance(param, click.Option) or param.is_flag or param.name is None:
+            continue
+        given = context.params.get(param.name)
+        for value in given if isinstance(given, tuple) else (given,):
+            if not isinstance(value, str) or not value:
+                continue
+            # A CLIENT_ID=FILE pair names its file after the '='; a library may have
+            # normalised a path ("dir/" -> "dir").
+            right = value.partition("=")[2].strip()
+            candidates = {value, right, os.path.normpath(value)} - {""}
+            if path in candidates or any(message.startswith(f"{c}:") for c in candidates):
+                flag = max(param.opts, key=len)
+                exc.message = f"{flag} {message}"
+                exc.args = (exc.message,)
+                return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -26,13 +27,25 @@ from certauth.certificates import (
     load_certificate,
     parse_subject,
 )
-from certauth.cli._common import emit_json, password_options, read_password, warn
-from certauth.errors import CertauthError, InvalidArgumentError, PasswordError
+from certauth.cli._common import (
+    PathText,
+    Text,
+    VariableName,
+    emit_json,
+    names_options,
+    password_options,
+    read_password,
+    warn,
+)
+from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError, PasswordError
 
 #: Exit codes of ``cert check`` (the README's exit-code table): expiring within the window,
 #: expired/not yet valid.
 EXIT_EXPIRING = 7
 EXIT_INVALID = 8
+#: Longest ``--name``, in bytes: with a suffix and a temporary file's prefix and random part it
+#: must stay within a file name's 255 bytes (NAME_MAX on Linux and macOS).
+MAX_NAME_BYTES = 200
 
 
 @click.group()
@@ -98,7 +111,12 @@ def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) 
 
 
 @cert.command("create")
-@click.option("--subject", required=True, help='Subject: "CN=NAME" or a full RFC 4514 name.')
+@click.option(
+    "--subject",
+    required=True,
+    type=Text(example="CN=billing-api"),
+    help='Subject: "CN=NAME" or a full RFC 4514 name.',
+)
 @click.option("--days", type=int, default=365, show_default=True, help="Validity in days (1-3650).")
 @click.option(
     "--key",
@@ -110,14 +128,16 @@ def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) 
 )
 @click.option(
     "--out",
-    # Not file_okay=False: an --out that is a file gets certauth's one-line error (exit 3)
-    # from ensure_private_dir instead of click's usage text.
-    type=click.Path(path_type=Path),
-    default=Path("."),
+    # Not click.Path(file_okay=False): an --out that is a file gets certauth's one-line error
+    # (exit 3) from ensure_private_dir instead of click's usage text.
+    type=PathText(),
+    default=".",
     show_default=True,
     help="Output directory (created 0700 if missing).",
 )
-@click.option("--name", help="Base name of the files (default: derived from the CN).")
+@click.option(
+    "--name", type=PathText(), help="Base name of the files (default: derived from the CN)."
+)
 @click.option("--pfx", is_flag=True, help="Also write NAME.pfx (PKCS#12: key + certificate).")
 @click.option(
     "--bundle", is_flag=True, help="Also write NAME.pem (key + certificate, as az takes)."
@@ -125,20 +145,23 @@ def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) 
 @click.option(
     "--password-file",
     metavar="FILE",
+    type=PathText(),
     help="Encrypt the key (and PFX) with the first line of FILE.",
 )
 @click.option(
     "--password-env",
     metavar="VAR",
+    type=VariableName(),
     help="Encrypt the key (and PFX) with the value of environment variable VAR.",
 )
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@names_options
 def create(
     subject: str,
     days: int,
     key_type: str,
-    out: Path,
+    out: str,
     name: str | None,
     pfx: bool,
     bundle: bool,
@@ -165,15 +188,22 @@ def create(
     common_name = _first_common_name(parse_subject(subject))
     base = name if name is not None else _default_name(common_name)
     _check_file_name(base)
-    paths = {"certificate": out / f"{base}.crt", "key": out / f"{base}.key"}
+    folder = Path(out)
+    paths = {"certificate": folder / f"{base}.crt", "key": folder / f"{base}.key"}
     if pfx:
-        paths["pfx"] = out / f"{base}.pfx"
+        paths["pfx"] = folder / f"{base}.pfx"
     if bundle:
-        paths["bundle"] = out / f"{base}.pem"
+        paths["bundle"] = folder / f"{base}.pem"
     if not force:
         for path in paths.values():
             refuse_existing(path)
-    created = ensure_private_dir(out)
+    try:
+        created = ensure_private_dir(folder)
+    except OSError as exc:  # a name the file system refuses outright, e.g. ENAMETOOLONG
+        raise LocalInputError(
+            f"{out}: cannot use it as the output directory ({exc.strerror or exc}); "
+            "choose another --out"
+        ) from None
     try:
         certificate = generate_certificate(subject, key_type=key_type, days=days)
         key_pem = certificate.private_key_pem(password)
@@ -210,6 +240,11 @@ def _check_file_name(base: str) -> None:
         raise InvalidArgumentError(
             f"--name {base!r}: give a file name without '/' (the directory goes in --out)"
         )
+    if len(os.fsencode(base)) > MAX_NAME_BYTES:
+        raise InvalidArgumentError(
+            f"--name is {len(os.fsencode(base))} bytes long; give a name of at most "
+            f"{MAX_NAME_BYTES} bytes (file names are limited to 255)"
+        )
 
 
 def _load_for_reading(
@@ -235,12 +270,16 @@ def _load_for_reading(
 
 
 @cert.command("show")
-@click.argument("file")
+@click.argument("file", type=PathText())
 @click.option(
-    "--key", metavar="FILE", help="A separate private key file to check against the certificate."
+    "--key",
+    metavar="FILE",
+    type=PathText(),
+    help="A separate private key file to check against the certificate.",
 )
 @password_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@names_options
 def show(
     file: str,
     key: str | None,
@@ -258,7 +297,9 @@ def show(
       certauth cert show ./certs/billing-api.crt --key ./certs/billing-api.key
       certauth cert show ./certs
     """
-    if Path(file).is_dir():
+    # os.path.isdir, not Path.is_dir: it answers False for a name the system refuses
+    # (ENAMETOOLONG), which the loader then reports as one clear error.
+    if os.path.isdir(file):
         if key:
             raise click.UsageError("--key goes with one certificate file, not a directory")
         _show_directory(Path(file), read_password(password_env, password_file), as_json)
@@ -319,7 +360,7 @@ def _show_directory(directory: Path, password: str | None, as_json: bool) -> Non
 
 
 @cert.command("thumbprint")
-@click.argument("file")
+@click.argument("file", type=PathText())
 @click.option(
     "--format",
     "form",
@@ -329,6 +370,7 @@ def _show_directory(directory: Path, password: str | None, as_json: bool) -> Non
     help="sha1 is what the Entra portal shows (uppercase hex).",
 )
 @password_options
+@names_options
 def thumbprint(file: str, form: str, password_env: str | None, password_file: str | None) -> None:
     """Print one thumbprint of a certificate.
 
@@ -342,7 +384,7 @@ def thumbprint(file: str, form: str, password_env: str | None, password_file: st
 
 
 @cert.command("check")
-@click.argument("file")
+@click.argument("file", type=PathText())
 @click.option(
     "--warn-days",
     type=click.IntRange(min=0),
@@ -352,6 +394,7 @@ def thumbprint(file: str, form: str, password_env: str | None, password_file: st
 )
 @password_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@names_options
 def check(
     file: str,
     warn_days: int,
@@ -406,9 +449,14 @@ def check(
 
 
 @cert.command("manifest")
-@click.argument("file")
-@click.option("--display-name", help="displayName (at most 90 characters; default: the subject).")
+@click.argument("file", type=PathText())
+@click.option(
+    "--display-name",
+    type=Text(),
+    help="displayName (at most 90 characters; default: the subject).",
+)
 @password_options
+@names_options
 def manifest(
     file: str, display_name: str | None, password_env: str | None, password_file: str | None
 ) -> None:

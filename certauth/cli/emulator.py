@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import tempfile
@@ -16,6 +18,7 @@ from typing import Any
 
 import click
 
+from certauth.cli._common import ParamType, PathText, Text, names_options
 from certauth.errors import ConfigurationError
 
 HELP_EPILOG = """\b
@@ -29,6 +32,46 @@ At start it prints one "name: value" line each for tenant, issuer, token_endpoin
 authority_host (and ca_file with --tls); --ready-file gets the same as JSON once it accepts
 connections. Wrong requests get the AADSTS code Entra ID would send, and a log line on stderr.
 """
+
+
+#: Longest access token lifetime: Entra ID's configurable token lifetimes allow at most one day
+#: for access tokens (Microsoft Learn, "Configurable token lifetimes in the Microsoft identity
+#: platform", AccessTokenLifetime: 10 minutes to 1 day).
+MAX_TOKEN_LIFETIME = 86400
+
+#: A DNS host name: dot-separated labels of letters, digits and hyphens, 1-63 characters each,
+#: not starting or ending with a hyphen (RFC 1123 section 2.1, RFC 1035 section 2.3.4).
+_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+class BindAddress(ParamType):
+    """``--host``: an IP address or a host name to listen on, checked before anything binds.
+
+    Checked here because a malformed name would otherwise go to the system resolver (a DNS
+    query) before ``bind`` reports it, and an empty one would listen on every interface.
+    """
+
+    name = "address"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The address unchanged, or a usage error naming the option."""
+        if not isinstance(value, str):
+            return value
+        try:
+            ipaddress.ip_address(value)
+            return value
+        except ValueError:
+            pass
+        name = value[:-1] if value.endswith(".") else value
+        if 0 < len(name) <= 253 and all(_LABEL.match(label) for label in name.split(".")):
+            return value
+        shown = value if len(value) <= 80 else f"{value[:60]}... ({len(value)} characters)"
+        self.fail(
+            f"{shown!r} is not an IP address or host name; give e.g. 127.0.0.1, ::1, 0.0.0.0 "
+            "or localhost",
+            param,
+            ctx,
+        )
 
 
 def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, str]]:
@@ -46,7 +89,13 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     epilog=HELP_EPILOG,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--host",
+    type=BindAddress(),
+    default="127.0.0.1",
+    show_default=True,
+    help="Address to listen on.",
+)
 @click.option(
     "--port",
     type=click.IntRange(0, 65535),
@@ -73,6 +122,7 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     "resources",
     multiple=True,
     metavar="URI[=ROLE,...]",
+    type=Text(),
     help=(
         "Declare a resource and the roles every app gets on it. Repeatable. Once any is "
         "declared, other resources get AADSTS500011."
@@ -82,6 +132,7 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     "--tenant",
     "tenant_id",
     metavar="ID",
+    type=Text(),
     help="Tenant GUID (or a domain name, which gets a stable GUID). Default: "
     "c3a7c0de-0000-4000-8000-000000000001.",
 )
@@ -89,6 +140,7 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     "--config",
     "config_file",
     metavar="FILE",
+    type=PathText(),
     help="TOML (Python 3.11+) or JSON file: tenants, apps, certificates, secrets, roles.",
 )
 @click.option(
@@ -101,17 +153,19 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
 @click.option(
     "--tls-dir",
     metavar="DIR",
+    type=PathText(),
     help="Write the CA and server certificate here (default: a temporary directory).",
 )
 @click.option(
     "--token-lifetime",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_TOKEN_LIFETIME),
     metavar="SECONDS",
-    help="Access token lifetime (default 3599, as Entra ID).",
+    help="Access token lifetime (default 3599, as Entra ID; at most 86400).",
 )
 @click.option(
     "--ready-file",
     metavar="FILE",
+    type=PathText(),
     help="Write the start-up values as JSON to FILE once connections are accepted.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the start-up values as JSON.")
@@ -122,6 +176,7 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     show_default=True,
     help="Log detail on stderr (debug adds an access log).",
 )
+@names_options
 def emulator(
     host: str,
     port: int,
@@ -182,8 +237,7 @@ def emulator(
 
     ready = Path(ready_file) if ready_file else None
     if ready is not None:
-        with contextlib.suppress(FileNotFoundError):
-            ready.unlink()  # a stale file would tell a waiting script we are up already
+        _clear_ready_file(ready)
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -232,6 +286,27 @@ def _configure_logging(level: str) -> Callable[[], None]:
         logger.propagate = saved[1]
 
     return restore
+
+
+def _clear_ready_file(path: Path) -> None:
+    """Check ``--ready-file`` before the server starts, and remove a stale one (it would tell a
+    waiting script we are up already): a refusal now is one error line, not one after the
+    start-up log."""
+    try:
+        if path.is_dir():
+            raise ConfigurationError(
+                f"--ready-file {path}: is a directory; name a file, e.g. {path}/emulator.json"
+            )
+        if not path.parent.is_dir():
+            raise ConfigurationError(
+                f"--ready-file {path}: {path.parent} is not a directory; create it or name a "
+                "file in another one"
+            )
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--ready-file {path}: cannot use it ({exc.strerror or exc}); name another file"
+        ) from None
 
 
 def _write_ready_file(path: Path, info: dict[str, Any]) -> None:

@@ -6,9 +6,13 @@ emulator or anything else they do not need (start-up time is part of every CI st
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import os
+import re
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -87,8 +91,49 @@ def cli() -> None:
     """
 
 
+#: A run of this many non-space characters in an error line is elided (a 100,000-character
+#: value pasted by mistake would otherwise fill the terminal).
+_LONGEST_WORD = 200
+
+
+def _one_line(message: str, *, squeeze: bool = False) -> str:
+    """``message`` on one line (``squeeze``: every run of spaces made one, as click's wrapped
+    texts need), with any over-long run of characters cut to its start and end."""
+
+    def cut(match: re.Match[str]) -> str:
+        word = match[0]
+        return f"{word[:80]}...[{len(word) - 120} characters]...{word[-40:]}"
+
+    text = " ".join(message.split() if squeeze else message.splitlines())
+    return re.sub(rf"\S{{{_LONGEST_WORD},}}", cut, text)
+
+
+@contextlib.contextmanager
+def _undecodable_bytes_written_back() -> Iterator[None]:
+    """Let stdout write back the undecodable bytes of an argument: a file name holding a
+    Latin-1 byte arrives as a lone surrogate (PEP 383), and is printed as the bytes the user
+    gave instead of failing with UnicodeEncodeError (Python does the same in the C locale)."""
+    stream: Any = sys.stdout  # typeshed's TextIO has no reconfigure(); TextIOWrapper does
+    switched = False
+    if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+        with contextlib.suppress(ValueError, io.UnsupportedOperation):
+            stream.reconfigure(errors="surrogateescape")
+            switched = True
+    try:
+        yield
+    finally:
+        if switched:
+            with contextlib.suppress(ValueError, io.UnsupportedOperation):
+                stream.reconfigure(errors="strict")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map certauth's typed errors to one stderr line and the documented exit code."""
+    with _undecodable_bytes_written_back():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from certauth.errors import CertauthError
 
     try:
@@ -99,17 +144,17 @@ def main(argv: list[str] | None = None) -> int:
     except click.UsageError as exc:
         # One line, like every other error: what is wrong and where the help is.
         where = exc.ctx.command_path if exc.ctx else "certauth"
-        message = " ".join(exc.format_message().split())
+        message = _one_line(exc.format_message(), squeeze=True)
         click.echo(f"certauth: error: {message} (see '{where} --help')", err=True)
         return exc.exit_code
     except click.ClickException as exc:
-        click.echo(f"certauth: error: {' '.join(exc.format_message().split())}", err=True)
+        click.echo(f"certauth: error: {_one_line(exc.format_message(), squeeze=True)}", err=True)
         return exc.exit_code
     except click.Abort:
         click.echo("certauth: aborted", err=True)
         return 130
     except CertauthError as exc:
-        click.echo(f"certauth: error: {exc}", err=True)
+        click.echo(f"certauth: error: {_one_line(str(exc))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("certauth: interrupted", err=True)

@@ -13,7 +13,18 @@ from typing import Any, TypeVar
 
 import click
 
-from certauth.cli._common import emit_json, password_options, read_password
+from certauth.cli._common import (
+    MAX_TIMEOUT,
+    FiniteFloatRange,
+    PathText,
+    Text,
+    Url,
+    VariableName,
+    emit_json,
+    names_options,
+    password_options,
+    read_password,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,23 +59,39 @@ def env_flag(name: str) -> bool:
 def authority_options(func: F) -> F:
     """Options naming the client and the server (shared by ``assertion``, ``token``)."""
     options = [
-        click.option("--client-id", help=f"Application (client) ID [env: {ENV_CLIENT_ID}]."),
-        click.option("--tenant", help=f"Tenant ID or domain (Entra ID, B2C) [env: {ENV_TENANT}]."),
-        click.option("--token-endpoint", help="Token endpoint URL of any OAuth 2.0 server."),
-        click.option("--issuer", help="OpenID Connect issuer URL (token endpoint discovered)."),
+        click.option(
+            "--client-id", type=Text(), help=f"Application (client) ID [env: {ENV_CLIENT_ID}]."
+        ),
+        click.option(
+            "--tenant",
+            type=Text(),
+            help=f"Tenant ID or domain (Entra ID, B2C) [env: {ENV_TENANT}].",
+        ),
+        click.option(
+            "--token-endpoint", type=Url(), help="Token endpoint URL of any OAuth 2.0 server."
+        ),
+        click.option(
+            "--issuer", type=Url(), help="OpenID Connect issuer URL (token endpoint discovered)."
+        ),
         click.option(
             "--authority-host",
+            type=Url(bare_host=True),
             help=f"Cloud host, e.g. login.microsoftonline.us [env: {ENV_AUTHORITY_HOST}].",
         ),
         click.option(
-            "--b2c-policy", help="Azure AD B2C policy, e.g. B2C_1A_partner (with --tenant)."
+            "--b2c-policy",
+            type=Text(),
+            help="Azure AD B2C policy, e.g. B2C_1A_partner (with --tenant).",
         ),
         click.option(
             "--cert",
             "cert_path",
+            type=PathText(),
             help=f"Certificate: PEM (key + cert), PFX or DER [env: {ENV_CERT_PATH}].",
         ),
-        click.option("--key", "key_path", help="Separate private key file (PEM or DER)."),
+        click.option(
+            "--key", "key_path", type=PathText(), help="Separate private key file (PEM or DER)."
+        ),
         click.option(
             "--alg",
             type=click.Choice(["RS256", "PS256", "ES256"], case_sensitive=False),
@@ -147,6 +174,7 @@ class _Target:
     show_default=True,
     help="Assertion lifetime in seconds (at most 600).",
 )
+@names_options
 def assertion(lifetime: int, **opts: Any) -> None:
     """Print a signed client assertion (RFC 7523 JWT) for the token endpoint.
 
@@ -189,25 +217,38 @@ OUTPUTS = ("token", "json", "header", "env")
 @click.command("token")
 @authority_options
 @click.option(
-    "--scope", "scopes", multiple=True, help="Scope, e.g. api://billing/.default (repeatable)."
+    "--scope",
+    "scopes",
+    multiple=True,
+    type=Text(),
+    help="Scope, e.g. api://billing/.default (repeatable).",
 )
-@click.option("--ca-file", help="Extra CA certificates (PEM) to trust for https endpoints.")
+@click.option(
+    "--ca-file",
+    type=PathText(),
+    help="Extra CA certificates (PEM) to trust for https endpoints.",
+)
 @click.option(
     "--client-secret-env",
     metavar="VAR",
+    type=VariableName(),
     help=f"Use a client secret from variable VAR, not a certificate [env: {ENV_CLIENT_SECRET}].",
 )
 @click.option(
-    "--client-secret-file", metavar="FILE", help="Use a client secret from the first line of FILE."
+    "--client-secret-file",
+    metavar="FILE",
+    type=PathText(),
+    help="Use a client secret from the first line of FILE.",
 )
 @click.option(
     "--federated-token-file",
     metavar="FILE",
+    type=PathText(),
     help=f"Use a federated assertion from FILE [env: {ENV_FEDERATED_TOKEN_FILE}].",
 )
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
     default=30.0,
     show_default=True,
     help="Seconds per HTTP request.",
@@ -228,9 +269,11 @@ OUTPUTS = ("token", "json", "header", "env")
     "--cache",
     "cache_url",
     metavar="URL",
+    type=Text(),
     help="Share tokens through Redis (redis://, rediss:// or unix:// URL) instead of the local "
     f"file cache [env: {ENV_CACHE_URL}].",
 )
+@names_options
 def token(
     scopes: tuple[str, ...],
     ca_file: str | None,
@@ -363,5 +406,16 @@ def _token_cache(no_cache: bool, cache_url: str | None) -> Any:
             f"{source}: expected a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0"
         )
     from certauth.cache import RedisTokenCache
+    from certauth.errors import InvalidArgumentError
 
-    return RedisTokenCache(url)
+    try:
+        return RedisTokenCache(url)
+    except InvalidArgumentError as exc:
+        raise click.UsageError(f"{source}: {exc}") from None
+    except ValueError:
+        # urllib and redis-py refuse a malformed URL ("[bad", a database that is not a
+        # number) with a message that may quote it, password included: name only the option.
+        raise click.UsageError(
+            f"{source}: not a valid Redis URL; write it as redis://[:PASSWORD@]HOST[:PORT][/DB], "
+            "rediss://... (TLS) or unix:///PATH/TO/SOCKET"
+        ) from None

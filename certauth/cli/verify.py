@@ -15,13 +15,24 @@ from typing import Any
 
 import click
 
-from certauth.cli._common import emit_json
+from certauth.cli._common import (
+    MAX_TIMEOUT,
+    FiniteFloatRange,
+    PathText,
+    Text,
+    Url,
+    emit_json,
+    names_options,
+)
 from certauth.errors import LocalInputError
 
 #: Longer input is not a token (certauth.verify refuses tokens over 64 KiB anyway).
 _MAX_INPUT = 64 * 1024 + 1
 #: The registered time claims (RFC 7519 section 4.1), shown as dates.
 _TIME_CLAIMS = ("iat", "nbf", "exp")
+#: Largest ``--leeway``: a day of clock skew is already far beyond any real clock's; more only
+#: switches the expiry check off.
+MAX_LEEWAY = 86400
 
 TOKEN_HELP = "TOKEN is the JWT, or - to read it from stdin (preferred: arguments show in ps)."
 
@@ -151,34 +162,50 @@ def decode(token_arg: str, as_json: bool) -> None:
 @click.argument("token_arg", metavar="TOKEN|-")
 @click.option(
     "--issuer",
+    type=Url(),
     help="Issuer URL; keys found by OIDC discovery. {tenantid} matches the token's tid.",
 )
 @click.option(
-    "--jwks-uri", help="JWKS URL (with --issuer: keys from here, issuer still checked; B2C)."
+    "--jwks-uri",
+    type=Url(),
+    help="JWKS URL (with --issuer: keys from here, issuer still checked; B2C).",
 )
 @click.option(
     "--audience",
     "audiences",
     multiple=True,
+    type=Text(),
     help="Accepted aud: application id and/or App ID URI (repeatable; any one matches).",
 )
 @click.option(
-    "--require-scope", "scopes", multiple=True, help="Scope the token must hold (repeatable)."
+    "--require-scope",
+    "scopes",
+    multiple=True,
+    type=Text(),
+    help="Scope the token must hold (repeatable).",
 )
 @click.option(
-    "--require-role", "roles", multiple=True, help="App role the token must hold (repeatable)."
+    "--require-role",
+    "roles",
+    multiple=True,
+    type=Text(),
+    help="App role the token must hold (repeatable).",
 )
 @click.option(
     "--leeway",
-    type=click.IntRange(min=0),
+    type=click.IntRange(min=0, max=MAX_LEEWAY),
     default=60,
     show_default=True,
     help="Clock skew allowed for exp/nbf, in seconds.",
 )
-@click.option("--ca-file", help="Extra CA certificates (PEM) to trust for https endpoints.")
+@click.option(
+    "--ca-file",
+    type=PathText(),
+    help="Extra CA certificates (PEM) to trust for https endpoints.",
+)
 @click.option(
     "--timeout",
-    type=click.FloatRange(min=0.1),
+    type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
     default=10.0,
     show_default=True,
     help="Seconds per HTTP request.",
@@ -186,6 +213,7 @@ def decode(token_arg: str, as_json: bool) -> None:
 @click.option(
     "--json", "as_json", is_flag=True, help='Print {"valid", "claims"} or {"valid", "check", ...}.'
 )
+@names_options
 def verify(
     token_arg: str,
     issuer: str | None,

@@ -7,16 +7,21 @@ verification (~30 us) and one RS256 signature (~0.5-1 ms) of CPU, and the GIL se
 work whatever server runs it, so an async server would gain nothing here. Keep-alive (HTTP/1.1)
 avoids a TCP (and TLS) handshake per request; measured: see the README's emulator section.
 
-Hardening for a server that may be left running: bodies are capped (413), sockets time out, each
-request has a wall-clock deadline enforced by a watchdog (so a client sending one byte every few
-seconds cannot hold a thread), concurrent connections are capped, and the TLS handshake runs in the
-connection's own thread (a stalled handshake cannot block ``accept``).
+Hardening for a server that may be left running: bodies are capped (413), sockets time out, a
+new connection must send its request line and headers within a short header deadline and each
+request has a wall-clock deadline, both enforced by a watchdog (so a client sending one byte
+every second cannot hold a thread: the slowloris attack, CVE-2007-6750 for Apache); connections
+are bounded overall and per client address, and when the table is full a new connection replaces
+the one that has waited longest for its headers, so whole requests keep being served; drops are
+logged as one summary line per interval; the TLS handshake runs in the connection's own thread
+(a stalled handshake cannot block ``accept``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import socket
 import ssl
 import threading
@@ -26,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from certauth.errors import InvalidArgumentError
 
 __all__ = ["EmulatorHTTPServer", "HttpRequest", "HttpResponse", "ServerLimits"]
 
@@ -65,8 +72,39 @@ class ServerLimits:
     socket_timeout: float = 10.0
     #: Wall-clock limit for reading one request (and for an idle keep-alive connection).
     request_deadline: float = 30.0
-    #: Connections served at once; more are closed at once.
-    max_connections: int = 256
+    #: Wall-clock limit for a new connection to finish its TLS handshake and send its request
+    #: line and headers: a client sending them a byte at a time (slowloris) is cut off here.
+    header_deadline: float = 10.0
+    #: Connections served at once (a thread each; kept well under the usual 1,024 open files).
+    #: When all are taken, a new connection replaces the one that has waited longest for its
+    #: headers (at least a second); with none, it is closed at once.
+    max_connections: int = 512
+    #: Connections one client address may hold at once, replaced the same way; the rest of the
+    #: table stays open to other addresses. Loopback tests open dozens of connections at once
+    #: from one address, so this bounds a flood, not a busy client: the header deadline is
+    #: what ends each slow connection.
+    max_connections_per_client: int = 384
+    #: Dropped connections are logged as one summary warning per this many seconds.
+    log_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_connections", "max_connections_per_client"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidArgumentError(
+                    f"ServerLimits.{name} must be an integer >= 1: {value!r}"
+                )
+        for name in ("socket_timeout", "request_deadline", "header_deadline", "log_interval"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not math.isfinite(value)
+                or value <= 0
+            ):
+                raise InvalidArgumentError(
+                    f"ServerLimits.{name} must be seconds above 0: {value!r}"
+                )
 
 
 App = Callable[[HttpRequest], HttpResponse]
@@ -81,9 +119,12 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
     server: EmulatorHTTPServer
 
-    def handle_one_request(self) -> None:
-        self.server.watch(self.connection, self.server.limits.request_deadline)
-        super().handle_one_request()
+    def parse_request(self) -> bool:
+        # http.server reads the header block inside parse_request: once it returns, the
+        # request line and headers are in, and the header deadline no longer applies.
+        parsed = super().parse_request()
+        self.server.connections.serving()
+        return parsed
 
     def do_GET(self) -> None:
         self._serve()
@@ -146,18 +187,161 @@ class _Handler(BaseHTTPRequestHandler):
         if not head:
             self.wfile.write(response.body)
         # The response is out: the connection is idle until the next request starts.
-        self.server.watch(self.connection, self.server.limits.request_deadline)
+        self.server.connections.idle()
 
     def log_message(self, format: str, *args: Any) -> None:
         access_log.debug("%s %s", self.address_string(), format % args)
 
 
+@dataclass(eq=False)
+class _Connection:
+    """One accepted connection, as the connection table tracks it."""
+
+    #: The accepted socket (the table's key).
+    raw: socket.socket
+    #: What to shut down to end it: the accepted socket, then its TLS wrapper.
+    sock: socket.socket
+    client: str
+    #: ``headers`` (handshake, request line and headers), ``busy`` (body and answer) or
+    #: ``idle`` (keep-alive, between requests); ``since`` is when that phase began.
+    phase: str
+    since: float
+    deadline: float
+
+
+class _ConnectionTable:
+    """Every open connection with its phase and deadline; decides who gets a slot.
+
+    When the table (or one client address's share of it) is full, a new connection takes the
+    place of the one that has waited longest for its headers, so clients that hold slots by
+    sending a byte now and then cannot starve clients that send whole requests; only when no
+    connection has waited a second is the newcomer refused. Drops are counted for the
+    rate-limited summary instead of logged one by one.
+    """
+
+    #: A connection younger than this is never replaced (a client is still sending its request).
+    EVICTABLE_AFTER = 1.0
+
+    def __init__(self, limits: ServerLimits) -> None:
+        self.limits = limits
+        self.header_deadline = min(limits.header_deadline, limits.request_deadline)
+        self._lock = threading.Lock()
+        self._open: dict[socket.socket, _Connection] = {}
+        self._per_client: dict[str, int] = {}
+        self._current = threading.local()  # the connection this thread serves
+        self.timed_out = self.evicted = self.refused = 0
+
+    def admit(
+        self, sock: socket.socket, client: str, now: float
+    ) -> tuple[bool, socket.socket | None]:
+        """Take ``sock`` in: ``(admitted, the socket of a connection to close for it)``."""
+        with self._lock:
+            if self._per_client.get(client, 0) >= self.limits.max_connections_per_client:
+                full, scope = True, client
+            else:
+                full, scope = len(self._open) >= self.limits.max_connections, None
+            victim = self._victim(now, scope) if full else None
+            if full and victim is None:
+                self.refused += 1
+                return False, None
+            if victim is not None:
+                self._forget(victim)
+                self.evicted += 1
+            deadline = now + self.header_deadline
+            self._open[sock] = _Connection(sock, sock, client, "headers", now, deadline)
+            self._per_client[client] = self._per_client.get(client, 0) + 1
+            return True, victim.sock if victim is not None else None
+
+    def _victim(self, now: float, client: str | None) -> _Connection | None:
+        # The longest wait for headers first; an idle keep-alive connection only if no such.
+        candidates = [
+            conn
+            for conn in self._open.values()
+            if (client is None or conn.client == client)
+            and conn.phase != "busy"
+            and now - conn.since >= self.EVICTABLE_AFTER
+        ]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda conn: (conn.phase != "headers", conn.since))
+
+    def _forget(self, conn: _Connection) -> None:
+        del self._open[conn.raw]
+        left = self._per_client.get(conn.client, 1) - 1
+        if left > 0:
+            self._per_client[conn.client] = left
+        else:
+            self._per_client.pop(conn.client, None)
+
+    def attach(self, raw: socket.socket, sock: socket.socket) -> bool:
+        """This thread serves ``raw``, now reached through ``sock`` (its TLS wrapper, or
+        itself); ``False`` if it was closed meanwhile."""
+        with self._lock:
+            conn = self._open.get(raw)
+            if conn is None:
+                return False
+            conn.sock = sock
+        self._current.conn = conn
+        return True
+
+    def serving(self) -> None:
+        """The current request's headers are in: the request deadline applies."""
+        self._move("busy", self.limits.request_deadline)
+
+    def idle(self) -> None:
+        """The answer is out: an idle keep-alive connection until the next request."""
+        self._move("idle", self.limits.request_deadline)
+
+    def _move(self, phase: str, seconds: float) -> None:
+        conn: _Connection | None = getattr(self._current, "conn", None)
+        if conn is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            conn.phase, conn.since, conn.deadline = phase, now, now + seconds
+
+    def release(self, raw: socket.socket) -> None:
+        """The connection's thread is done with it."""
+        self._current.conn = None
+        with self._lock:
+            conn = self._open.get(raw)
+            if conn is not None:
+                self._forget(conn)
+
+    def overdue(self, now: float) -> list[socket.socket]:
+        """Take the connections past their deadline out of the table; the sockets to close."""
+        with self._lock:
+            late = [conn for conn in self._open.values() if conn.deadline < now]
+            for conn in late:
+                self._forget(conn)
+                # An idle keep-alive connection timing out is ordinary; a slow request is not.
+                self.timed_out += conn.phase != "idle"
+        return [conn.sock for conn in late]
+
+    def close_all(self) -> list[socket.socket]:
+        """Forget every connection; the sockets to close."""
+        with self._lock:
+            socks = [conn.sock for conn in self._open.values()]
+            self._open.clear()
+            self._per_client.clear()
+        return socks
+
+    def take_counts(self) -> tuple[int, int, int]:
+        """``(timed out, evicted, refused)`` since the last call."""
+        with self._lock:
+            counts = (self.timed_out, self.evicted, self.refused)
+            self.timed_out = self.evicted = self.refused = 0
+        return counts
+
+
 class EmulatorHTTPServer(ThreadingHTTPServer):
-    """``ThreadingHTTPServer`` with TLS in the worker thread, deadlines and a connection cap."""
+    """``ThreadingHTTPServer`` with TLS in the worker thread, deadlines and connection bounds."""
 
     daemon_threads = True
     block_on_close = False
     request_queue_size = 128
+    #: How often the watchdog looks for overdue connections.
+    WATCH_INTERVAL = 0.25
 
     def __init__(
         self,
@@ -172,10 +356,9 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         self.scheme = scheme
         self.tls = tls
         self.limits = limits
-        self._slots = threading.BoundedSemaphore(limits.max_connections)
-        self._deadlines: dict[socket.socket, float] = {}
-        self._deadlines_lock = threading.Lock()
+        self.connections = _ConnectionTable(limits)
         self._stopping = threading.Event()
+        self._last_report = -math.inf
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
@@ -218,16 +401,19 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
     # -- connection lifecycle ---------------------------------------------------------------
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        """Hand the connection to a thread, or close it at once when all slots are taken."""
-        if not self._slots.acquire(blocking=False):
-            limit = self.limits.max_connections
-            access_log.warning("%d connections open; closing a new one", limit)
+        """Hand the connection to a thread; when the table is full, replace the connection
+        that has waited longest for its headers, or close the new one at once."""
+        client = str(client_address[0]) if client_address else ""
+        admitted, victim = self.connections.admit(request, client, time.monotonic())
+        if victim is not None:
+            _abort(victim)
+        if not admitted:
             self.shutdown_request(request)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
+            self.connections.release(request)
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
@@ -235,20 +421,22 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            self.connections.release(request)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
-        """TLS handshake (in this thread, under the deadline), then HTTP on the connection."""
+        """TLS handshake (in this thread, under the header deadline), then HTTP."""
         conn: socket.socket = request
         conn.settimeout(self.limits.socket_timeout)
-        self.watch(conn, self.limits.request_deadline)
         try:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
-                self.unwatch(request)  # detached by wrap_socket; the wrapper is watched now
-                self.watch(conn, self.limits.request_deadline)
+            # wrap_socket detaches the accepted socket: from now on the wrapper is what the
+            # deadlines shut down.
+            if not self.connections.attach(request, conn):
+                return  # replaced or past its deadline before this thread started
+            if self.tls is not None:
                 try:
-                    conn.do_handshake()
+                    conn.do_handshake()  # type: ignore[attr-defined]
                 except (ssl.SSLError, OSError) as exc:
                     access_log.debug("TLS handshake with %s failed: %s", client_address, exc)
                     return
@@ -257,8 +445,6 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
             except (ConnectionError, TimeoutError, ssl.SSLError) as exc:
                 access_log.debug("connection from %s ended: %s", client_address, exc)
         finally:
-            self.unwatch(conn)
-            self.unwatch(request)
             if conn is not request:
                 with contextlib.suppress(OSError):
                     conn.close()
@@ -267,37 +453,45 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         """Log through ``logging`` instead of printing a traceback to stderr."""
         logging.getLogger("certauth.emulator").exception("error on connection %s", client_address)
 
-    # -- deadlines --------------------------------------------------------------------------
-
-    def watch(self, conn: socket.socket, seconds: float) -> None:
-        """Close ``conn`` if it is still busy ``seconds`` from now."""
-        with self._deadlines_lock:
-            self._deadlines[conn] = time.monotonic() + seconds
-
-    def unwatch(self, conn: socket.socket) -> None:
-        """Forget ``conn`` (it was closed)."""
-        with self._deadlines_lock:
-            self._deadlines.pop(conn, None)
+    # -- deadlines and the dropped-connection summary --------------------------------------------
 
     def _watch_deadlines(self) -> None:
-        while not self._stopping.wait(0.5):
+        while not self._stopping.wait(self.WATCH_INTERVAL):
             now = time.monotonic()
-            with self._deadlines_lock:
-                overdue = [c for c, t in self._deadlines.items() if t < now]
-                for conn in overdue:
-                    del self._deadlines[conn]
-            for conn in overdue:
-                access_log.debug("closing a connection past its deadline")
+            for conn in self.connections.overdue(now):
                 _abort(conn)
+            if now - self._last_report >= self.limits.log_interval:
+                self._report(now)
+
+    def _report(self, now: float) -> None:
+        # One line per log_interval at most, whatever the rate of drops: a flood of slow
+        # connections must not become a flood of log lines.
+        timed_out, evicted, refused = self.connections.take_counts()
+        total = timed_out + evicted + refused
+        if not total:
+            return
+        self._last_report = now
+        access_log.warning(
+            "dropped %d connections that were slow to send a request or over the limits: %d "
+            "past the deadline (%g s for the headers), %d replaced by newer connections, %d "
+            "refused (limits: %d connections, %d per client address); next report in %g s at "
+            "the earliest",
+            total,
+            timed_out,
+            self.connections.header_deadline,
+            evicted,
+            refused,
+            self.limits.max_connections,
+            self.limits.max_connections_per_client,
+            self.limits.log_interval,
+        )
 
     def server_close(self) -> None:
         """Stop accepting, close every open connection and the listening socket."""
         self._stopping.set()
-        with self._deadlines_lock:
-            open_connections = list(self._deadlines)
-            self._deadlines.clear()
-        for conn in open_connections:
+        for conn in self.connections.close_all():
             _abort(conn)
+        self._report(time.monotonic())
         super().server_close()
 
 

@@ -158,7 +158,16 @@ class Emulator:
             folder = self._tls_dir
             if folder is None:
                 folder = self._own_tls_dir = Path(tempfile.mkdtemp(prefix="certauth-emulator-"))
-            files = generate_tls_files(folder, now=self.clock.now())
+            try:
+                files = generate_tls_files(folder, now=self.clock.now())
+            except OSError as exc:  # a file in the way, a name too long, no permission
+                self._remove_own_tls_dir()
+                from certauth.errors import ConfigurationError
+
+                raise ConfigurationError(
+                    f"{folder}: cannot write the TLS files there ({exc.strerror or exc}); give "
+                    "a directory that exists or can be created"
+                ) from None
             self._ca_file = files.ca_file
             context = server_context(files)
         try:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
+import select
 import socket
 import threading
 import time
@@ -25,7 +27,7 @@ import pytest
 from certauth.certificates import Certificate
 from certauth.emulator import Emulator
 from certauth.emulator.server import ServerLimits
-from certauth.errors import TokenValidationError
+from certauth.errors import CertauthError, InvalidArgumentError, TokenValidationError
 from certauth.protocol import CLIENT_ASSERTION_TYPE
 from certauth.verify import TokenVerifier
 
@@ -270,6 +272,208 @@ def test_a_full_connection_table_recovers_at_the_deadline(rsa_cert: Certificate)
         finally:
             for sock in idle:
                 sock.close()
+
+
+class _Slowloris:
+    """``count`` connections that each send one byte a second and never finish a request, kept
+    up by a few threads (select, not a thread per socket: the machine has two cores). A
+    connection the server closes is replaced after a second, as an attacker would."""
+
+    def __init__(self, port: int, count: int, *, threads: int = 10) -> None:
+        self.port = port
+        self.count = count
+        self.threads = threads
+        #: How long each connection lived before the server closed it (seconds).
+        self.lifetimes: list[float] = []
+        self.opened = 0
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._workers: list[threading.Thread] = []
+
+    def __enter__(self) -> _Slowloris:
+        share = -(-self.count // self.threads)
+        for index in range(self.threads):
+            size = min(share, self.count - index * share)
+            worker = threading.Thread(target=self._run, args=(size,), daemon=True)
+            worker.start()
+            self._workers.append(worker)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        for worker in self._workers:
+            worker.join(timeout=10)
+
+    def _connect(self) -> socket.socket | None:
+        try:
+            sock = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+            sock.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")
+        except OSError:
+            return None
+        sock.setblocking(False)
+        with self._lock:
+            self.opened += 1
+        return sock
+
+    def _run(self, size: int) -> None:
+        opened: dict[socket.socket, float] = {}
+        waiting: list[float] = [0.0] * size  # when to (re)connect each missing one
+        next_tick = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                now = time.monotonic()
+                for index, when in enumerate(waiting):
+                    if when == 0.0 or 0.0 < when <= now:
+                        sock = self._connect()
+                        waiting[index] = -1.0 if sock else now + 1.0
+                        if sock is not None:
+                            opened[sock] = time.monotonic()
+                waiting = [w for w in waiting if w != -1.0]
+                readable, _, _ = (
+                    select.select(list(opened), [], [], 0.1) if opened else ([], [], [])
+                )
+                closed = []
+                for sock in readable:
+                    try:
+                        if sock.recv(4096) == b"":
+                            closed.append(sock)
+                    except (BlockingIOError, InterruptedError):
+                        pass
+                    except OSError:
+                        closed.append(sock)
+                if time.monotonic() >= next_tick:
+                    next_tick += 1.0
+                    for sock in list(opened):
+                        try:
+                            sock.send(b"a")  # one byte a second
+                        except (BlockingIOError, InterruptedError):
+                            pass
+                        except OSError:
+                            closed.append(sock)
+                for sock in set(closed):
+                    with self._lock:
+                        self.lifetimes.append(time.monotonic() - opened.pop(sock))
+                    sock.close()
+                    waiting.append(time.monotonic() + 1.0)
+                if not opened:
+                    self._stop.wait(0.05)
+        finally:
+            for sock in opened:
+                sock.close()
+
+
+@pytest.mark.slow
+def test_three_hundred_slow_clients_do_not_stop_valid_token_requests(
+    rsa_cert: Certificate, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The reported attack: 300 connections sending a byte a second made 90% of valid token
+    # requests fail for as long as they lasted, and the emulator logged ~24,000 lines. Now the
+    # header deadline ends each slow connection (3 s here, 10 s by default), the bounds leave
+    # room for whole requests, and drops are one summary line per log_interval.
+    from certauth.credential import CertificateCredential
+
+    limits = ServerLimits(header_deadline=3.0)
+    caplog.set_level(logging.WARNING, logger="certauth.emulator")
+    with Emulator(limits=limits) as tenant:
+        tenant.register(CLIENT_ID, rsa_cert)
+        tenant.register_secret(CLIENT_ID, SECRET)
+        credential = CertificateCredential(
+            tenant.tenant_id,
+            CLIENT_ID,
+            certificate=rsa_cert,
+            token_endpoint=tenant.token_endpoint,
+            cache=None,
+            timeout=10,
+        )
+        outcomes: list[bool] = []
+        with credential, _Slowloris(tenant.port, 300) as attack:
+            time.sleep(1.0)  # all 300 are connected and dripping by now
+            started = time.monotonic()
+            for _ in range(48):
+                try:
+                    credential.request_token("api://x/.default", force=True)
+                    outcomes.append(True)
+                except CertauthError:
+                    outcomes.append(False)
+                time.sleep(0.1)
+            # Past the deadline of the first wave, and of some that reconnected.
+            time.sleep(max(0.0, limits.header_deadline + 2.0 - (time.monotonic() - started)))
+            attacked = attack.opened
+        lifetimes = sorted(attack.lifetimes)
+        warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+        # ...and once the attack stops, the emulator answers as before.
+        _legitimate(tenant)
+    succeeded = sum(outcomes)
+    assert succeeded >= 0.95 * len(outcomes), (succeeded, outcomes, attacked)
+    assert attacked >= 300, attacked
+    # Every slow connection was closed at the header deadline (checked four times a second;
+    # the client notices within its one-second tick): none was let run to the 30 s request
+    # deadline, and none needed replacing or refusing (300 is within the bounds).
+    assert len(lifetimes) >= 300, len(lifetimes)
+    assert lifetimes[0] >= limits.header_deadline - 0.1, lifetimes[:5]
+    assert lifetimes[-1] < limits.header_deadline + 2.0, lifetimes[-5:]
+    assert 1 <= len(warnings) <= 5, warnings
+    assert all(" 0 replaced" in w and " 0 refused" in w for w in warnings), warnings
+
+
+def test_a_full_client_share_makes_room_for_a_whole_request() -> None:
+    # When a client address holds all it may, a new connection takes the place of the one that
+    # has waited longest for its headers: slow clients cannot lock out whole requests.
+    limits = ServerLimits(max_connections_per_client=8, header_deadline=30, request_deadline=30)
+    with Emulator(limits=limits) as tenant:
+        tenant.register_secret(CLIENT_ID, SECRET)
+        slow = []
+        for _ in range(8):
+            sock = socket.create_connection(("127.0.0.1", tenant.port), timeout=5)
+            sock.sendall(b"POST / HTTP/1.1\r\nX-Slow: ")
+            slow.append(sock)
+            time.sleep(0.05)
+        try:
+            time.sleep(1.1)  # every one has waited a second for its headers
+            assert _legitimate(tenant) < 1.0
+            slow[0].settimeout(2)
+            assert slow[0].recv(1024) == b""  # the oldest made room
+            for sock in slow[1:]:
+                sock.settimeout(0.2)
+                with pytest.raises(TimeoutError):
+                    sock.recv(1024)  # the others are still open
+        finally:
+            for sock in slow:
+                sock.close()
+
+
+def test_the_header_deadline_closes_slow_connections_under_the_bounds(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Fewer slow clients than a client address may hold: nothing is replaced or refused, and
+    # the header deadline alone closes each one (not the 30 s request deadline).
+    limits = ServerLimits(header_deadline=1.5, log_interval=60)
+    caplog.set_level(logging.WARNING, logger="certauth.emulator")
+    with Emulator(limits=limits) as tenant:
+        tenant.register_secret(CLIENT_ID, SECRET)
+        with _Slowloris(tenant.port, 60, threads=4) as attack:
+            with httpx.Client(timeout=5) as client:
+                latencies = [_legitimate(tenant, client) for _ in range(10)]
+            time.sleep(limits.header_deadline + 1.5)
+        assert max(latencies) < 1.0, latencies
+    first = sorted(attack.lifetimes[:60])  # the first connections' (closed in that order)
+    assert len(first) == 60, len(attack.lifetimes)
+    # Closed at the deadline (checked four times a second; seen within the client's tick).
+    assert first[0] >= limits.header_deadline - 0.1, first[:5]
+    assert first[-1] < limits.header_deadline + 1.5, first[-5:]
+    # The first drop is reported at once, the rest summed up (here when the server stops).
+    summaries = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert 1 <= len(summaries) <= 2, summaries
+    for summary in summaries:
+        assert " 0 replaced" in summary, summary
+        assert " 0 refused" in summary, summary
+
+
+def test_server_limits_refuse_nonsense() -> None:
+    with pytest.raises(InvalidArgumentError, match="header_deadline"):
+        ServerLimits(header_deadline=float("nan"))
+    with pytest.raises(InvalidArgumentError, match="max_connections_per_client"):
+        ServerLimits(max_connections_per_client=0)
 
 
 # -- malformed Authorization headers --------------------------------------------------------------
