@@ -148,9 +148,7 @@ def test_an_untrusted_server_certificate_is_a_tls_failure() -> None:
             assert trusting.get(tenant.jwks_uri).json()["keys"]
 
 
-def test_a_ca_file_is_tried_alone_before_the_system_store(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_a_ca_file_is_trusted_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from certauth.certificates import generate_certificate
     from certauth.emulator import Emulator
 
@@ -160,20 +158,17 @@ def test_a_ca_file_is_tried_alone_before_the_system_store(
         # The CA file covers the server: the system store is never loaded.
         with _http.new_sync_client(verify=tenant.ca_file) as client:
             assert client.get(tenant.jwks_uri).status_code == 200
-        assert set(_http._contexts) == {f"only:{tenant.ca_file}"}
-        # It does not: the handshake is redone with the system store (here: the tenant's CA
-        # through SSL_CERT_FILE) added to it, as the trust has always been.
+        assert set(_http._contexts) == {tenant.ca_file}
+        # It does not: refused, even though the system store (here: the tenant's CA through
+        # SSL_CERT_FILE) would trust the server. verify=PATH is exactly that bundle, as in
+        # requests, httpx and azure-identity's connection_verify.
         unrelated = tmp_path / "unrelated-ca.pem"
         unrelated.write_bytes(generate_certificate("CN=unrelated CA").pem)
         monkeypatch.setenv("SSL_CERT_FILE", tenant.ca_file)
         with _http.new_sync_client(verify=str(unrelated)) as client:
-            assert client.get(tenant.jwks_uri).status_code == 200
-            assert client.get(tenant.jwks_uri).status_code == 200
-        assert str(unrelated) in _http._contexts
-        # Neither trusts it: the error is the verification failure, as before.
-        monkeypatch.delenv("SSL_CERT_FILE")
-        monkeypatch.setattr(_http, "_contexts", {})
-        with _http.new_sync_client(verify=str(unrelated)) as client:
             with pytest.raises(httpx.ConnectError) as caught:
                 client.get(tenant.jwks_uri)
             assert _http._failure(caught.value).kind == "tls"
+        # The default is the system store, SSL_CERT_FILE honoured.
+        with _http.new_sync_client() as client:
+            assert client.get(tenant.jwks_uri).status_code == 200

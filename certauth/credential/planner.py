@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from certauth._flow import Flow, Send, Sleep, call, describe, get_json, retry_delay
+from certauth._flow import Budget, Flow, Send, Sleep, call, get_json, log_retry, retry_delay
 from certauth.authority import Authority
 from certauth.credential.client_auth import ClientAuth
 from certauth.credential.types import AccessToken
@@ -217,9 +217,11 @@ class Planner:
         return normalize_scopes(scopes, entra=entra)
 
     def _request(self, scopes: tuple[str, ...]) -> Flow[Token]:
-        """Resolve the authority if needed, then request a token, retrying transient failures."""
+        """Resolve the authority if needed, then request a token, retrying transient failures,
+        all within the call's bound (``RetryPolicy.total_timeout``)."""
+        budget = Budget(self.retry.total_timeout)
         if self.authority is None:
-            yield from self._discover()
+            yield from self._discover(budget)
         auth = self.auth
         if auth.reads_files:
             yield from call(auth.maybe_reload, self.clock())
@@ -243,18 +245,21 @@ class Planner:
                 secret_method=fields.get("secret_method", "client_secret_post"),  # type: ignore[arg-type]
                 v1_resource=authority.is_v1,
             )
-            answer = yield Send("POST", request.url, dict(request.headers), request.body)
+            answer = yield Send(
+                "POST", request.url, dict(request.headers), request.body, timeout=budget.left
+            )
+            budget.charge(answer.elapsed)
             delay = retry_delay(
-                answer, attempt, url=authority.token_endpoint, retry=self.retry, now=self.clock()
+                answer,
+                attempt,
+                url=authority.token_endpoint,
+                retry=self.retry,
+                now=self.clock(),
+                budget=budget,
             )
             if delay is not None:
-                log.info(
-                    "certauth: token request to %s failed (%s); retry %d in %.2f s",
-                    authority.token_endpoint,
-                    describe(answer),
-                    attempt,
-                    delay,
-                )
+                log_retry("token", authority.token_endpoint, answer, attempt, self.retry, delay)
+                budget.charge(delay)
                 yield Sleep(delay)
                 continue
             token = parse_token_response(
@@ -272,7 +277,7 @@ class Planner:
             )
             return token
 
-    def _discover(self) -> Generator[Any, Any, None]:
+    def _discover(self, budget: Budget) -> Generator[Any, Any, None]:
         assert self.issuer is not None
         document = yield from get_json(
             Authority.discovery_url(self.issuer),
@@ -280,6 +285,7 @@ class Planner:
             hint="check --issuer",
             retry=self.retry,
             now=self.clock(),
+            budget=budget,
         )
         self._bind(Authority.from_discovery(self.issuer, document))
 
