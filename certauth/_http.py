@@ -124,9 +124,16 @@ def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncCl
 
 def _failure(exc: Exception, *, elapsed: float = 0.0) -> Failure:
     if isinstance(exc, httpx.TimeoutException):
-        return Failure(
-            "timeout", f"timed out ({type(exc).__name__} after {elapsed:.1f} s)", elapsed
+        phase = (
+            "connecting"
+            if isinstance(exc, httpx.ConnectTimeout)
+            else "sending the request"
+            if isinstance(exc, httpx.WriteTimeout)
+            else "waiting for a connection"
+            if isinstance(exc, httpx.PoolTimeout)
+            else "waiting for the answer"
         )
+        return Failure("timeout", f"timed out after {elapsed:.1f} s {phase}", elapsed)
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
@@ -177,8 +184,8 @@ def _request(
     )
 
 
-def _spent(seconds: float) -> Failure:
-    return Failure("timeout", f"timed out (no time left for an attempt: {seconds:.1f} s)")
+def _spent() -> Failure:
+    return Failure("timeout", "timed out: no time left for another attempt")
 
 
 def run_sync(flow: Flow[T], client: httpx.Client) -> T:
@@ -214,7 +221,7 @@ def run_sync(flow: Flow[T], client: httpx.Client) -> T:
 def _send_sync(action: Send, client: httpx.Client) -> Reply | Failure:
     seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
     if seconds <= 0:
-        return _spent(seconds)
+        return _spent()
     started = time.monotonic()
     deadline = started + seconds if seconds < math.inf else None
     try:
@@ -270,7 +277,7 @@ async def _send_async(action: Send, client: httpx.AsyncClient) -> Reply | Failur
 
     seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
     if seconds <= 0:
-        return _spent(seconds)
+        return _spent()
     started = time.monotonic()
     try:
         # asyncio.wait_for, not asyncio.timeout: Python 3.10 has only the former.
@@ -280,7 +287,7 @@ async def _send_async(action: Send, client: httpx.AsyncClient) -> Reply | Failur
         )
     except asyncio.TimeoutError:
         elapsed = time.monotonic() - started
-        return Failure("timeout", f"timed out (no complete answer after {elapsed:.1f} s)", elapsed)
+        return Failure("timeout", f"timed out after {elapsed:.1f} s without a full answer", elapsed)
     except httpx.HTTPError as exc:
         return _failure(exc, elapsed=time.monotonic() - started)
 

@@ -251,6 +251,10 @@ class _Receiver(io.RawIOBase):
         self._sock = sock
         self._timeout = timeout
         self._deadline = deadline
+        # What ``sock.makefile("rb")`` would give http.client, unbuffered: it also keeps the
+        # socket open while the response is read after the connection let go of it (a
+        # ``Connection: close`` answer: http.client closes the connection at once).
+        self._io = sock.makefile("rb", buffering=0)
 
     def makefile(self, mode: str) -> io.BufferedReader:
         """What ``HTTPResponse`` reads from (``mode`` is always ``"rb"``)."""
@@ -259,12 +263,16 @@ class _Receiver(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: Any) -> int:
+    def readinto(self, buffer: Any) -> int | None:
         self._sock.settimeout(_wait(self._timeout, self._deadline))
-        return self._sock.recv_into(buffer)
+        return self._io.readinto(buffer)
 
     def fileno(self) -> int:
-        return self._sock.fileno()
+        return self._io.fileno()
+
+    def close(self) -> None:
+        self._io.close()
+        super().close()
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:
