@@ -194,7 +194,7 @@ OUTPUTS = ("token", "json", "header", "env")
 @click.option(
     "--scope", "scopes", multiple=True, help="Scope, e.g. api://billing/.default (repeatable)."
 )
-@click.option("--ca-file", help=CA_FILE_HELP)
+@click.option("--ca-file", metavar="FILE", help=CA_FILE_HELP)
 @click.option(
     "--client-secret-env",
     metavar="VAR",

@@ -170,7 +170,7 @@ def decode(token_arg: str, as_json: bool) -> None:
     show_default=True,
     help="Clock skew allowed for exp/nbf, in seconds.",
 )
-@click.option("--ca-file", help=CA_FILE_HELP)
+@click.option("--ca-file", metavar="FILE", help=CA_FILE_HELP)
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0.1),
