@@ -55,7 +55,7 @@ class HostileServer:
 
     def __post_init__(self) -> None:
         self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
+        self._listener.settimeout(0.05)  # how soon the accept loop sees the server stopping
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self.port = self._listener.getsockname()[1]
