@@ -342,19 +342,19 @@ class _Decoder:
     body in any other coding is kept as sent, as httpx does, and then fails as "not JSON".
     """
 
-    __slots__ = ("_first", "_inflater", "_raw_deflate")
+    __slots__ = ("_first", "_inflater", "_may_be_raw")
 
     def __init__(self, content_encoding: str) -> None:
         codings = [c.strip().lower() for c in content_encoding.split(",")]
         codings = [c for c in codings if c and c != "identity"]
         self._inflater: Any = None
         self._first = True
-        self._raw_deflate = False
+        self._may_be_raw = False
         if codings == ["gzip"] or codings == ["x-gzip"]:
             self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
         elif codings == ["deflate"]:
             self._inflater = zlib.decompressobj()
-            self._raw_deflate = True  # on a first-chunk error, try raw deflate (as httpx does)
+            self._may_be_raw = True  # a first chunk zlib refuses is tried as raw deflate
 
     def decode(self, data: bytes, limit: int) -> bytes:
         """The next decoded bytes, at most ``limit`` of them (more is cut: the body is then
@@ -366,10 +366,10 @@ class _Decoder:
             # max_length: zlib stops there and keeps the rest of the input unread.
             decoded: bytes = self._inflater.decompress(data, limit)
         except zlib.error as exc:
-            if first and self._raw_deflate:
+            if first and self._may_be_raw:
                 # RFC 9110 section 8.4.1.2 says zlib format; some servers send raw deflate.
                 self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._raw_deflate = False
+                self._may_be_raw = False
                 return self.decode(data, limit)
             raise httpx.DecodingError(f"cannot decode the body: {exc}") from None
         return decoded
