@@ -6,10 +6,15 @@ the outcome. It decides everything itself; the drivers in :mod:`certauth._http` 
 the actions, with blocking I/O (``run_sync``) or with asyncio (``run_async``, which runs a
 :class:`Call` in a worker thread so the event loop never blocks). Credentials (token POST,
 discovery) and verifiers (discovery, JWKS) share :func:`retry_delay` and :func:`get_json`.
+
+Time, too, comes from outside: the driver measures how long each attempt took and hands it
+back in the answer (``elapsed``), so a flow keeps a call's :class:`Budget` (the bound of
+``RetryPolicy.total_timeout``) without ever reading a clock.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -17,9 +22,24 @@ from typing import Any, TypeVar
 from certauth.errors import TransportError
 from certauth.protocol import RetryPolicy, parse_json_document, read_oauth_error
 
-__all__ = ["Action", "Call", "Failure", "Flow", "Reply", "Send", "Sleep", "get_json", "retry_delay"]
+__all__ = [
+    "Action",
+    "Budget",
+    "Call",
+    "Failure",
+    "Flow",
+    "Reply",
+    "Send",
+    "Sleep",
+    "get_json",
+    "log_retry",
+    "retry_delay",
+]
 
 T = TypeVar("T")
+
+#: One INFO line per retry: the library logs it, and the CLI shows it on stderr.
+retry_log = logging.getLogger("certauth.retry")
 
 
 @dataclass(frozen=True)
@@ -31,6 +51,9 @@ class Send:
     url: str
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes | None = None
+    #: At most this many seconds for the attempt (connect to last body byte), on top of the
+    #: client's own per-attempt timeout: what is left of the call's bound (``None``: no bound).
+    timeout: float | None = None
 
     def __repr__(self) -> str:
         return f"Send({self.method} {self.url})"  # the body may hold a secret
@@ -57,11 +80,13 @@ class Call:
 
 @dataclass(frozen=True)
 class Reply:
-    """An HTTP answer (the body capped at ``MAX_RESPONSE_BYTES`` + 1)."""
+    """An HTTP answer (the body, decoded, capped at ``MAX_RESPONSE_BYTES`` + 1)."""
 
     status: int
     headers: dict[str, str]
     body: bytes
+    #: Seconds the attempt took, as the driver measured them.
+    elapsed: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -70,12 +95,40 @@ class Failure:
 
     kind: str
     detail: str
+    #: Seconds the attempt took, as the driver measured them.
+    elapsed: float = 0.0
 
 
 Action = Send | Sleep | Call
 #: What a flow is resumed with: a :class:`Reply` or :class:`Failure` after a :class:`Send`,
 #: ``None`` after a :class:`Sleep`, the call's result after a :class:`Call`.
 Flow = Generator[Action, Any, T]
+
+
+class Budget:
+    """What is left of one call's bound (``RetryPolicy.total_timeout``) for attempts and waits.
+
+    Bookkeeping only: the flow charges what each attempt took (measured by the driver and
+    carried by the answer) and each wait it asks for; nothing here reads a clock.
+    """
+
+    __slots__ = ("spent", "total")
+
+    def __init__(self, total: float | None) -> None:
+        self.total = total
+        self.spent = 0.0
+
+    @property
+    def left(self) -> float | None:
+        """Seconds left (``None``: no bound)."""
+        return None if self.total is None else max(0.0, self.total - self.spent)
+
+    def charge(self, seconds: float) -> None:
+        """Count ``seconds`` as spent."""
+        self.spent += seconds
+
+    def __repr__(self) -> str:
+        return f"Budget(total={self.total}, spent={self.spent:.3f})"
 
 
 def describe(answer: Reply | Failure | None) -> str:
@@ -95,12 +148,15 @@ def retry_delay(
     retry: RetryPolicy,
     now: float,
     what: str | None = None,
+    budget: Budget | None = None,
 ) -> float | None:
     """Seconds to wait before retrying, ``None`` to use ``answer`` as it is.
 
     Transient failures (connect, timeout, 429, 5xx) are retried per ``retry``; when retries run
-    out, or TLS verification fails (it fails the same way every time), a
-    :class:`TransportError` is raised. ``what`` names the document being fetched, for messages.
+    out, or TLS verification fails (it fails the same way every time), or the wait would run
+    past what is left of ``budget`` (the call's ``total_timeout``), a :class:`TransportError`
+    is raised. ``what`` names the document being fetched, for messages; ``now`` (epoch
+    seconds) dates an HTTP-date ``Retry-After``.
     """
     fetching = f"cannot fetch the {what}: " if what else ""
     if isinstance(answer, Failure):
@@ -111,10 +167,11 @@ def retry_delay(
                 url=url,
             )
         delay = retry.delay(attempt, status=None)
-        if delay is None:
+        stopped = _past_bound(budget, delay)
+        if delay is None or stopped:
             raise TransportError(
-                f"{url}: {fetching}{answer.detail} (after {attempt} attempts); check the URL, "
-                "the network and proxy settings",
+                f"{url}: {fetching}{answer.detail} (after {attempt} attempts{stopped}); check "
+                "the URL, the network and proxy settings",
                 url=url,
             )
         return delay
@@ -122,19 +179,56 @@ def retry_delay(
     if answer.status == 429 or answer.status >= 500:
         retry_after = answer.headers.get("retry-after")
         delay = retry.delay(attempt, status=answer.status, retry_after=retry_after, now=now)
-        if delay is None:
+        stopped = _past_bound(budget, delay)
+        if delay is None or stopped:
             # Out of retries: a transport failure (exit 5) even when the body is an OAuth
             # error such as temporarily_unavailable, whose text is kept for diagnosis.
             raise TransportError(
                 f"{url}: {fetching}HTTP {answer.status} after {attempt} attempts"
                 + (f" (Retry-After: {retry_after})" if retry_after else "")
                 + _oauth_error_text(answer, url)
+                + (f" ({stopped.lstrip('; ')})" if stopped else "")
                 + "; the server is overloaded or failing, try again later",
                 url=url,
                 status_code=answer.status,
             )
         return delay
     return None
+
+
+def _past_bound(budget: Budget | None, delay: float | None) -> str:
+    """Why the call stops short of its next attempt because of its bound, or ``""``: no wait
+    runs past the bound, and an attempt needs some time left after its wait."""
+    left = budget.left if budget is not None else None
+    if delay is None or left is None or delay < left:
+        return ""
+    assert budget is not None
+    assert budget.total is not None
+    bound = f"the call's bound, total_timeout={budget.total:g} s,"
+    if left < 0.05:
+        return f"; {bound} is spent"
+    return f"; {bound} leaves {left:.1f} s, less than the {delay:.1f} s wait for the next attempt"
+
+
+def log_retry(
+    what: str,
+    url: str,
+    answer: Reply | Failure | None,
+    attempt: int,
+    retry: RetryPolicy,
+    delay: float,
+) -> None:
+    """Log (INFO, ``certauth.retry``) that attempt ``attempt`` failed and when the next runs:
+    ``certauth: token request to URL failed (HTTP 503); attempt 2 of 4 in 0.80 s``."""
+    retry_log.info(
+        "certauth: %s request to %s failed (%s); attempt %d of %d in %s s",
+        what,
+        url,
+        describe(answer),
+        attempt + 1,
+        retry.max_attempts,
+        f"{delay:.1f}" if delay >= 1 else f"{delay:.2f}",
+    )
 
 
 def _oauth_error_text(answer: Reply, url: str) -> str:
@@ -146,16 +240,31 @@ def _oauth_error_text(answer: Reply, url: str) -> str:
     return f" ({error.error}: {lines[0][:200]})" if lines else f" ({error.error})"
 
 
-def get_json(url: str, *, what: str, hint: str, retry: RetryPolicy, now: float) -> Flow[Any]:
+def get_json(
+    url: str,
+    *,
+    what: str,
+    hint: str,
+    retry: RetryPolicy,
+    now: float,
+    budget: Budget | None = None,
+) -> Flow[Any]:
     """GET a JSON document (discovery, JWKS) with retries; ``hint`` says what to check when the
-    server answers anything but 200."""
+    server answers anything but 200. ``budget`` is the call's bound, shared with the other
+    requests of the same call."""
+    budget = budget if budget is not None else Budget(retry.total_timeout)
     attempt = 0
     while True:
         attempt += 1
-        answer = yield Send("GET", url, {"Accept": "application/json"})
-        delay = retry_delay(answer, attempt, url=url, retry=retry, now=now, what=what)
+        answer = yield Send("GET", url, {"Accept": "application/json"}, timeout=budget.left)
+        budget.charge(answer.elapsed)
+        delay = retry_delay(
+            answer, attempt, url=url, retry=retry, now=now, what=what, budget=budget
+        )
         if delay is None:
             break
+        log_retry(what, url, answer, attempt, retry, delay)
+        budget.charge(delay)
         yield Sleep(delay)
     assert isinstance(answer, Reply)
     if answer.status != 200:

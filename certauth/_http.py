@@ -8,10 +8,11 @@ itself (what to send, what an answer means, whether to retry). :func:`run_sync` 
 
 from __future__ import annotations
 
-import functools
+import math
 import ssl
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -27,6 +28,13 @@ T = TypeVar("T")
 #: will not be reached by waiting longer, and retries follow.
 CONNECT_TIMEOUT = 5.0
 USER_AGENT = f"certauth/{__version__}"
+#: The content codings certauth asks for (RFC 9110 section 12.5.3): the ones it decodes itself,
+#: under the size cap (see ``_Decoder``).
+ACCEPT_ENCODING = "gzip, deflate"
+#: A request extension: the ``time.monotonic()`` by which the attempt must be over, connect to
+#: last body byte. :class:`~certauth._transport.StdlibTransport` holds every socket operation
+#: to it.
+DEADLINE = "certauth.deadline"
 
 
 _contexts: dict[str, ssl.SSLContext] = {}
@@ -36,26 +44,17 @@ _contexts_lock = threading.Lock()
 def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     """One verifying TLS context per trust source, shared by every client in the process.
 
-    Trust comes from the system store (which honours ``SSL_CERT_FILE``/``SSL_CERT_DIR``) plus
-    ``ca_file`` when given. Building a context from a full CA bundle costs ~20 ms, so it is
-    built once per process, not once per client.
+    Without ``ca_file``, trust is the system store (which honours ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR``). With it, trust is exactly the certificates in ``ca_file``, as requests'
+    and httpx's ``verify=PATH`` and azure-identity's ``connection_verify`` give it: a private
+    CA bundle does not quietly widen to every public CA. Building a context from a full CA
+    bundle costs ~20 ms, so it is built once per process, not once per client.
     """
 
     def build() -> ssl.SSLContext:
-        context = ssl.create_default_context()
-        if ca_file:
-            _load_ca_file(context, ca_file)
-        return context
-
-    return _shared(ca_file or "", build)
-
-
-def ca_file_context(ca_file: str) -> ssl.SSLContext:
-    """A verifying TLS context that trusts ``ca_file`` alone (shared like :func:`ssl_context`):
-    what the sync clients try first, see :func:`new_sync_client`."""
-
-    def build() -> ssl.SSLContext:
-        # create_default_context's settings, with cafile given: it skips the system store.
+        if not ca_file:
+            return ssl.create_default_context()
+        # create_default_context's settings; with cafile given it skips the system store.
         try:
             return ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
@@ -63,7 +62,7 @@ def ca_file_context(ca_file: str) -> ssl.SSLContext:
                 f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
             ) from None
 
-    return _shared(f"only:{ca_file}", build)
+    return _shared(ca_file or "", build)
 
 
 def _shared(key: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
@@ -77,18 +76,10 @@ def _shared(key: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     return context
 
 
-def _load_ca_file(context: ssl.SSLContext, ca_file: str) -> None:
-    try:
-        context.load_verify_locations(cafile=ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(
-            f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
-        ) from None
-
-
 def resolve_verify(verify: Any) -> ssl.SSLContext:
-    """``verify=`` as azure-identity and httpx users pass it: a CA file path, ``True``, or an
-    ``ssl.SSLContext``. ``False`` is refused: certauth always verifies TLS."""
+    """``verify=`` as azure-identity and httpx users pass it: a CA file path (trusted alone),
+    ``True`` or ``None`` (the system store), or an ``ssl.SSLContext`` (used as given).
+    ``False`` is refused: certauth always verifies TLS."""
     if isinstance(verify, ssl.SSLContext):
         return verify
     if verify is None or verify is True:
@@ -108,37 +99,18 @@ def new_sync_client(verify: Any = None, timeout: float = 30.0) -> httpx.Client:
     """An httpx client with certauth's TLS trust and timeouts (always set).
 
     Requests go through :class:`~certauth._transport.StdlibTransport` (``http.client``), which
-    spares a short-lived process httpcore's import; proxies from the environment still get
-    httpx's own transports (built with the same ``verify``).
+    spares a short-lived process httpcore's import and bounds each attempt by one deadline
+    (see :func:`run_sync`).
     """
     from certauth._transport import StdlibTransport
 
-    if isinstance(verify, str) and not _environment_proxies():
-        # Trust is the system store plus the CA file, and loading the system bundle costs a
-        # process ~20 ms. A certificate that verifies against the CA file alone verifies
-        # against both, so the CA file is tried first and the system store is loaded only
-        # when a server's certificate does not verify without it (the transport then redoes
-        # the handshake with the full trust: same outcome, one handshake later).
-        context = ca_file_context(verify)
-        transport = StdlibTransport(context, fallback=functools.partial(ssl_context, verify))
-    else:
-        # With a proxy from the environment, httpx's proxy transports take ``verify``: the
-        # full trust, as before.
-        context = resolve_verify(verify)
-        transport = StdlibTransport(context)
+    context = resolve_verify(verify)
     return httpx.Client(
         verify=context,
-        transport=transport,
+        transport=StdlibTransport(context),
         timeout=_timeout(timeout),
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )
-
-
-def _environment_proxies() -> bool:
-    """Whether httpx will route some requests through a proxy from the environment."""
-    import urllib.request  # already imported by httpx
-
-    return any(scheme != "no" for scheme in urllib.request.getproxies())
 
 
 def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncClient:
@@ -146,27 +118,86 @@ def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncCl
     return httpx.AsyncClient(
         verify=resolve_verify(verify),
         timeout=_timeout(timeout),
-        headers={"User-Agent": USER_AGENT},
+        headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )
 
 
-def _failure(exc: Exception) -> Failure:
+def _failure(exc: Exception, *, elapsed: float = 0.0) -> Failure:
     if isinstance(exc, httpx.TimeoutException):
-        return Failure("timeout", f"timed out ({type(exc).__name__})")
+        phase = (
+            "connecting"
+            if isinstance(exc, httpx.ConnectTimeout)
+            else "sending the request"
+            if isinstance(exc, httpx.WriteTimeout)
+            else "waiting for a connection"
+            if isinstance(exc, httpx.PoolTimeout)
+            else "waiting for the answer"
+        )
+        return Failure("timeout", f"timed out after {elapsed:.1f} s {phase}", elapsed)
     cause: BaseException | None = exc
     while cause is not None:
         if isinstance(cause, ssl.SSLCertVerificationError):
-            return Failure("tls", f"TLS certificate verification failed: {cause.verify_message}")
+            return Failure(
+                "tls", f"TLS certificate verification failed: {cause.verify_message}", elapsed
+            )
         if isinstance(cause, ssl.SSLError):
-            return Failure("tls", f"TLS error: {cause.reason or cause}")
+            return Failure("tls", f"TLS error: {cause.reason or cause}", elapsed)
         cause = cause.__cause__ or cause.__context__
     if isinstance(exc, httpx.ConnectError):
-        return Failure("connect", f"cannot connect ({exc or type(exc).__name__})")
-    return Failure("protocol", f"{type(exc).__name__}: {exc}")
+        return Failure("connect", f"cannot connect ({exc or type(exc).__name__})", elapsed)
+    return Failure("protocol", f"{type(exc).__name__}: {exc}", elapsed)
+
+
+# -- one attempt: one deadline ------------------------------------------------------------------
+
+
+def _attempt_limits(
+    timeout: httpx.Timeout, cap: float | None
+) -> tuple[float, dict[str, float | None]]:
+    """How long the attempt may take (the client's timeout, shortened to ``cap``: what is left
+    of the call's bound) and the per-operation timeouts, none longer than the attempt."""
+    seconds = math.inf if timeout.read is None else timeout.read
+    timeouts = timeout.as_dict()
+    if cap is not None and cap < seconds:
+        seconds = cap
+    if seconds < math.inf and not all(t is not None and t <= seconds for t in timeouts.values()):
+        timeouts = {op: seconds if t is None else min(t, seconds) for op, t in timeouts.items()}
+    return seconds, timeouts
+
+
+def _request(
+    client: httpx.Client | httpx.AsyncClient,
+    action: Send,
+    timeouts: dict[str, float | None],
+    deadline: float | None,
+) -> httpx.Request:
+    extensions: dict[str, Any] = {"timeout": timeouts}
+    if deadline is not None:
+        extensions[DEADLINE] = deadline
+    headers = action.headers
+    if client.headers.get("Accept-Encoding") != ACCEPT_ENCODING:
+        # Only codings the driver can decode under the cap, whatever a client of the caller's
+        # would ask for (certauth's own clients ask for just these).
+        headers = {**headers, "Accept-Encoding": ACCEPT_ENCODING}
+    return client.build_request(
+        action.method, action.url, headers=headers, content=action.body, extensions=extensions
+    )
+
+
+def _spent() -> Failure:
+    return Failure("timeout", "timed out: no time left for another attempt")
 
 
 def run_sync(flow: Flow[T], client: httpx.Client) -> T:
-    """Drive a flow with blocking I/O."""
+    """Drive a flow with blocking I/O.
+
+    Each :class:`~certauth._flow.Send` is one attempt with one deadline (the client's timeout,
+    or what is left of the call's bound when that is shorter) covering connect, the TLS
+    handshake, the status line, the headers and the body: certauth's own clients'
+    :class:`~certauth._transport.StdlibTransport` holds every socket operation to it, without
+    a thread; any other transport gets per-operation timeouts no longer than the attempt and
+    the deadline checked as the body arrives.
+    """
     answer: Any = None
     error: BaseException | None = None
     while True:
@@ -191,23 +222,37 @@ def run_sync(flow: Flow[T], client: httpx.Client) -> T:
 
 
 def _send_sync(action: Send, client: httpx.Client) -> Reply | Failure:
+    seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
+    if seconds <= 0:
+        return _spent()
+    started = time.monotonic()
+    deadline = started + seconds if seconds < math.inf else None
     try:
-        request = client.build_request(
-            action.method, action.url, headers=action.headers, content=action.body
-        )
-        deadline = _deadline(client.timeout)
-        response = client.send(request, stream=True)
+        response = client.send(_request(client, action, timeouts, deadline), stream=True)
         try:
-            body = _read_capped(response.iter_bytes(), deadline)
+            body = _in_memory(response)
+            if body is None:
+                decoder = _Decoder(response.headers.get("content-encoding", ""))
+                body = bytearray()
+                for chunk in response.iter_raw():
+                    if _take(body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))):
+                        break
+                    _check_deadline(deadline)
         finally:
             response.close()
-        return Reply(response.status_code, dict(response.headers), body)
+        elapsed = time.monotonic() - started
+        return Reply(response.status_code, dict(response.headers), bytes(body), elapsed)
     except httpx.HTTPError as exc:
-        return _failure(exc)
+        return _failure(exc, elapsed=time.monotonic() - started)
 
 
 async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
-    """Drive a flow with asyncio; a :class:`~certauth._flow.Call` runs in a worker thread."""
+    """Drive a flow with asyncio; a :class:`~certauth._flow.Call` runs in a worker thread.
+
+    Each :class:`~certauth._flow.Send` is one attempt run under one deadline (as in
+    :func:`run_sync`) by ``asyncio.wait_for``: connect, TLS handshake, status line, headers
+    and body, whatever the client's transport.
+    """
     import asyncio  # here, not at the top: a sync-only process never pays for it
 
     answer: Any = None
@@ -236,43 +281,103 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
 
 
 async def _send_async(action: Send, client: httpx.AsyncClient) -> Reply | Failure:
+    import asyncio
+
+    seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
+    if seconds <= 0:
+        return _spent()
+    started = time.monotonic()
     try:
-        request = client.build_request(
-            action.method, action.url, headers=action.headers, content=action.body
+        # asyncio.wait_for, not asyncio.timeout: Python 3.10 has only the former.
+        return await asyncio.wait_for(
+            _exchange_async(action, client, timeouts, started),
+            None if seconds == math.inf else seconds,
         )
-        deadline = _deadline(client.timeout)
-        response = await client.send(request, stream=True)
-        try:
-            chunks = bytearray()
-            async for chunk in response.aiter_bytes():
-                chunks += chunk
-                if len(chunks) > MAX_RESPONSE_BYTES:
-                    break
-                _check_deadline(deadline)
-        finally:
-            await response.aclose()
-        return Reply(response.status_code, dict(response.headers), bytes(chunks))
+    except asyncio.TimeoutError:
+        elapsed = time.monotonic() - started
+        return Failure("timeout", f"timed out after {elapsed:.1f} s without a full answer", elapsed)
     except httpx.HTTPError as exc:
-        return _failure(exc)
+        return _failure(exc, elapsed=time.monotonic() - started)
 
 
-def _read_capped(chunks: Any, deadline: float) -> bytes:
-    # Stop reading past the cap: a 100 MB "token response" is refused, not buffered.
-    data = bytearray()
-    for chunk in chunks:
-        data += chunk
-        if len(data) > MAX_RESPONSE_BYTES:
-            break
-        _check_deadline(deadline)
-    return bytes(data)
+async def _exchange_async(
+    action: Send, client: httpx.AsyncClient, timeouts: dict[str, float | None], started: float
+) -> Reply:
+    response = await client.send(_request(client, action, timeouts, None), stream=True)
+    try:
+        body = _in_memory(response)
+        if body is None:
+            decoder = _Decoder(response.headers.get("content-encoding", ""))
+            body = bytearray()
+            async for chunk in response.aiter_raw():
+                if _take(body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))):
+                    break
+    finally:
+        await response.aclose()
+    elapsed = time.monotonic() - started
+    return Reply(response.status_code, dict(response.headers), bytes(body), elapsed)
 
 
-def _deadline(timeout: httpx.Timeout) -> float:
-    """When the answer must be complete: the read timeout bounds each read, and a server
-    dripping one byte at a time never trips it, so the whole body gets the same budget."""
-    return time.monotonic() + timeout.read if timeout.read is not None else float("inf")
+def _in_memory(response: httpx.Response) -> bytearray | None:
+    """The body of an answer built in memory (an ``httpx.MockTransport`` handler's), which
+    httpx has already read and decoded; ``None`` for one still on the wire."""
+    if not response.is_stream_consumed:
+        return None
+    return bytearray(response.content[: MAX_RESPONSE_BYTES + 1])
 
 
-def _check_deadline(deadline: float) -> None:
-    if time.monotonic() > deadline:
+def _take(body: bytearray, data: bytes) -> bool:
+    """Append ``data``; True once the body is over the cap (the answer is refused as too
+    large: a 100 MB "token response" is dropped, not buffered)."""
+    body += data
+    return len(body) > MAX_RESPONSE_BYTES
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
         raise httpx.ReadTimeout("the answer did not arrive in full within the timeout")
+
+
+# -- Content-Encoding, decoded under the cap ----------------------------------------------------
+
+
+class _Decoder:
+    """Undoes a response's Content-Encoding (RFC 9110 section 8.4) as the body streams, never
+    producing more than the caller asks for, so the cap holds for the decoded bytes: a 1 MiB
+    gzip body that inflates to 1 GiB costs the cap in memory, not a gigabyte.
+
+    One ``gzip`` or ``deflate`` coding is decoded (what :data:`ACCEPT_ENCODING` asks for); a
+    body in any other coding is kept as sent, as httpx does, and then fails as "not JSON".
+    """
+
+    __slots__ = ("_first", "_inflater", "_may_be_raw")
+
+    def __init__(self, content_encoding: str) -> None:
+        codings = [c.strip().lower() for c in content_encoding.split(",")]
+        codings = [c for c in codings if c and c != "identity"]
+        self._inflater: Any = None
+        self._first = True
+        self._may_be_raw = False
+        if codings == ["gzip"] or codings == ["x-gzip"]:
+            self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif codings == ["deflate"]:
+            self._inflater = zlib.decompressobj()
+            self._may_be_raw = True  # a first chunk zlib refuses is tried as raw deflate
+
+    def decode(self, data: bytes, limit: int) -> bytes:
+        """The next decoded bytes, at most ``limit`` of them (more is cut: the body is then
+        over the cap and refused anyway)."""
+        if self._inflater is None:
+            return data if len(data) <= limit else data[:limit]
+        first, self._first = self._first, False
+        try:
+            # max_length: zlib stops there and keeps the rest of the input unread.
+            decoded: bytes = self._inflater.decompress(data, limit)
+        except zlib.error as exc:
+            if first and self._may_be_raw:
+                # RFC 9110 section 8.4.1.2 says zlib format; some servers send raw deflate.
+                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+                self._may_be_raw = False
+                return self.decode(data, limit)
+            raise httpx.DecodingError(f"cannot decode the body: {exc}") from None
+        return decoded

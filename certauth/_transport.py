@@ -11,22 +11,28 @@ dropped after ``KEEPALIVE_EXPIRY`` seconds or when the server has closed them), 
 connect/read/write timeouts, TLS with the client's ``ssl.SSLContext`` (hostname checked), a
 streamed response body, and httpx's exception types (``ConnectError`` with the ``ssl`` error
 as its cause, ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ...), which
-``_http._failure`` maps to certauth's transport failures. With a ``fallback``, a certificate
-that does not verify gets one more handshake with the fuller trust the fallback builds (see
-``_http.new_sync_client``). Proxies from the environment are still httpx's: ``httpx.Client``
-mounts its own proxy transports next to this one.
+``_http._failure`` maps to certauth's transport failures.
+
+And one thing httpcore does not give: a request carrying the ``_http.DEADLINE`` extension is
+held to it at every socket operation (connect, TLS handshake, sending, each receive of the
+status line, headers and body), each one's timeout shortened to what is left, so a server
+that drips bytes is cut off at the deadline. No thread, no timer: only socket timeouts.
 HTTP/1.1 only, as httpx's default client.
 """
 
 from __future__ import annotations
 
 import http.client
+import io
 import select
+import socket
 import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from typing import Any, cast
 
+from certauth._http import DEADLINE
 from certauth._httpx import httpx
 
 __all__ = ["KEEPALIVE_EXPIRY", "StdlibTransport"]
@@ -43,16 +49,8 @@ Origin = tuple[str, str, int]
 class StdlibTransport(httpx.BaseTransport):
     """``httpx.BaseTransport`` over ``http.client`` with a small keep-alive pool."""
 
-    def __init__(
-        self,
-        ssl_context: ssl.SSLContext,
-        *,
-        fallback: Callable[[], ssl.SSLContext] | None = None,
-    ) -> None:
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
         self._ssl_context = ssl_context
-        #: A context with more trust (``_http.new_sync_client``: the system store added to a
-        #: CA file), built and switched to the first time a certificate does not verify.
-        self._fallback = fallback
         self._idle: dict[Origin, list[tuple[http.client.HTTPConnection, float]]] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -65,10 +63,11 @@ class StdlibTransport(httpx.BaseTransport):
             )
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        deadline: float | None = request.extensions.get(DEADLINE)
         body = request.read()
-        connection = self._checkout(origin) or self._connect(origin, timeouts, request)
+        connection = self._checkout(origin) or self._open(origin, timeouts, deadline, request)
         try:
-            response = _exchange(connection, request, body, timeouts)
+            response = _exchange(connection, request, body, timeouts, deadline)
         except BaseException:
             connection.close()
             raise
@@ -116,42 +115,73 @@ class StdlibTransport(httpx.BaseTransport):
                     return
         connection.close()
 
-    def _connect(
-        self, origin: Origin, timeouts: dict[str, float | None], request: httpx.Request
-    ) -> http.client.HTTPConnection:
-        try:
-            return self._open(origin, timeouts.get("connect"), request, self._ssl_context)
-        except httpx.ConnectError as exc:
-            fallback = self._fallback
-            if fallback is None or not isinstance(exc.__cause__, ssl.SSLCertVerificationError):
-                raise
-        with self._lock:
-            if self._fallback is not None:
-                self._ssl_context, self._fallback = fallback(), None
-        return self._open(origin, timeouts.get("connect"), request, self._ssl_context)
-
     def _open(
         self,
         origin: Origin,
-        timeout: float | None,
+        timeouts: dict[str, float | None],
+        deadline: float | None,
         request: httpx.Request,
-        ssl_context: ssl.SSLContext,
     ) -> http.client.HTTPConnection:
+        """A new connection: TCP, then (https) the TLS handshake, certificate and hostname
+        checked; both within the connect timeout and the deadline."""
         scheme, host, port = origin
-        connection: http.client.HTTPConnection
+        connect = timeouts.get("connect")
         try:
-            if scheme == "https":
-                connection = http.client.HTTPSConnection(
-                    host, port, timeout=timeout, context=ssl_context
-                )
-            else:
-                connection = http.client.HTTPConnection(host, port, timeout=timeout)
-            connection.connect()  # TCP, then the TLS handshake (certificate and hostname)
+            sock = _connect_tcp(host, port, connect, deadline)
+            try:
+                # As http.client's connect(): requests are small, send them at once.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if scheme == "https":
+                    # The socket's timeout bounds the whole handshake, however the server
+                    # drips it (ssl docs, SSLSocket.do_handshake: "The socket timeout is now
+                    # the maximum total duration of the handshake", Python 3.5).
+                    sock.settimeout(_wait(connect, deadline))
+                    sock = self._ssl_context.wrap_socket(sock, server_hostname=host)
+            except BaseException:
+                sock.close()
+                raise
         except TimeoutError as exc:
             raise httpx.ConnectTimeout(str(exc) or "timed out", request=request) from exc
         except OSError as exc:  # ssl.SSLError included: the cause tells TLS failures apart
             raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        connection: http.client.HTTPConnection
+        if scheme == "https":
+            connection = http.client.HTTPSConnection(host, port, context=self._ssl_context)
+        else:
+            connection = http.client.HTTPConnection(host, port)
+        connection.sock = sock
         return connection
+
+
+def _wait(timeout: float | None, deadline: float | None) -> float | None:
+    """A socket operation's timeout: ``timeout``, shortened to what is left before
+    ``deadline``; ``TimeoutError`` once nothing is left."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise TimeoutError("no complete answer before the attempt's deadline")
+    return left if timeout is None else min(timeout, left)
+
+
+def _connect_tcp(
+    host: str, port: int, timeout: float | None, deadline: float | None
+) -> socket.socket:
+    """``socket.create_connection``, with each address's connect also held to ``deadline``.
+    (Name resolution itself cannot be bounded without a thread: it is left to the resolver's
+    own timeouts, as everywhere in the standard library.)"""
+    error: OSError | None = None
+    for family, kind, proto, _, address in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(_wait(timeout, deadline))
+            sock.connect(address)
+        except OSError as exc:  # TimeoutError included
+            sock.close()
+            error = exc
+            continue
+        return sock
+    raise error or OSError(f"cannot resolve {host}")
 
 
 def _exchange(
@@ -159,6 +189,7 @@ def _exchange(
     request: httpx.Request,
     body: bytes,
     timeouts: dict[str, float | None],
+    deadline: float | None,
 ) -> http.client.HTTPResponse:
     """Send ``request`` on ``connection`` and read the status line and headers."""
     sock = connection.sock
@@ -169,7 +200,8 @@ def _exchange(
         headers = [(k, v) for k, v in headers if k.lower() != b"transfer-encoding"]
         headers.append((b"Content-Length", str(len(body)).encode("ascii")))
     try:
-        sock.settimeout(timeouts.get("write"))
+        # sendall: the socket's timeout bounds the whole send (socket docs, Python 3.5).
+        sock.settimeout(_wait(timeouts.get("write"), deadline))
         connection.putrequest(
             request.method,
             request.url.raw_path.decode("ascii"),
@@ -183,8 +215,10 @@ def _exchange(
         raise httpx.WriteTimeout(str(exc) or "timed out", request=request) from exc
     except OSError as exc:
         raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
+    # http.client builds the response with ``response_class(sock, method=...)``: this one
+    # reads it, status line to last body byte, through a _Receiver held to the deadline.
+    connection.response_class = _response_class(timeouts.get("read"), deadline)  # type: ignore[assignment]
     try:
-        sock.settimeout(timeouts.get("read"))
         return connection.getresponse()
     except TimeoutError as exc:
         raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
@@ -192,6 +226,53 @@ def _exchange(
         raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
     except OSError as exc:
         raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
+
+
+def _response_class(
+    timeout: float | None, deadline: float | None
+) -> Callable[..., http.client.HTTPResponse]:
+    def response(
+        sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: str | None = None
+    ) -> http.client.HTTPResponse:
+        # HTTPResponse calls only ``makefile("rb")`` on what it is given as its socket.
+        receiver = cast(socket.socket, _Receiver(sock, timeout, deadline))
+        return http.client.HTTPResponse(receiver, debuglevel, method, url)
+
+    return response
+
+
+class _Receiver(io.RawIOBase):
+    """The socket as http.client reads a response from it: every receive waits at most the
+    read timeout and never past the deadline. A per-read timeout alone lets a server that
+    sends one byte a second keep a client reading a status line for ever."""
+
+    def __init__(self, sock: socket.socket, timeout: float | None, deadline: float | None):
+        super().__init__()
+        self._sock = sock
+        self._timeout = timeout
+        self._deadline = deadline
+        # What ``sock.makefile("rb")`` would give http.client, unbuffered: it also keeps the
+        # socket open while the response is read after the connection let go of it (a
+        # ``Connection: close`` answer: http.client closes the connection at once).
+        self._io = sock.makefile("rb", buffering=0)
+
+    def makefile(self, mode: str) -> io.BufferedReader:
+        """What ``HTTPResponse`` reads from (``mode`` is always ``"rb"``)."""
+        return io.BufferedReader(self)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int | None:
+        self._sock.settimeout(_wait(self._timeout, self._deadline))
+        return self._io.readinto(buffer)
+
+    def fileno(self) -> int:
+        return self._io.fileno()
+
+    def close(self) -> None:
+        self._io.close()
+        super().close()
 
 
 def _dropped(connection: http.client.HTTPConnection) -> bool:

@@ -474,6 +474,12 @@ class RetryPolicy:
 
     Retried: connection errors, timeouts, 429 (honouring ``Retry-After``) and 5xx. Never
     retried: 4xx OAuth errors (the same request would fail the same way).
+
+    ``total_timeout`` bounds one whole call (``get_token``, ``request_token``, a verifier's key
+    fetch): every attempt and every wait between attempts, discovery included. Each attempt
+    also has the credential's ``timeout``, whichever ends first; no wait runs past the bound,
+    and a call that spent it fails with a :class:`~certauth.errors.TransportError` saying so.
+    ``None`` (the default): only ``max_attempts`` and the per-attempt ``timeout`` bound it.
     """
 
     max_attempts: int = 4
@@ -481,6 +487,14 @@ class RetryPolicy:
     max_delay: float = 8.0
     #: A ``Retry-After`` longer than this is not waited for: the failure is reported instead.
     max_retry_after: float = 30.0
+    #: Seconds for all attempts and back-off of one call (``None``: no bound of its own).
+    total_timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.total_timeout is not None and not self.total_timeout > 0:
+            raise InvalidArgumentError(
+                f"total_timeout must be above 0 seconds (or None), got {self.total_timeout}"
+            )
 
     def delay(
         self,

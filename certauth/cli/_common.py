@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import math
 import os
 import sys
 import unicodedata
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -90,6 +92,43 @@ def emit_json(payload: Any) -> None:
 def warn(message: str) -> None:
     """A diagnostic on stderr (never stdout, which scripts parse)."""
     click.echo(f"certauth: warning: {message}", err=True)
+
+
+#: Help shared by the commands that reach a server.
+CA_FILE_HELP = (
+    "Trust exactly the CA certificates in this PEM file for https endpoints, instead of the "
+    "system store (as curl --cacert and requests' verify= do)."
+)
+TOTAL_TIMEOUT_HELP = (
+    "Seconds for the whole call: every attempt and the waits between retries (default: no "
+    "bound beyond the retries themselves)."
+)
+
+
+class _Echo(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            click.echo(record.getMessage(), err=True)
+        except Exception:  # noqa: BLE001 - a log line must never fail the command
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def show_retries() -> Iterator[None]:
+    """While the block runs, print the library's retry lines (INFO on ``certauth.retry``:
+    what failed, and when the next attempt runs) on stderr, without the user turning logging
+    on: a command that waits out a failing server says why it is waiting."""
+    from certauth._flow import retry_log
+
+    handler = _Echo(logging.INFO)
+    saved = retry_log.level
+    retry_log.addHandler(handler)
+    retry_log.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        retry_log.removeHandler(handler)
+        retry_log.setLevel(saved)
 
 
 # -- parameter types: a bad value is a usage error that names the option ------------------------

@@ -14,7 +14,9 @@ from typing import Any, TypeVar
 import click
 
 from certauth.cli._common import (
+    CA_FILE_HELP,
     MAX_TIMEOUT,
+    TOTAL_TIMEOUT_HELP,
     FiniteFloatRange,
     PathText,
     Text,
@@ -24,6 +26,7 @@ from certauth.cli._common import (
     names_options,
     password_options,
     read_password,
+    show_retries,
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -223,11 +226,7 @@ OUTPUTS = ("token", "json", "header", "env")
     type=Text(),
     help="Scope, e.g. api://billing/.default (repeatable).",
 )
-@click.option(
-    "--ca-file",
-    type=PathText(),
-    help="Extra CA certificates (PEM) to trust for https endpoints.",
-)
+@click.option("--ca-file", metavar="FILE", type=PathText(), help=CA_FILE_HELP)
 @click.option(
     "--client-secret-env",
     metavar="VAR",
@@ -251,7 +250,13 @@ OUTPUTS = ("token", "json", "header", "env")
     type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
     default=30.0,
     show_default=True,
-    help="Seconds per HTTP request.",
+    help="Seconds per HTTP attempt: connect, TLS handshake, status line, headers and body.",
+)
+@click.option(
+    "--total-timeout",
+    type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
+    metavar="SECONDS",
+    help=TOTAL_TIMEOUT_HELP,
 )
 @click.option(
     "--output",
@@ -281,12 +286,16 @@ def token(
     client_secret_file: str | None,
     federated_token_file: str | None,
     timeout: float,
+    total_timeout: float | None,
     output: str,
     no_cache: bool,
     cache_url: str | None,
     **opts: Any,
 ) -> None:
     """Get an access token with a certificate (client credentials grant).
+
+    Transient failures (connect, timeout, 429, 5xx) are retried, up to 4 attempts, each
+    retry announced on stderr; --timeout bounds each attempt, --total-timeout the whole call.
 
     \b
     Example:
@@ -303,12 +312,13 @@ def token(
         target,
         ca_file=ca_file,
         timeout=timeout,
+        total_timeout=total_timeout,
         secret_env=client_secret_env,
         secret_file=client_secret_file,
         federated_file=federated_token_file,
         cache=_token_cache(no_cache, cache_url),
     )
-    with credential:
+    with credential, show_retries():
         result = credential.request_token(*scopes)
     if output == "json":
         emit_json(result.as_response())
@@ -327,6 +337,7 @@ def _make_credential(
     *,
     ca_file: str | None,
     timeout: float,
+    total_timeout: float | None,
     secret_env: str | None,
     secret_file: str | None,
     federated_file: str | None,
@@ -337,10 +348,16 @@ def _make_credential(
         ClientSecretCredential,
         WorkloadIdentityCredential,
     )
+    from certauth.protocol import RetryPolicy
 
     where = target.credential_kwargs()
     common: dict[str, Any] = dict(
-        where, authority=where.pop("host"), verify=ca_file, timeout=timeout, cache=cache
+        where,
+        authority=where.pop("host"),
+        verify=ca_file,
+        timeout=timeout,
+        retry=RetryPolicy(total_timeout=total_timeout),
+        cache=cache,
     )
     tenant, client_id = target.tenant, target.client_id or ""
     secret = _read_secret(secret_env, secret_file)

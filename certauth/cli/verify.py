@@ -16,13 +16,16 @@ from typing import Any
 import click
 
 from certauth.cli._common import (
+    CA_FILE_HELP,
     MAX_TIMEOUT,
+    TOTAL_TIMEOUT_HELP,
     FiniteFloatRange,
     PathText,
     Text,
     Url,
     emit_json,
     names_options,
+    show_retries,
 )
 from certauth.errors import LocalInputError
 
@@ -198,17 +201,19 @@ def decode(token_arg: str, as_json: bool) -> None:
     show_default=True,
     help="Clock skew allowed for exp/nbf, in seconds.",
 )
-@click.option(
-    "--ca-file",
-    type=PathText(),
-    help="Extra CA certificates (PEM) to trust for https endpoints.",
-)
+@click.option("--ca-file", metavar="FILE", type=PathText(), help=CA_FILE_HELP)
 @click.option(
     "--timeout",
     type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
     default=10.0,
     show_default=True,
-    help="Seconds per HTTP request.",
+    help="Seconds per HTTP attempt (discovery, JWKS): connect, TLS, status line, headers, body.",
+)
+@click.option(
+    "--total-timeout",
+    type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
+    metavar="SECONDS",
+    help=TOTAL_TIMEOUT_HELP,
 )
 @click.option(
     "--json", "as_json", is_flag=True, help='Print {"valid", "claims"} or {"valid", "check", ...}.'
@@ -224,6 +229,7 @@ def verify(
     leeway: int,
     ca_file: str | None,
     timeout: float,
+    total_timeout: float | None,
     as_json: bool,
 ) -> None:
     """Verify an access token as a backend does: signature (issuer's keys), issuer,
@@ -231,7 +237,8 @@ def verify(
 
     Exit 0 and the claims when valid; exit 6 and the failed check (format, algorithm, kid,
     signature, issuer, audience, expired, not_yet_valid, scope, role) otherwise; exit 5 when
-    the keys cannot be fetched. Entra ID issuers: https://login.microsoftonline.com/TENANT/v2.0
+    the keys cannot be fetched (a failed key fetch is retried once, announced on stderr).
+    Entra ID issuers: https://login.microsoftonline.com/TENANT/v2.0
     (v2 tokens), https://sts.windows.net/TENANT/ (v1); multi-tenant apps use {tenantid} in
     place of TENANT.
 
@@ -241,8 +248,11 @@ def verify(
         --issuer https://login.microsoftonline.com/$TENANT/v2.0 \\
         --audience $API_APP_ID --audience api://billing --require-role Invoices.Read
     """
+    from dataclasses import replace
+
     from certauth.errors import CertauthError, TokenValidationError, TransportError
-    from certauth.verify import decode_unverified, verify_access_token
+    from certauth.verify import TokenVerifier, decode_unverified
+    from certauth.verify.keysource import DEFAULT_FETCH_RETRY
 
     if not audiences:
         raise click.UsageError(
@@ -252,17 +262,21 @@ def verify(
         raise click.UsageError("missing --issuer URL or --jwks-uri URL (where the keys are)")
     token = read_token(token_arg)
     try:
-        claims = verify_access_token(
-            token,
-            issuer=issuer,
-            jwks_uri=jwks_uri,
-            audience=audiences,
-            required_scopes=scopes,
-            required_roles=roles,
-            leeway=leeway,
-            verify=ca_file,
-            timeout=timeout,
-        )
+        with (
+            TokenVerifier(
+                issuer=issuer,
+                jwks_uri=jwks_uri,
+                audience=audiences,
+                required_scopes=scopes,
+                required_roles=roles,
+                leeway=leeway,
+                verify=ca_file,
+                timeout=timeout,
+                retry=replace(DEFAULT_FETCH_RETRY, total_timeout=total_timeout),
+            ) as verifier,
+            show_retries(),
+        ):
+            claims = verifier.verify(token)
     except TokenValidationError as exc:
         if as_json:
             emit_json({"valid": False, "check": exc.check, "error": exc.message})

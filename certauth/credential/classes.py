@@ -221,9 +221,11 @@ class CertificateCredential(_CertificateArgs, SyncCredential):
     names a separate key file. Keyword-only extras: ``authority`` (cloud host, with or without
     ``https://``), ``token_endpoint`` or ``issuer`` (any OAuth/OIDC server), ``b2c_policy``,
     ``alg`` (``PS256`` default for Entra, ``RS256`` elsewhere), ``send_certificate_chain``
-    (``x5c``), ``assertion_lifetime`` (seconds, <= 600), ``verify`` (CA file or
-    ``ssl.SSLContext``), ``timeout`` (seconds), ``retry`` (a
-    :class:`~certauth.protocol.RetryPolicy`), ``refresh_margin`` (seconds), ``cache`` (a
+    (``x5c``), ``assertion_lifetime`` (seconds, <= 600), ``verify`` (a CA file, trusted
+    alone, or an ``ssl.SSLContext``; default: the system store), ``timeout`` (seconds per
+    HTTP attempt, connect to last byte of the answer), ``retry`` (a
+    :class:`~certauth.protocol.RetryPolicy`; its ``total_timeout`` bounds a whole call,
+    retries and back-off included), ``refresh_margin`` (seconds), ``cache`` (a
     shared token cache such as :class:`~certauth.cache.FileTokenCache`), ``clock`` (for
     tests), ``client`` (an ``httpx.Client`` to use). azure-identity's
     ``connection_verify`` is ``verify``; its ``disable_instance_discovery``,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any
 
-from certauth._flow import Flow, Send, Sleep, call, describe, get_json, retry_delay
+from certauth._flow import Budget, Flow, Send, Sleep, call, get_json, log_retry, retry_delay
 from certauth.authority import Authority
 from certauth.credential.client_auth import ClientAuth
 from certauth.credential.types import AccessToken
@@ -199,11 +199,13 @@ class Planner:
     # the renewal ------------------------------------------------------------------------------
 
     def fetch(self, key: str, scopes: tuple[str, ...], *, force: bool) -> Flow[Token]:
-        """Renew the token for ``scopes`` (cached under ``key``), as a flow."""
+        """Renew the token for ``scopes`` (cached under ``key``), as a flow, within the call's
+        bound (``RetryPolicy.total_timeout``)."""
+        budget = Budget(self.retry.total_timeout)
         if self.authority is None:
             # Discover first, so the shared store is read under the key tokens are stored
             # under (an issuer's credentials would otherwise never find each other's).
-            yield from self._discover()
+            yield from self._discover(budget)
             key = self.key_for(scopes)
         store = self.store is not None
         lock = (yield from call(self._store_lock_enter, key)) if store else None
@@ -214,7 +216,7 @@ class Planner:
                     # Another process fetched it while this one waited for the lock.
                     self.remember(key, stored)
                     return stored
-            token = yield from self._request(scopes)
+            token = yield from self._request(scopes, budget)
             # The key changes when a rotated certificate was loaded.
             fresh_key = self.cache_key(self.scopes_for(scopes))
             if store:
@@ -238,10 +240,9 @@ class Planner:
         entra = self.authority.is_entra if self.authority else False
         return normalize_scopes(scopes, entra=entra)
 
-    def _request(self, scopes: tuple[str, ...]) -> Flow[Token]:
-        """Resolve the authority if needed, then request a token, retrying transient failures."""
-        if self.authority is None:
-            yield from self._discover()
+    def _request(self, scopes: tuple[str, ...], budget: Budget) -> Flow[Token]:
+        """Request a token (the authority is known), retrying transient failures within
+        ``budget``."""
         auth = self.auth
         if auth.reads_files:
             yield from call(auth.maybe_reload, self.clock())
@@ -265,18 +266,21 @@ class Planner:
                 secret_method=fields.get("secret_method", "client_secret_post"),  # type: ignore[arg-type]
                 v1_resource=authority.is_v1,
             )
-            answer = yield Send("POST", request.url, dict(request.headers), request.body)
+            answer = yield Send(
+                "POST", request.url, dict(request.headers), request.body, timeout=budget.left
+            )
+            budget.charge(answer.elapsed)
             delay = retry_delay(
-                answer, attempt, url=authority.token_endpoint, retry=self.retry, now=self.clock()
+                answer,
+                attempt,
+                url=authority.token_endpoint,
+                retry=self.retry,
+                now=self.clock(),
+                budget=budget,
             )
             if delay is not None:
-                log.info(
-                    "certauth: token request to %s failed (%s); retry %d in %.2f s",
-                    authority.token_endpoint,
-                    describe(answer),
-                    attempt,
-                    delay,
-                )
+                log_retry("token", authority.token_endpoint, answer, attempt, self.retry, delay)
+                budget.charge(delay)
                 yield Sleep(delay)
                 continue
             token = parse_token_response(
@@ -294,7 +298,7 @@ class Planner:
             )
             return token
 
-    def _discover(self) -> Generator[Any, Any, None]:
+    def _discover(self, budget: Budget) -> Generator[Any, Any, None]:
         assert self.issuer is not None
         document = yield from get_json(
             Authority.discovery_url(self.issuer),
@@ -302,6 +306,7 @@ class Planner:
             hint="check --issuer",
             retry=self.retry,
             now=self.clock(),
+            budget=budget,
         )
         self._bind(Authority.from_discovery(self.issuer, document))
 

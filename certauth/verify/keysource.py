@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from certauth import _http
-from certauth._flow import Flow, get_json
+from certauth._flow import Budget, Flow, get_json
 from certauth._httpx import httpx
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority, check_discovery_issuer, check_endpoint_url
@@ -184,14 +184,16 @@ class _KeyCore:
 
     def fetch_flow(self, step: _Refresh, now: float) -> Flow[_Fetched]:
         """GET the discovery document (unless the JWKS location is configured, or known and
-        ``step`` does not ask to rediscover) and then the JWKS."""
+        ``step`` does not ask to rediscover) and then the JWKS, both within one bound
+        (``RetryPolicy.total_timeout``)."""
+        budget = Budget(self.retry.total_timeout)
         jwks_uri = self.jwks_uri or (None if step.rediscover else self.state.jwks_uri)
         if jwks_uri is None:
             assert self.issuer is not None
             url = discovery_url_for(self.issuer)
-            document = yield from self._get_json(url, "discovery document", now)
+            document = yield from self._get_json(url, "discovery document", now, budget)
             jwks_uri = self._read_discovery(url, document)
-        document = yield from self._get_json(jwks_uri, "JWKS", now)
+        document = yield from self._get_json(jwks_uri, "JWKS", now, budget)
         keys = KeySet.from_jwks(document, source=jwks_uri, error=TransportError)
         return _Fetched(jwks_uri, keys)
 
@@ -204,9 +206,14 @@ class _KeyCore:
             raise ConfigurationError(f"{url}: the discovery document has no jwks_uri")
         return check_endpoint_url(jwks_uri, what=f"the jwks_uri in {url}")
 
-    def _get_json(self, url: str, what: str, now: float) -> Flow[Any]:
+    def _get_json(self, url: str, what: str, now: float, budget: Budget) -> Flow[Any]:
         document = yield from get_json(
-            url, what=what, hint="check the issuer / jwks_uri", retry=self.retry, now=now
+            url,
+            what=what,
+            hint="check the issuer / jwks_uri",
+            retry=self.retry,
+            now=now,
+            budget=budget,
         )
         return document
 

@@ -780,6 +780,9 @@ def _names_the_option(line: str, case: Case, value: str) -> bool:
     return case.is_argument and bool(value) and value[:60] in line
 
 
+_RETRY_LINE = re.compile(r"^certauth: .* failed \(.*\); attempt \d+ of \d+ in [\d.]+ s$")
+
+
 def check(outcome: Outcome, case: Case, value: str) -> None:
     """The rules every case follows."""
     where = f"{case.id}: exit {outcome.code}, stderr {outcome.err[:600]!r}"
@@ -790,7 +793,8 @@ def check(outcome: Outcome, case: Case, value: str) -> None:
     assert outcome.code in case.codes, f"expected exit {sorted(case.codes)}; {where}"
     if outcome.code in (0, 7, 8):
         return
-    lines = outcome.err_lines
+    # Retry announcements ("...; attempt 2 of 4 in 0.8 s") come before the one error line.
+    lines = [line for line in outcome.err_lines if not _RETRY_LINE.match(line)]
     assert len(lines) == 1, f"want one stderr line; {where}"
     assert lines[0].startswith("certauth: error: "), where
     assert len(lines[0]) < 2000, f"an error line of {len(lines[0])} characters; {where}"
