@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
 import json
 import math
@@ -90,6 +91,45 @@ def emit_json(payload: Any) -> None:
 def warn(message: str) -> None:
     """A diagnostic on stderr (never stdout, which scripts parse)."""
     click.echo(f"certauth: warning: {message}", err=True)
+
+
+# -- command groups ----------------------------------------------------------------------------
+
+
+class GroupHelpRequested(click.UsageError):
+    """A group ran without a subcommand (``certauth``, ``certauth cert``): a usage error (exit
+    2, as click 8.2+ and POSIX utilities treat a missing operand) whose text is the group's
+    formatted help, printed as it is, not squeezed into an error line."""
+
+    def __init__(self, ctx: click.Context) -> None:
+        super().__init__(ctx.get_help(), ctx)
+
+
+class HelpfulGroup(click.Group):
+    """A click group that prints its help when run bare and suggests the command meant."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Raise :class:`GroupHelpRequested` for a bare group (click 8.1 printed the help
+        with exit 0, 8.2+ raises its own error: one behaviour for every click we support)."""
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            raise GroupHelpRequested(ctx)
+        return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The command ``args[0]`` names; an unknown one is refused with the closest name."""
+        name = args[0] if args else ""
+        if (
+            name
+            and not name.startswith("-")
+            and not ctx.resilient_parsing
+            and self.get_command(ctx, name) is None
+        ):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}; did you mean `{close[0]}`?")
+        return super().resolve_command(ctx, args)
 
 
 # -- parameter types: a bad value is a usage error that names the option ------------------------

@@ -28,6 +28,7 @@ from certauth.certificates import (
     parse_subject,
 )
 from certauth.cli._common import (
+    HelpfulGroup,
     PathText,
     Text,
     VariableName,
@@ -48,7 +49,7 @@ EXIT_INVALID = 8
 MAX_NAME_BYTES = 200
 
 
-@click.group()
+@click.group(cls=HelpfulGroup)
 def cert() -> None:
     """Create and inspect certificates for app registrations.
 

@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from certauth._version import __version__
+from certauth.cli._common import GroupHelpRequested, HelpfulGroup
 
 #: name -> ("module:attribute", one-line help shown by ``certauth --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -47,7 +48,7 @@ Exit codes:
 """
 
 
-class LazyGroup(click.Group):
+class LazyGroup(HelpfulGroup):
     """A click group that imports a subcommand's module only when that subcommand runs."""
 
     def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
@@ -127,6 +128,25 @@ def _undecodable_bytes_written_back() -> Iterator[None]:
                 stream.reconfigure(errors="strict")
 
 
+def _command_path(argv: list[str] | None) -> str:
+    """The command ``argv`` names (``certauth cert show``), for a usage error click raised
+    without a context: an option's missing value is found while the subcommand's context is
+    still being made, and its help is the one to point to, not the top-level one."""
+    command: click.Command = cli
+    path = ["certauth"]
+    words = iter(sys.argv[1:] if argv is None else argv)
+    while isinstance(command, click.Group):
+        # The groups take no option with a value, so the first word that is not an option
+        # names the subcommand.
+        name = next((word for word in words if not word.startswith("-")), None)
+        found = command.get_command(click.Context(command), name) if name else None
+        if found is None:
+            break
+        command = found
+        path.append(name or "")
+    return " ".join(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map certauth's typed errors to one stderr line and the documented exit code."""
     with _undecodable_bytes_written_back():
@@ -141,9 +161,13 @@ def _main(argv: list[str] | None) -> int:
         result = cli.main(args=argv, prog_name="certauth", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except GroupHelpRequested as exc:
+        # `certauth`, `certauth cert`: the formatted help, on stderr because it is exit 2.
+        click.echo(exc.format_message(), err=True)
+        return exc.exit_code
     except click.UsageError as exc:
         # One line, like every other error: what is wrong and where the help is.
-        where = exc.ctx.command_path if exc.ctx else "certauth"
+        where = exc.ctx.command_path if exc.ctx else _command_path(argv)
         message = _one_line(exc.format_message(), squeeze=True)
         click.echo(f"certauth: error: {message} (see '{where} --help')", err=True)
         return exc.exit_code
