@@ -29,11 +29,13 @@ __all__ = [
     "Token",
     "TokenRequest",
     "build_token_request",
+    "description_lines",
     "hint_for",
     "normalize_scopes",
     "parse_json_document",
     "parse_token_response",
     "read_oauth_error",
+    "shorten",
 ]
 
 #: RFC 7523 section 2.2: the client_assertion_type for a JWT client assertion.
@@ -412,6 +414,34 @@ def hint_for(error: str | None, codes: Sequence[int], description: str | None) -
     return _ERROR_HINTS.get(error or "")
 
 
+#: The server's first line is quoted in the one-line message up to about this many characters.
+_SUMMARY_CHARS = 300
+#: The lines Entra ID appends to ``error_description``; their values are the response's own
+#: ``trace_id``, ``correlation_id`` and ``timestamp`` fields, reported as such.
+_ENTRA_TRAILER = re.compile(r"(Trace ID|Correlation ID|Timestamp):", re.IGNORECASE)
+
+
+def description_lines(description: str | None) -> list[str]:
+    """The lines of an ``error_description`` that say what went wrong: blank lines and the
+    ``Trace ID:`` / ``Correlation ID:`` / ``Timestamp:`` lines Entra ID appends dropped."""
+    if not description:
+        return []
+    lines = (line.strip() for line in description.splitlines())
+    return [line for line in lines if line and not _ENTRA_TRAILER.match(line)]
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a space, never inside a word (``" ..."``
+    marks the cut); only a run without spaces over half of ``limit`` long (a token, a dump:
+    no prose) is cut where it must (``"..."``)."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    if cut < limit // 2:
+        return f"{text[:limit]}..."
+    return f"{text[:cut].rstrip()} ..."
+
+
 def read_oauth_error(body: bytes, *, status: int, url: str) -> TokenRequestError | None:
     """The OAuth error (RFC 6749 section 5.2) a response body carries, or ``None`` when the
     body is not a JSON object with a string ``error``."""
@@ -439,10 +469,10 @@ def _oauth_error(document: Mapping[str, Any], status: int, url: str) -> TokenReq
         if match:
             codes = [int(match[1])]
     hint = hint_for(error, codes, description)
-    first_line = (description or "").splitlines()[0] if description else ""
+    lines = description_lines(description)
     parts = [f"{url}: the server refused the token request: {error}"]
-    if first_line:
-        parts.append(f"({first_line[:300]})")
+    if lines:
+        parts.append(f"({shorten(lines[0], _SUMMARY_CHARS)})")
     message = " ".join(parts)
     if hint:
         message += f"; hint: {hint}"
@@ -462,6 +492,7 @@ def _oauth_error(document: Mapping[str, Any], status: int, url: str) -> TokenReq
         status_code=status,
         hint=hint,
         response=document,
+        url=url,
     )
 
 

@@ -187,7 +187,13 @@ def test_errors_are_one_line_with_documented_codes(
     assert got == code, err
     assert text in err
     assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
+    lines = err.strip().splitlines()
+    if code == 4:
+        # A refusal: the error line, then one field per line (AADSTS code, trace id, ...).
+        assert lines[0].startswith("certauth: error: "), err
+        assert all(line.startswith("  ") for line in lines[1:]), err
+    else:
+        assert len(lines) == 1, err
     assert "Traceback" not in err
 
 
@@ -287,3 +293,60 @@ def test_demo_runs_end_to_end() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "AADSTS700027" in proc.stdout
     assert "All steps worked." in proc.stdout
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_prints_what_support_asks_for_one_field_per_line(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    import re
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "--cert", str(other), "--no-cache")
+    assert (code, out) == (4, "")
+    guid = "[0-9a-f-]{36}"
+    pattern = (
+        r"certauth: error: http://127\.0\.0\.1:\d+/[0-9a-f-]+/oauth2/v2\.0/token: the server "
+        r"refused the token request: invalid_client\n"
+        r"  aadsts: AADSTS700027\n"
+        r"  error_description: AADSTS700027: Client assertion failed signature validation\. "
+        r"\[Reason - The key was not found\., [^\n]*\]\n"
+        rf"  trace_id: {guid}\n"
+        rf"  correlation_id: {guid}\n"
+        r"  timestamp: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\n"
+        r"  hint: the assertion's signature or certificate thumbprint was not accepted: [^\n]+\n"
+    )
+    assert re.fullmatch(pattern, err), err
+    # Entra's own Trace ID/Correlation ID/Timestamp lines are not repeated in the description.
+    assert "Trace ID" not in err
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_with_output_json_is_one_json_object_on_stderr(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    args = ("token", "--scope", SCOPE, "--cert", str(other), "--no-cache", "--output", "json")
+    code, out, err = run(capsys, *args)
+    assert (code, out) == (4, "")
+    assert err.count("\n") == 1
+    report = json.loads(err)
+    assert list(report) == [
+        "error",
+        "error_description",
+        "error_codes",
+        "aadsts",
+        "trace_id",
+        "correlation_id",
+        "timestamp",
+        "status_code",
+        "hint",
+    ]
+    assert report["error"] == "invalid_client"
+    assert report["error_codes"] == [700027]
+    assert report["aadsts"] == "AADSTS700027"
+    assert report["status_code"] == 401
+    assert f"Trace ID: {report['trace_id']}" in report["error_description"]
+    assert report["hint"].startswith("the assertion's signature or certificate thumbprint")

@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError
+from certauth.errors import (
+    CertauthError,
+    InvalidArgumentError,
+    LocalInputError,
+    TokenRequestError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -86,6 +91,57 @@ def read_password(
 def emit_json(payload: Any) -> None:
     """Print one JSON object on stdout (the ``--json`` contract)."""
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
+
+
+#: A refusal's description is printed up to this many lines of this many characters: enough
+#: for any Entra ID text, bounded against a server that sends a megabyte of it.
+_MAX_DESCRIPTION_LINES = 20
+_MAX_LINE_CHARS = 1000
+
+
+def refusal_report(exc: TokenRequestError) -> list[str]:
+    """The lines the CLI prints for a refusal (exit 4): a summary, then one field per line,
+    what Microsoft support asks for (AADSTS code, description, trace and correlation ids,
+    timestamp) and the hint. The description's lines are printed whole; Entra ID's
+    ``Trace ID:``/``Correlation ID:``/``Timestamp:`` lines are left out, as the fields say
+    the same."""
+    from certauth.protocol import description_lines, shorten
+
+    if exc.url and exc.error:
+        summary = f"{exc.url}: the server refused the token request: {exc.error}"
+    else:
+        summary = exc.message
+    lines = [f"certauth: error: {_printable(summary)}"]
+    described = description_lines(exc.error_description)
+    if len(described) > _MAX_DESCRIPTION_LINES:
+        described = [*described[:_MAX_DESCRIPTION_LINES], "..."]
+    described = [_printable(shorten(line, _MAX_LINE_CHARS)) for line in described]
+    fields = [
+        ("aadsts", exc.aadsts),
+        ("error_description", "\n    ".join(described) if described else None),
+        ("trace_id", exc.trace_id),
+        ("correlation_id", exc.correlation_id),
+        ("timestamp", exc.timestamp),
+        ("hint", exc.hint),
+    ]
+    for name, value in fields:
+        if value:
+            lines.append(f"  {name}: {value if name == 'error_description' else _printable(value)}")
+    return lines
+
+
+def refusal_json(exc: TokenRequestError) -> str:
+    """A refusal as one line of JSON (``--json``/``--output json``): the error's fields."""
+    return json.dumps(exc.to_dict(), ensure_ascii=True)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (a server's escape sequences, line breaks) shown as
+    escapes, so that what a server sent cannot rewrite the terminal."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) == "Cc" else c
+        for c in text
+    )
 
 
 def warn(message: str) -> None:
@@ -282,9 +338,19 @@ def names_options(func: F) -> F:
             context = click.get_current_context(silent=True)
             if context is not None:
                 _prefix_option(exc, context)
+                if isinstance(exc, TokenRequestError) and _json_requested(context):
+                    # The refusal's fields as JSON on stderr (stdout holds only data), and
+                    # the refusal's exit code.
+                    click.echo(refusal_json(exc), err=True)
+                    raise click.exceptions.Exit(exc.exit_code) from None
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _json_requested(context: click.Context) -> bool:
+    """Whether the command was asked for JSON (``--json``, ``--output json``)."""
+    return bool(context.params.get("as_json")) or context.params.get("output") == "json"
 
 
 def _prefix_option(exc: CertauthError, context: click.Context) -> None:

@@ -40,7 +40,7 @@ Exit codes:
   1  unexpected error (a bug: please report it)
   2  usage error (a missing or invalid option)
   3  bad local input (file, password, key/certificate mismatch, config)
-  4  the server refused the request (OAuth error; AADSTS code and hint shown)
+  4  the server refused the request (OAuth error; AADSTS code, trace id and hint shown)
   5  transport failure (connect, timeout, TLS, 5xx after retries, not a token response)
   6  the token failed verification
   7  certificate expires within the warning window (cert check)
@@ -154,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from certauth.errors import CertauthError
+    from certauth.cli._common import refusal_report
+    from certauth.errors import CertauthError, TokenRequestError
 
     try:
         # Without standalone mode click returns a command's exit code instead of exiting.
@@ -177,6 +178,10 @@ def _main(argv: list[str] | None) -> int:
     except click.Abort:
         click.echo("certauth: aborted", err=True)
         return 130
+    except TokenRequestError as exc:
+        # Several lines on purpose: what Microsoft support asks for, one field per line.
+        click.echo("\n".join(refusal_report(exc)), err=True)
+        return exc.exit_code
     except CertauthError as exc:
         click.echo(f"certauth: error: {_one_line(str(exc))}", err=True)
         return exc.exit_code

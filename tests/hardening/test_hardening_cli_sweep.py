@@ -791,6 +791,10 @@ def check(outcome: Outcome, case: Case, value: str) -> None:
     if outcome.code in (0, 7, 8):
         return
     lines = outcome.err_lines
+    if outcome.code == 4:
+        # A refusal: the error line, then one field per line (AADSTS code, trace id, hint).
+        assert all(line.startswith("  ") for line in lines[1:]), where
+        lines = lines[:1]
     assert len(lines) == 1, f"want one stderr line; {where}"
     assert lines[0].startswith("certauth: error: "), where
     assert len(lines[0]) < 2000, f"an error line of {len(lines[0])} characters; {where}"
