@@ -350,3 +350,27 @@ def test_refusal_with_output_json_is_one_json_object_on_stderr(
     assert report["status_code"] == 401
     assert f"Trace ID: {report['trace_id']}" in report["error_description"]
     assert report["hint"].startswith("the assertion's signature or certificate thumbprint")
+
+
+def test_token_with_nothing_set_names_every_missing_setting_at_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "CERTAUTH_")):
+            monkeypatch.delenv(name)
+    assert run(capsys, "token") == (
+        2,
+        "",
+        "certauth: error: missing 4 settings: --scope (e.g. --scope "
+        "https://graph.microsoft.com/.default); --client-id (or AZURE_CLIENT_ID); --tenant (or "
+        "AZURE_TENANT_ID), --token-endpoint or --issuer; --cert (or "
+        "AZURE_CLIENT_CERTIFICATE_PATH), a client secret (--client-secret-env, "
+        "--client-secret-file or AZURE_CLIENT_SECRET) or a federated token file "
+        "(--federated-token-file or AZURE_FEDERATED_TOKEN_FILE) (see 'certauth token --help')\n",
+    )
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s")
+    assert run(capsys, "token", "--tenant", "t", "--scope", SCOPE) == (
+        2,
+        "",
+        "certauth: error: missing --client-id (or AZURE_CLIENT_ID) (see 'certauth token --help')\n",
+    )

@@ -294,10 +294,12 @@ def token(
       curl -H "$(certauth token --tenant $TENANT --client-id $APP_ID \\
                  --scope api://billing/.default --output header)" https://billing.example/api
     """
-    if not scopes:
-        raise click.UsageError(
-            "missing --scope (e.g. --scope https://graph.microsoft.com/.default)"
-        )
+    _require_settings(
+        scopes,
+        opts,
+        secret_sources=(client_secret_env, client_secret_file, _env(ENV_CLIENT_SECRET)),
+        federated_sources=(federated_token_file, _env(ENV_FEDERATED_TOKEN_FILE)),
+    )
     target = _Target(**opts)
     credential = _make_credential(
         target,
@@ -320,6 +322,34 @@ def token(
         click.echo(result.access_token)
     if os.environ.get("CERTAUTH_VERBOSE"):
         click.echo(f"certauth: token valid for {result.expires_on - int(time.time())} s", err=True)
+
+
+def _require_settings(
+    scopes: tuple[str, ...],
+    opts: dict[str, Any],
+    *,
+    secret_sources: tuple[str | None, ...],
+    federated_sources: tuple[str | None, ...],
+) -> None:
+    """Refuse a ``token`` run that lacks required settings, naming every missing one at once
+    (a user fixing them one run at a time would need four runs)."""
+    missing = []
+    if not scopes:
+        missing.append("--scope (e.g. --scope https://graph.microsoft.com/.default)")
+    if not (opts["client_id"] or _env(ENV_CLIENT_ID)):
+        missing.append(f"--client-id (or {ENV_CLIENT_ID})")
+    if not (opts["tenant"] or opts["token_endpoint"] or opts["issuer"] or _env(ENV_TENANT)):
+        missing.append(f"--tenant (or {ENV_TENANT}), --token-endpoint or --issuer")
+    if not (opts["cert_path"] or _env(ENV_CERT_PATH) or any(secret_sources + federated_sources)):
+        missing.append(
+            f"--cert (or {ENV_CERT_PATH}), a client secret (--client-secret-env, "
+            f"--client-secret-file or {ENV_CLIENT_SECRET}) or a federated token file "
+            f"(--federated-token-file or {ENV_FEDERATED_TOKEN_FILE})"
+        )
+    if len(missing) == 1:
+        raise click.UsageError(f"missing {missing[0]}")
+    if missing:
+        raise click.UsageError(f"missing {len(missing)} settings: {'; '.join(missing)}")
 
 
 def _make_credential(
