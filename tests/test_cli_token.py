@@ -374,3 +374,51 @@ def test_token_with_nothing_set_names_every_missing_setting_at_once(
         "",
         "certauth: error: missing --client-id (or AZURE_CLIENT_ID) (see 'certauth token --help')\n",
     )
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_names_the_certificate_by_both_thumbprints(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    code, _out, err = run(capsys, "token", "--scope", SCOPE, "--cert", str(other), "--no-cache")
+    assert code == 4
+    assert err.endswith(
+        f"; this credential's certificate has SHA-1 thumbprint {other_rsa_cert.thumbprint_sha1} "
+        "(as the portal and `certauth cert thumbprint` show it) and SHA-256 thumbprint "
+        f"{other_rsa_cert.thumbprint_sha256}\n"
+    )
+    # Entra's description quotes the SHA-256 one: the labelled pair lets the user match it.
+    assert other_rsa_cert.thumbprint_sha256 in err.split("  hint:")[0]
+
+
+@pytest.mark.usefixtures("env")
+def test_cached_token_reports_the_seconds_left(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "--output", "json")
+    assert code == 0, err
+    first = json.loads(out)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 30)
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "--output", "json")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["access_token"] == first["access_token"]  # served from the cache
+    left = again["expires_on"] - int(real() + 30)
+    assert again["expires_in"] in (left, left - 1)
+    assert again["expires_in"] <= first["expires_in"] - 29
+
+
+def test_client_secret_env_help_says_it_takes_a_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "token", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert (
+        "--client-secret-env VAR Use a client secret, read from the environment variable named "
+        "VAR (its name, not the secret), not a certificate; without it, AZURE_CLIENT_SECRET is "
+        "read when no certificate is given."
+    ) in text

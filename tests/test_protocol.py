@@ -416,3 +416,49 @@ def test_cli_refusal_report_fields_and_escapes() -> None:
         f"  hint: {err.hint}",
     ]
     assert json.loads(refusal_json(err)) == err.to_dict()
+
+
+@pytest.mark.parametrize("permission", ["User.Read", "Mail.Send"])
+def test_a_graph_permission_name_suggests_graph_default(permission: str) -> None:
+    from certauth.errors import InvalidArgumentError
+    from certauth.protocol import normalize_scopes
+
+    with pytest.raises(InvalidArgumentError) as caught:
+        normalize_scopes([permission], entra=True)
+    assert str(caught.value) == (
+        f"scope {permission!r} is a delegated permission; app-only tokens (client credentials) "
+        "take only RESOURCE/.default, e.g. 'https://graph.microsoft.com/.default' for a "
+        "Microsoft Graph permission (Entra ID would answer AADSTS1002012); the app's "
+        "application permissions (roles) come with it"
+    )
+    assert f"{permission}/.default" not in str(caught.value)
+
+
+def test_name_certificate_adds_both_thumbprints_to_a_700027_hint_once() -> None:
+    from certauth.protocol import name_certificate
+
+    err = _refusal(ENTRA_ERROR, status=401)
+    hint = err.hint
+    name_certificate(err, sha1="A" * 40, sha256="B" * 64)
+    name_certificate(err, sha1="A" * 40, sha256="B" * 64)
+    assert err.hint == (
+        f"{hint}; this credential's certificate has SHA-1 thumbprint {'A' * 40} (as the portal "
+        f"and `certauth cert thumbprint` show it) and SHA-256 thumbprint {'B' * 64}"
+    )
+    assert str(err).endswith(f"; hint: {err.hint}")
+    other = _refusal({"error": "invalid_client", "error_codes": [700016]})
+    before = (str(other), other.hint)
+    name_certificate(other, sha1="A" * 40, sha256="B" * 64)
+    assert (str(other), other.hint) == before
+
+
+def test_as_response_reports_the_seconds_left() -> None:
+    token = parse_token_response(
+        200,
+        _body({"access_token": "abc", "token_type": "Bearer", "expires_in": 3599}),
+        url=URL,
+        now=1000,
+    )
+    assert token.as_response()["expires_in"] == 3599
+    assert token.as_response(now=1030)["expires_in"] == 3569
+    assert token.as_response(now=10**9)["expires_in"] == 0

@@ -232,7 +232,9 @@ OUTPUTS = ("token", "json", "header", "env")
     "--client-secret-env",
     metavar="VAR",
     type=VariableName(),
-    help=f"Use a client secret from variable VAR, not a certificate [env: {ENV_CLIENT_SECRET}].",
+    help="Use a client secret, read from the environment variable named VAR (its name, not "
+    f"the secret), not a certificate; without it, {ENV_CLIENT_SECRET} is read when no "
+    "certificate is given.",
 )
 @click.option(
     "--client-secret-file",
@@ -313,7 +315,7 @@ def token(
     with credential:
         result = credential.request_token(*scopes)
     if output == "json":
-        emit_json(result.as_response())
+        emit_json(result.as_response(now=time.time()))
     elif output == "header":
         click.echo(f"Authorization: {result.token_type} {result.access_token}")
     elif output == "env":
