@@ -422,3 +422,36 @@ def test_client_secret_env_help_says_it_takes_a_name(capsys: pytest.CaptureFixtu
         "VAR (its name, not the secret), not a certificate; without it, AZURE_CLIENT_SECRET is "
         "read when no certificate is given."
     ) in text
+
+
+@pytest.mark.usefixtures("env")
+def test_json_flag_and_short_o_are_synonyms_of_output_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = ["access_token", "expires_in", "expires_on", "ext_expires_in", "token_type"]
+    for flags in (["--json"], ["-o", "json"], ["--json", "--output", "json"]):
+        code, out, err = run(capsys, "token", "--scope", SCOPE, "--no-cache", *flags)
+        assert (code, err) == (0, ""), flags
+        assert sorted(json.loads(out)) == keys
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "-o", "header", "--no-cache")
+    assert code == 0
+    assert out.startswith("Authorization: Bearer ey")
+    assert run(capsys, "token", "--scope", SCOPE, "--json", "-o", "env") == (
+        2,
+        "",
+        "certauth: error: --json and --output env are exclusive: choose one "
+        "(see 'certauth token --help')\n",
+    )
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_with_json_flag_is_json_on_stderr(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    code, out, err = run(
+        capsys, "token", "--scope", SCOPE, "--cert", str(other), "--no-cache", "--json"
+    )
+    assert (code, out) == (4, "")
+    assert json.loads(err)["aadsts"] == "AADSTS700027"

@@ -257,11 +257,13 @@ OUTPUTS = ("token", "json", "header", "env")
 )
 @click.option(
     "--output",
+    "-o",
     type=click.Choice(OUTPUTS),
     default="token",
     show_default=True,
     help="token (bare), json (response + expires_on), header, or env (ACCESS_TOKEN=...).",
 )
+@click.option("--json", "as_json", is_flag=True, help="The same as --output json.")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -284,6 +286,7 @@ def token(
     federated_token_file: str | None,
     timeout: float,
     output: str,
+    as_json: bool,
     no_cache: bool,
     cache_url: str | None,
     **opts: Any,
@@ -296,6 +299,7 @@ def token(
       curl -H "$(certauth token --tenant $TENANT --client-id $APP_ID \\
                  --scope api://billing/.default --output header)" https://billing.example/api
     """
+    output = _output_format(output, as_json)
     _require_settings(
         scopes,
         opts,
@@ -324,6 +328,17 @@ def token(
         click.echo(result.access_token)
     if os.environ.get("CERTAUTH_VERBOSE"):
         click.echo(f"certauth: token valid for {result.expires_on - int(time.time())} s", err=True)
+
+
+def _output_format(output: str, as_json: bool) -> str:
+    """``--json`` is ``--output json`` (the flag every other command takes); with another
+    ``--output`` it is a contradiction."""
+    if not as_json:
+        return output
+    source = click.get_current_context().get_parameter_source("output")
+    if output != "json" and source is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(f"--json and --output {output} are exclusive: choose one")
+    return "json"
 
 
 def _require_settings(
