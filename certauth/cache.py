@@ -225,7 +225,7 @@ class FileTokenCache:
         if info.st_mode & 0o077:
             os.chmod(directory, 0o700)
             log.warning(
-                "certauth: %s was open to other users (mode %o); made it 0700",
+                "certauth: warning: %s was open to other users (mode %o); made it 0700",
                 directory,
                 stat.S_IMODE(info.st_mode),
             )

@@ -108,7 +108,7 @@ class TokenRequestError(CertauthError):
     Carries everything the server said that helps diagnosis: ``error`` (RFC 6749 code),
     ``error_description``, ``error_codes`` (Entra ID's numeric codes), ``aadsts`` (the first
     code as ``"AADSTS700027"``), ``trace_id``, ``correlation_id``, ``timestamp``, the HTTP
-    ``status_code`` and a human ``hint`` for the common causes.
+    ``status_code``, a human ``hint`` for the common causes and the ``url`` that refused.
     """
 
     exit_code = 4
@@ -126,8 +126,11 @@ class TokenRequestError(CertauthError):
         status_code: int | None = None,
         hint: str | None = None,
         response: Mapping[str, Any] | None = None,
+        url: str | None = None,
     ) -> None:
         super().__init__(message)
+        #: The token endpoint that refused (``None`` when not known).
+        self.url = url
         self.error = error
         self.error_description = error_description
         self.error_codes = tuple(error_codes)

@@ -29,11 +29,14 @@ __all__ = [
     "Token",
     "TokenRequest",
     "build_token_request",
+    "description_lines",
     "hint_for",
+    "name_certificate",
     "normalize_scopes",
     "parse_json_document",
     "parse_token_response",
     "read_oauth_error",
+    "shorten",
 ]
 
 #: RFC 7523 section 2.2: the client_assertion_type for a JWT client assertion.
@@ -49,6 +52,8 @@ SecretMethod = Literal["client_secret_post", "client_secret_basic"]
 
 #: Scopes that need a signed-in user; app-only tokens cannot carry them.
 _USER_SCOPES = frozenset({"openid", "profile", "email", "offline_access"})
+#: The app-only scope of Microsoft Graph, whose permissions have bare names (User.Read).
+_GRAPH_DEFAULT = "https://graph.microsoft.com/.default"
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
@@ -94,7 +99,16 @@ def _entra_scope(scope: str) -> str:
     scheme, sep, rest = scope.partition("://")
     if sep and scheme and rest and "/" not in rest.rstrip("/"):
         return f"{scope.rstrip('/')}/.default"
-    resource = scope.rsplit("/", 1)[0] if "/" in scope.replace("://", "") else scope
+    if "/" not in scope:
+        # A bare permission name (User.Read, Mail.Send) is Microsoft Graph's: the app-only
+        # scope is Graph's .default, never "User.Read/.default" (AADSTS500011).
+        raise InvalidArgumentError(
+            f"scope {scope!r} is a delegated permission; app-only tokens (client credentials) "
+            f"take only RESOURCE/.default, e.g. '{_GRAPH_DEFAULT}' for a Microsoft Graph "
+            "permission (Entra ID would answer AADSTS1002012); the app's application "
+            "permissions (roles) come with it"
+        )
+    resource = scope.rsplit("/", 1)[0]
     raise InvalidArgumentError(
         f"scope {scope!r} is a delegated permission; app-only tokens (client credentials) "
         f"take only RESOURCE/.default, e.g. '{resource}/.default' (Entra ID would answer "
@@ -179,13 +193,17 @@ class Token:
     #: Every other response field (``ext_expires_in``, ``scope``, ...), for ``--output json``.
     extra: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
-    def as_response(self) -> dict[str, Any]:
-        """The response as the server sent it, plus ``expires_on`` (``--output json``)."""
+    def as_response(self, *, now: float | None = None) -> dict[str, Any]:
+        """The response as the server sent it, plus ``expires_on`` (``--output json``).
+
+        With ``now``, ``expires_in`` is the seconds actually left at ``now`` (a token served
+        from a cache has less than the server's original ``expires_in``)."""
+        expires_in = self.expires_in if now is None else max(0, self.expires_on - int(now))
         return {
             **self.extra,
             "access_token": self.access_token,
             "token_type": self.token_type,
-            "expires_in": self.expires_in,
+            "expires_in": expires_in,
             "expires_on": self.expires_on,
         }
 
@@ -412,6 +430,57 @@ def hint_for(error: str | None, codes: Sequence[int], description: str | None) -
     return _ERROR_HINTS.get(error or "")
 
 
+#: Entra ID's code for "the assertion's signing certificate is not registered on the app".
+_UNKNOWN_CERTIFICATE = 700027
+
+
+def name_certificate(exc: TokenRequestError, *, sha1: str, sha256: str) -> None:
+    """Add the thumbprints of the certificate that signed the assertion to an AADSTS700027
+    refusal's hint (in place). Entra ID's text quotes the SHA-256 thumbprint; the portal and
+    ``certauth cert thumbprint`` show SHA-1: both, labelled, let the user match them."""
+    if _UNKNOWN_CERTIFICATE not in exc.error_codes or (exc.hint and sha1 in exc.hint):
+        return
+    known = (
+        f"this credential's certificate has SHA-1 thumbprint {sha1} (as the portal and "
+        f"`certauth cert thumbprint` show it) and SHA-256 thumbprint {sha256}"
+    )
+    old_hint = exc.hint
+    exc.hint = f"{old_hint}; {known}" if old_hint else known
+    if old_hint and exc.message.endswith(f"; hint: {old_hint}"):
+        exc.message = f"{exc.message[: -len(old_hint)]}{exc.hint}"
+    else:
+        exc.message = f"{exc.message}; hint: {exc.hint}"
+    exc.args = (exc.message,)
+
+
+#: The server's first line is quoted in the one-line message up to about this many characters.
+_SUMMARY_CHARS = 300
+#: The lines Entra ID appends to ``error_description``; their values are the response's own
+#: ``trace_id``, ``correlation_id`` and ``timestamp`` fields, reported as such.
+_ENTRA_TRAILER = re.compile(r"(Trace ID|Correlation ID|Timestamp):", re.IGNORECASE)
+
+
+def description_lines(description: str | None) -> list[str]:
+    """The lines of an ``error_description`` that say what went wrong: blank lines and the
+    ``Trace ID:`` / ``Correlation ID:`` / ``Timestamp:`` lines Entra ID appends dropped."""
+    if not description:
+        return []
+    lines = (line.strip() for line in description.splitlines())
+    return [line for line in lines if line and not _ENTRA_TRAILER.match(line)]
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` cut to at most ``limit`` characters at a space, never inside a word (``" ..."``
+    marks the cut); only a run without spaces over half of ``limit`` long (a token, a dump:
+    no prose) is cut where it must (``"..."``)."""
+    if len(text) <= limit:
+        return text
+    cut = text.rfind(" ", 0, limit + 1)
+    if cut < limit // 2:
+        return f"{text[:limit]}..."
+    return f"{text[:cut].rstrip()} ..."
+
+
 def read_oauth_error(body: bytes, *, status: int, url: str) -> TokenRequestError | None:
     """The OAuth error (RFC 6749 section 5.2) a response body carries, or ``None`` when the
     body is not a JSON object with a string ``error``."""
@@ -439,10 +508,10 @@ def _oauth_error(document: Mapping[str, Any], status: int, url: str) -> TokenReq
         if match:
             codes = [int(match[1])]
     hint = hint_for(error, codes, description)
-    first_line = (description or "").splitlines()[0] if description else ""
+    lines = description_lines(description)
     parts = [f"{url}: the server refused the token request: {error}"]
-    if first_line:
-        parts.append(f"({first_line[:300]})")
+    if lines:
+        parts.append(f"({shorten(lines[0], _SUMMARY_CHARS)})")
     message = " ".join(parts)
     if hint:
         message += f"; hint: {hint}"
@@ -462,6 +531,7 @@ def _oauth_error(document: Mapping[str, Any], status: int, url: str) -> TokenReq
         status_code=status,
         hint=hint,
         response=document,
+        url=url,
     )
 
 

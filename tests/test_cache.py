@@ -140,3 +140,23 @@ def test_lock_takes_timeout_reads_the_signature_once() -> None:
     assert lock_takes_timeout(Loose())  # type: ignore[arg-type]
     assert lock_takes_timeout(Positional())  # type: ignore[arg-type]
     assert lock_takes_timeout(FileTokenCache("/nonexistent"))
+
+
+def test_cache_directory_repair_message_is_a_warning(tmp_path: Path) -> None:
+    directory = tmp_path / "cache"
+    directory.mkdir(mode=0o777)
+    os.chmod(directory, 0o777)
+    code = (
+        "import sys; from certauth.cache import FileTokenCache; "
+        "FileTokenCache(sys.argv[1]).set('k', b'v', 0)"
+    )
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(directory)], capture_output=True, text=True, check=True
+    )
+    # Printed by Python's last-resort handler as a CLI run shows it.
+    assert out.stderr == (
+        f"certauth: warning: {directory} was open to other users (mode 777); made it 0700\n"
+    )

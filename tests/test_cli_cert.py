@@ -325,7 +325,11 @@ def test_show_weak_rsa_certificate_says_entra_will_not_accept_it(
     tmp_path: Path, capsys: Capsys
 ) -> None:
     weak_key = rsa.generate_private_key(public_exponent=65537, key_size=1024)  # noqa: S505
-    path = write(tmp_path / "weak.crt", cert_pem(self_signed(weak_key, "CN=weak")))
+    # A year ahead: within `cert check`'s 30-day window, show would also warn about expiry.
+    a_year = dt.datetime.now(UTC) + dt.timedelta(days=365)
+    path = write(
+        tmp_path / "weak.crt", cert_pem(self_signed(weak_key, "CN=weak", not_after=a_year))
+    )
     result = run_cli(capsys, "cert", "show", path, "--json")
     assert result.code == 0
     payload = json.loads(result.out)
@@ -512,3 +516,45 @@ def test_traditional_rsa_key_through_the_cli(
     path = write(tmp_path / "trad.key", key_pem(key, traditional=True))
     result = run_cli(capsys, "cert", "show", files / "app.crt", "--key", path, "--json")
     assert json.loads(result.out)["key_matches"] is True
+
+
+def test_fresh_certificate_shows_its_full_term(tmp_path: Path, capsys: Capsys) -> None:
+    result = run_cli(capsys, "cert", "create", "--subject", "CN=term", "--out", tmp_path)
+    assert result.code == 0
+    assert "days left:          365\n" in result.out
+    result = run_cli(capsys, "cert", "show", tmp_path / "term.crt", "--json")
+    assert json.loads(result.out)["days_left"] == 365
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("valid", None),
+        (
+            "expiring",
+            "expires in 10 days ({date}), within the 30-day window; create and register a new "
+            "certificate",
+        ),
+        ("expired", "expired on {date}"),
+    ],
+)
+def test_show_warns_about_expiry_as_check_judges_it(
+    dated: Path, capsys: Capsys, name: str, expected: str | None
+) -> None:
+    path = dated / f"{name}.crt"
+    shown = run_cli(capsys, "cert", "show", path)
+    checked = run_cli(capsys, "cert", "check", path)
+    assert shown.code == 0
+    if expected is None:
+        assert shown.err == ""
+        return
+
+    # The same judgement and words as `cert check` (which prints its line on stderr); only
+    # the "(now ...)" time of an expired one may differ by the second between the two runs.
+    def same(text: str) -> str:
+        return re.sub(r"\(now [^)]*\)", "(now ...)", text)
+
+    assert same(shown.err) == same(f"certauth: warning: {checked.err}")
+    not_after = load_certificate(path).not_after
+    day = f"{not_after:%Y-%m-%d}"
+    assert shown.err.startswith(f"certauth: warning: {path}: {expected.format(date=day)}")

@@ -187,7 +187,13 @@ def test_errors_are_one_line_with_documented_codes(
     assert got == code, err
     assert text in err
     assert out == ""
-    assert len(err.strip().splitlines()) == 1, err
+    lines = err.strip().splitlines()
+    if code == 4:
+        # A refusal: the error line, then one field per line (AADSTS code, trace id, ...).
+        assert lines[0].startswith("certauth: error: "), err
+        assert all(line.startswith("  ") for line in lines[1:]), err
+    else:
+        assert len(lines) == 1, err
     assert "Traceback" not in err
 
 
@@ -287,3 +293,165 @@ def test_demo_runs_end_to_end() -> None:
     assert proc.returncode == 0, proc.stderr
     assert "AADSTS700027" in proc.stdout
     assert "All steps worked." in proc.stdout
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_prints_what_support_asks_for_one_field_per_line(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    import re
+
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "--cert", str(other), "--no-cache")
+    assert (code, out) == (4, "")
+    guid = "[0-9a-f-]{36}"
+    pattern = (
+        r"certauth: error: http://127\.0\.0\.1:\d+/[0-9a-f-]+/oauth2/v2\.0/token: the server "
+        r"refused the token request: invalid_client\n"
+        r"  aadsts: AADSTS700027\n"
+        r"  error_description: AADSTS700027: Client assertion failed signature validation\. "
+        r"\[Reason - The key was not found\., [^\n]*\]\n"
+        rf"  trace_id: {guid}\n"
+        rf"  correlation_id: {guid}\n"
+        r"  timestamp: \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ\n"
+        r"  hint: the assertion's signature or certificate thumbprint was not accepted: [^\n]+\n"
+    )
+    assert re.fullmatch(pattern, err), err
+    # Entra's own Trace ID/Correlation ID/Timestamp lines are not repeated in the description.
+    assert "Trace ID" not in err
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_with_output_json_is_one_json_object_on_stderr(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    args = ("token", "--scope", SCOPE, "--cert", str(other), "--no-cache", "--output", "json")
+    code, out, err = run(capsys, *args)
+    assert (code, out) == (4, "")
+    assert err.count("\n") == 1
+    report = json.loads(err)
+    assert list(report) == [
+        "error",
+        "error_description",
+        "error_codes",
+        "aadsts",
+        "trace_id",
+        "correlation_id",
+        "timestamp",
+        "status_code",
+        "hint",
+    ]
+    assert report["error"] == "invalid_client"
+    assert report["error_codes"] == [700027]
+    assert report["aadsts"] == "AADSTS700027"
+    assert report["status_code"] == 401
+    assert f"Trace ID: {report['trace_id']}" in report["error_description"]
+    assert report["hint"].startswith("the assertion's signature or certificate thumbprint")
+
+
+def test_token_with_nothing_set_names_every_missing_setting_at_once(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "CERTAUTH_")):
+            monkeypatch.delenv(name)
+    assert run(capsys, "token") == (
+        2,
+        "",
+        "certauth: error: missing 4 settings: --scope (e.g. --scope "
+        "https://graph.microsoft.com/.default); --client-id (or AZURE_CLIENT_ID); --tenant (or "
+        "AZURE_TENANT_ID), --token-endpoint or --issuer; --cert (or "
+        "AZURE_CLIENT_CERTIFICATE_PATH), a client secret (--client-secret-env, "
+        "--client-secret-file or AZURE_CLIENT_SECRET) or a federated token file "
+        "(--federated-token-file or AZURE_FEDERATED_TOKEN_FILE) (see 'certauth token --help')\n",
+    )
+    monkeypatch.setenv("AZURE_CLIENT_SECRET", "s")
+    assert run(capsys, "token", "--tenant", "t", "--scope", SCOPE) == (
+        2,
+        "",
+        "certauth: error: missing --client-id (or AZURE_CLIENT_ID) (see 'certauth token --help')\n",
+    )
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_names_the_certificate_by_both_thumbprints(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    code, _out, err = run(capsys, "token", "--scope", SCOPE, "--cert", str(other), "--no-cache")
+    assert code == 4
+    assert err.endswith(
+        f"; this credential's certificate has SHA-1 thumbprint {other_rsa_cert.thumbprint_sha1} "
+        "(as the portal and `certauth cert thumbprint` show it) and SHA-256 thumbprint "
+        f"{other_rsa_cert.thumbprint_sha256}\n"
+    )
+    # Entra's description quotes the SHA-256 one: the labelled pair lets the user match it.
+    assert other_rsa_cert.thumbprint_sha256 in err.split("  hint:")[0]
+
+
+@pytest.mark.usefixtures("env")
+def test_cached_token_reports_the_seconds_left(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "--output", "json")
+    assert code == 0, err
+    first = json.loads(out)
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 30)
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "--output", "json")
+    assert code == 0, err
+    again = json.loads(out)
+    assert again["access_token"] == first["access_token"]  # served from the cache
+    left = again["expires_on"] - int(real() + 30)
+    assert again["expires_in"] in (left, left - 1)
+    assert again["expires_in"] <= first["expires_in"] - 29
+
+
+def test_client_secret_env_help_says_it_takes_a_name(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "token", "--help")
+    assert code == 0
+    text = " ".join(out.split())
+    assert (
+        "--client-secret-env VAR Use a client secret, read from the environment variable named "
+        "VAR (its name, not the secret), not a certificate; without it, AZURE_CLIENT_SECRET is "
+        "read when no certificate is given."
+    ) in text
+
+
+@pytest.mark.usefixtures("env")
+def test_json_flag_and_short_o_are_synonyms_of_output_json(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    keys = ["access_token", "expires_in", "expires_on", "ext_expires_in", "token_type"]
+    for flags in (["--json"], ["-o", "json"], ["--json", "--output", "json"]):
+        code, out, err = run(capsys, "token", "--scope", SCOPE, "--no-cache", *flags)
+        assert (code, err) == (0, ""), flags
+        assert sorted(json.loads(out)) == keys
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "-o", "header", "--no-cache")
+    assert code == 0
+    assert out.startswith("Authorization: Bearer ey")
+    assert run(capsys, "token", "--scope", SCOPE, "--json", "-o", "env") == (
+        2,
+        "",
+        "certauth: error: --json and --output env are exclusive: choose one "
+        "(see 'certauth token --help')\n",
+    )
+
+
+@pytest.mark.usefixtures("env")
+def test_refusal_with_json_flag_is_json_on_stderr(
+    capsys: pytest.CaptureFixture[str], other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    other = tmp_path / "other.pem"
+    other.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    code, out, err = run(
+        capsys, "token", "--scope", SCOPE, "--cert", str(other), "--no-cache", "--json"
+    )
+    assert (code, out) == (4, "")
+    assert json.loads(err)["aadsts"] == "AADSTS700027"

@@ -329,7 +329,7 @@ def test_b2c_refusing_a_certificate_gets_its_hint() -> None:
 def test_a_long_description_is_cut_in_the_message_but_kept_whole() -> None:
     description = "AADSTS90002: " + "x" * 1000
     err = _refusal({"error": "invalid_request", "error_description": description})
-    assert f"({description[:300]})" in str(err)
+    assert f"({description[:300]}...)" in str(err)
     assert description[:301] not in str(err)
     assert err.error_description == description
 
@@ -370,3 +370,95 @@ def test_retry_policy() -> None:
     assert policy.delay(1, status=None, rng=rng) is not None
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10.0
     assert parse_retry_after("soon", now=0) is None
+
+
+def test_refusal_message_cuts_the_description_between_words() -> None:
+    words = " ".join(f"word{i:03d}" for i in range(100))  # 799 characters
+    err = _refusal({"error": "invalid_request", "error_description": f"AADSTS9: {words}"})
+    quoted = str(err).split(" (", 1)[1].rsplit(")", 1)[0]
+    assert quoted.endswith(" ...")
+    assert len(quoted) <= 304
+    assert all(w.startswith("word") and len(w) == 7 for w in quoted[len("AADSTS9: ") : -4].split())
+
+
+def test_description_lines_drop_entra_trailer_and_blank_lines() -> None:
+    from certauth.protocol import description_lines, shorten
+
+    assert description_lines(ENTRA_ERROR["error_description"]) == [
+        "AADSTS700027: The certificate with identifier used to sign the client assertion is not "
+        "registered on application."
+    ]
+    assert description_lines("first\n\n  second  \r\nTrace ID: x") == ["first", "second"]
+    assert description_lines(None) == []
+    assert shorten("alpha beta gamma", 11) == "alpha beta ..."
+    assert shorten("alpha beta", 10) == "alpha beta"
+    assert shorten("x" * 20, 5) == "xxxxx..."
+
+
+def test_cli_refusal_report_fields_and_escapes() -> None:
+    from certauth.cli._common import refusal_json, refusal_report
+
+    err = _refusal(
+        {
+            **ENTRA_ERROR,
+            "error_description": "AADSTS700027: first line\x1b[2J\nsecond line\r\n"
+            "Trace ID: 0b4f\r\nCorrelation ID: 9c1e\r\nTimestamp: 2026",
+        },
+        status=401,
+    )
+    assert refusal_report(err) == [
+        f"certauth: error: {URL}: the server refused the token request: invalid_client",
+        "  aadsts: AADSTS700027",
+        "  error_description: AADSTS700027: first line\\x1b[2J\n    second line",
+        "  trace_id: 0b4f",
+        "  correlation_id: 9c1e",
+        "  timestamp: 2026-11-21 10:00:00Z",
+        f"  hint: {err.hint}",
+    ]
+    assert json.loads(refusal_json(err)) == err.to_dict()
+
+
+@pytest.mark.parametrize("permission", ["User.Read", "Mail.Send"])
+def test_a_graph_permission_name_suggests_graph_default(permission: str) -> None:
+    from certauth.errors import InvalidArgumentError
+    from certauth.protocol import normalize_scopes
+
+    with pytest.raises(InvalidArgumentError) as caught:
+        normalize_scopes([permission], entra=True)
+    assert str(caught.value) == (
+        f"scope {permission!r} is a delegated permission; app-only tokens (client credentials) "
+        "take only RESOURCE/.default, e.g. 'https://graph.microsoft.com/.default' for a "
+        "Microsoft Graph permission (Entra ID would answer AADSTS1002012); the app's "
+        "application permissions (roles) come with it"
+    )
+    assert f"{permission}/.default" not in str(caught.value)
+
+
+def test_name_certificate_adds_both_thumbprints_to_a_700027_hint_once() -> None:
+    from certauth.protocol import name_certificate
+
+    err = _refusal(ENTRA_ERROR, status=401)
+    hint = err.hint
+    name_certificate(err, sha1="A" * 40, sha256="B" * 64)
+    name_certificate(err, sha1="A" * 40, sha256="B" * 64)
+    assert err.hint == (
+        f"{hint}; this credential's certificate has SHA-1 thumbprint {'A' * 40} (as the portal "
+        f"and `certauth cert thumbprint` show it) and SHA-256 thumbprint {'B' * 64}"
+    )
+    assert str(err).endswith(f"; hint: {err.hint}")
+    other = _refusal({"error": "invalid_client", "error_codes": [700016]})
+    before = (str(other), other.hint)
+    name_certificate(other, sha1="A" * 40, sha256="B" * 64)
+    assert (str(other), other.hint) == before
+
+
+def test_as_response_reports_the_seconds_left() -> None:
+    token = parse_token_response(
+        200,
+        _body({"access_token": "abc", "token_type": "Bearer", "expires_in": 3599}),
+        url=URL,
+        now=1000,
+    )
+    assert token.as_response()["expires_in"] == 3599
+    assert token.as_response(now=1030)["expires_in"] == 3569
+    assert token.as_response(now=10**9)["expires_in"] == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import difflib
 import functools
 import json
 import logging
@@ -16,7 +17,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError
+from certauth.errors import (
+    CertauthError,
+    InvalidArgumentError,
+    LocalInputError,
+    TokenRequestError,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -89,6 +95,57 @@ def emit_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
+#: A refusal's description is printed up to this many lines of this many characters: enough
+#: for any Entra ID text, bounded against a server that sends a megabyte of it.
+_MAX_DESCRIPTION_LINES = 20
+_MAX_LINE_CHARS = 1000
+
+
+def refusal_report(exc: TokenRequestError) -> list[str]:
+    """The lines the CLI prints for a refusal (exit 4): a summary, then one field per line,
+    what Microsoft support asks for (AADSTS code, description, trace and correlation ids,
+    timestamp) and the hint. The description's lines are printed whole; Entra ID's
+    ``Trace ID:``/``Correlation ID:``/``Timestamp:`` lines are left out, as the fields say
+    the same."""
+    from certauth.protocol import description_lines, shorten
+
+    if exc.url and exc.error:
+        summary = f"{exc.url}: the server refused the token request: {exc.error}"
+    else:
+        summary = exc.message
+    lines = [f"certauth: error: {_printable(summary)}"]
+    described = description_lines(exc.error_description)
+    if len(described) > _MAX_DESCRIPTION_LINES:
+        described = [*described[:_MAX_DESCRIPTION_LINES], "..."]
+    described = [_printable(shorten(line, _MAX_LINE_CHARS)) for line in described]
+    fields = [
+        ("aadsts", exc.aadsts),
+        ("error_description", "\n    ".join(described) if described else None),
+        ("trace_id", exc.trace_id),
+        ("correlation_id", exc.correlation_id),
+        ("timestamp", exc.timestamp),
+        ("hint", exc.hint),
+    ]
+    for name, value in fields:
+        if value:
+            lines.append(f"  {name}: {value if name == 'error_description' else _printable(value)}")
+    return lines
+
+
+def refusal_json(exc: TokenRequestError) -> str:
+    """A refusal as one line of JSON (``--json``/``--output json``): the error's fields."""
+    return json.dumps(exc.to_dict(), ensure_ascii=True)
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters (a server's escape sequences, line breaks) shown as
+    escapes, so that what a server sent cannot rewrite the terminal."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) == "Cc" else c
+        for c in text
+    )
+
+
 def warn(message: str) -> None:
     """A diagnostic on stderr (never stdout, which scripts parse)."""
     click.echo(f"certauth: warning: {message}", err=True)
@@ -129,6 +186,45 @@ def show_retries() -> Iterator[None]:
     finally:
         retry_log.removeHandler(handler)
         retry_log.setLevel(saved)
+
+
+# -- command groups ----------------------------------------------------------------------------
+
+
+class GroupHelpRequested(click.UsageError):
+    """A group ran without a subcommand (``certauth``, ``certauth cert``): a usage error (exit
+    2, as click 8.2+ and POSIX utilities treat a missing operand) whose text is the group's
+    formatted help, printed as it is, not squeezed into an error line."""
+
+    def __init__(self, ctx: click.Context) -> None:
+        super().__init__(ctx.get_help(), ctx)
+
+
+class HelpfulGroup(click.Group):
+    """A click group that prints its help when run bare and suggests the command meant."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Raise :class:`GroupHelpRequested` for a bare group (click 8.1 printed the help
+        with exit 0, 8.2+ raises its own error: one behaviour for every click we support)."""
+        if not args and self.no_args_is_help and not ctx.resilient_parsing:
+            raise GroupHelpRequested(ctx)
+        return super().parse_args(ctx, args)
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The command ``args[0]`` names; an unknown one is refused with the closest name."""
+        name = args[0] if args else ""
+        if (
+            name
+            and not name.startswith("-")
+            and not ctx.resilient_parsing
+            and self.get_command(ctx, name) is None
+        ):
+            close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
+            if close:
+                ctx.fail(f"No such command {name!r}; did you mean `{close[0]}`?")
+        return super().resolve_command(ctx, args)
 
 
 # -- parameter types: a bad value is a usage error that names the option ------------------------
@@ -281,9 +377,19 @@ def names_options(func: F) -> F:
             context = click.get_current_context(silent=True)
             if context is not None:
                 _prefix_option(exc, context)
+                if isinstance(exc, TokenRequestError) and _json_requested(context):
+                    # The refusal's fields as JSON on stderr (stdout holds only data), and
+                    # the refusal's exit code.
+                    click.echo(refusal_json(exc), err=True)
+                    raise click.exceptions.Exit(exc.exit_code) from None
             raise
 
     return wrapper  # type: ignore[return-value]
+
+
+def _json_requested(context: click.Context) -> bool:
+    """Whether the command was asked for JSON (``--json``, ``--output json``)."""
+    return bool(context.params.get("as_json")) or context.params.get("output") == "json"
 
 
 def _prefix_option(exc: CertauthError, context: click.Context) -> None:

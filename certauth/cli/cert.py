@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ from certauth.certificates import (
     parse_subject,
 )
 from certauth.cli._common import (
+    HelpfulGroup,
     PathText,
     Text,
     VariableName,
@@ -43,12 +45,15 @@ from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError
 #: expired/not yet valid.
 EXIT_EXPIRING = 7
 EXIT_INVALID = 8
+#: ``cert show`` warns about a certificate with this many whole days left or fewer, as
+#: ``cert check`` does with its default ``--warn-days``.
+SHOW_WARN_DAYS = 30
 #: Longest ``--name``, in bytes: with a suffix and a temporary file's prefix and random part it
 #: must stay within a file name's 255 bytes (NAME_MAX on Linux and macOS).
 MAX_NAME_BYTES = 200
 
 
-@click.group()
+@click.group(cls=HelpfulGroup)
 def cert() -> None:
     """Create and inspect certificates for app registrations.
 
@@ -64,6 +69,12 @@ def _default_name(subject_cn: str | None) -> str:
     return name or "certificate"
 
 
+def _nearest_days(days: float) -> int:
+    """Days left rounded to the nearest day (a certificate made a moment ago for 365 days shows
+    365); ``cert check`` counts whole days instead, as its window needs."""
+    return math.floor(days + 0.5)
+
+
 def describe(certificate: Certificate, now: dt.datetime | None = None) -> dict[str, Any]:
     """The facts ``cert show`` and ``cert create`` print, as a JSON-ready mapping."""
     return {
@@ -72,7 +83,7 @@ def describe(certificate: Certificate, now: dt.datetime | None = None) -> dict[s
         "serial": certificate.serial_number,
         "not_before": certificate.not_before.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "not_after": certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "days_left": int(certificate.days_left(now) // 1),
+        "days_left": _nearest_days(certificate.days_left(now)),
         "key_type": certificate.key_type,
         "key_size": certificate.key_size,
         "key_description": certificate.key_description,
@@ -313,6 +324,10 @@ def show(
     # On stderr in both modes: the certificate is readable, but Entra ID would refuse it.
     for message in facts["warnings"]:
         warn(f"{file}: {message}")
+    # Expired, not yet valid or expiring soon: said as `cert check` (default window) says it.
+    _, code, text, _ = _verdict(certificate, file, SHOW_WARN_DAYS, dt.datetime.now(dt.timezone.utc))
+    if code:
+        warn(text)
 
 
 #: Files ``cert show DIR`` reads; keys and everything else are passed over.
@@ -338,7 +353,7 @@ def _show_directory(directory: Path, password: str | None, as_json: bool) -> Non
                 "subject": certificate.subject,
                 "thumbprint_sha1": certificate.thumbprint_sha1,
                 "not_after": certificate.not_after.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "days_left": int(certificate.days_left() // 1),
+                "days_left": _nearest_days(certificate.days_left()),
             }
         )
     if not rows and not skipped:
@@ -413,24 +428,7 @@ def check(
     password = read_password(password_env, password_file)
     certificate = load_certificate(file, password=password, load_key=False)
     now = dt.datetime.now(dt.timezone.utc)
-    days_left = certificate.days_left(now)
-    # Whole days, rounded down, in the window check and in both outputs, so that what is
-    # printed explains the exit code: "30 days left" means at least 30 full days.
-    whole_days = int(days_left // 1)
-    problem = certificate.validity_problem(now)
-    if problem:
-        status = "not_yet_valid" if now < certificate.not_before else "expired"
-        code = EXIT_INVALID
-        text = f"{file}: {problem}"
-    elif whole_days <= warn_days:
-        status, code = "expiring", EXIT_EXPIRING
-        text = (
-            f"{file}: expires in {whole_days} days ({certificate.not_after:%Y-%m-%d}), "
-            f"within the {warn_days}-day window; create and register a new certificate"
-        )
-    else:
-        status, code = "valid", 0
-        text = f"{file}: valid, {whole_days} days left (until {certificate.not_after:%Y-%m-%d})"
+    status, code, text, whole_days = _verdict(certificate, file, warn_days, now)
     if as_json:
         emit_json(
             {
@@ -446,6 +444,27 @@ def check(
     else:
         click.echo(text, err=code != 0)
     raise click.exceptions.Exit(code)
+
+
+def _verdict(
+    certificate: Certificate, file: str, warn_days: int, now: dt.datetime
+) -> tuple[str, int, str, int]:
+    """``cert check``'s judgement: status, exit code, the line to print and whole days left."""
+    # Whole days, rounded down, in the window check and in both outputs, so that what is
+    # printed explains the exit code: "30 days left" means at least 30 full days.
+    whole_days = int(certificate.days_left(now) // 1)
+    problem = certificate.validity_problem(now)
+    if problem:
+        status = "not_yet_valid" if now < certificate.not_before else "expired"
+        return status, EXIT_INVALID, f"{file}: {problem}", whole_days
+    if whole_days <= warn_days:
+        text = (
+            f"{file}: expires in {whole_days} days ({certificate.not_after:%Y-%m-%d}), "
+            f"within the {warn_days}-day window; create and register a new certificate"
+        )
+        return "expiring", EXIT_EXPIRING, text, whole_days
+    text = f"{file}: valid, {whole_days} days left (until {certificate.not_after:%Y-%m-%d})"
+    return "valid", 0, text, whole_days
 
 
 @cert.command("manifest")

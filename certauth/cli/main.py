@@ -18,6 +18,7 @@ from typing import Any
 import click
 
 from certauth._version import __version__
+from certauth.cli._common import GroupHelpRequested, HelpfulGroup
 
 #: name -> ("module:attribute", one-line help shown by ``certauth --help``)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -39,7 +40,7 @@ Exit codes:
   1  unexpected error (a bug: please report it)
   2  usage error (a missing or invalid option)
   3  bad local input (file, password, key/certificate mismatch, config)
-  4  the server refused the request (OAuth error; AADSTS code and hint shown)
+  4  the server refused the request (OAuth error; AADSTS code, trace id and hint shown)
   5  transport failure (connect, timeout, TLS, 5xx after retries, not a token response)
   6  the token failed verification
   7  certificate expires within the warning window (cert check)
@@ -47,7 +48,7 @@ Exit codes:
 """
 
 
-class LazyGroup(click.Group):
+class LazyGroup(HelpfulGroup):
     """A click group that imports a subcommand's module only when that subcommand runs."""
 
     def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
@@ -127,6 +128,25 @@ def _undecodable_bytes_written_back() -> Iterator[None]:
                 stream.reconfigure(errors="strict")
 
 
+def _command_path(argv: list[str] | None) -> str:
+    """The command ``argv`` names (``certauth cert show``), for a usage error click raised
+    without a context: an option's missing value is found while the subcommand's context is
+    still being made, and its help is the one to point to, not the top-level one."""
+    command: click.Command = cli
+    path = ["certauth"]
+    words = iter(sys.argv[1:] if argv is None else argv)
+    while isinstance(command, click.Group):
+        # The groups take no option with a value, so the first word that is not an option
+        # names the subcommand.
+        name = next((word for word in words if not word.startswith("-")), None)
+        found = command.get_command(click.Context(command), name) if name else None
+        if found is None:
+            break
+        command = found
+        path.append(name or "")
+    return " ".join(path)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; map certauth's typed errors to one stderr line and the documented exit code."""
     with _undecodable_bytes_written_back():
@@ -134,16 +154,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from certauth.errors import CertauthError
+    from certauth.cli._common import refusal_report
+    from certauth.errors import CertauthError, TokenRequestError
 
     try:
         # Without standalone mode click returns a command's exit code instead of exiting.
         result = cli.main(args=argv, prog_name="certauth", standalone_mode=False)
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
+    except GroupHelpRequested as exc:
+        # `certauth`, `certauth cert`: the formatted help, on stderr because it is exit 2.
+        click.echo(exc.format_message(), err=True)
+        return exc.exit_code
     except click.UsageError as exc:
         # One line, like every other error: what is wrong and where the help is.
-        where = exc.ctx.command_path if exc.ctx else "certauth"
+        where = exc.ctx.command_path if exc.ctx else _command_path(argv)
         message = _one_line(exc.format_message(), squeeze=True)
         click.echo(f"certauth: error: {message} (see '{where} --help')", err=True)
         return exc.exit_code
@@ -153,6 +178,10 @@ def _main(argv: list[str] | None) -> int:
     except click.Abort:
         click.echo("certauth: aborted", err=True)
         return 130
+    except TokenRequestError as exc:
+        # Several lines on purpose: what Microsoft support asks for, one field per line.
+        click.echo("\n".join(refusal_report(exc)), err=True)
+        return exc.exit_code
     except CertauthError as exc:
         click.echo(f"certauth: error: {_one_line(str(exc))}", err=True)
         return exc.exit_code

@@ -231,7 +231,9 @@ OUTPUTS = ("token", "json", "header", "env")
     "--client-secret-env",
     metavar="VAR",
     type=VariableName(),
-    help=f"Use a client secret from variable VAR, not a certificate [env: {ENV_CLIENT_SECRET}].",
+    help="Use a client secret, read from the environment variable named VAR (its name, not "
+    f"the secret), not a certificate; without it, {ENV_CLIENT_SECRET} is read when no "
+    "certificate is given.",
 )
 @click.option(
     "--client-secret-file",
@@ -260,11 +262,13 @@ OUTPUTS = ("token", "json", "header", "env")
 )
 @click.option(
     "--output",
+    "-o",
     type=click.Choice(OUTPUTS),
     default="token",
     show_default=True,
     help="token (bare), json (response + expires_on), header, or env (ACCESS_TOKEN=...).",
 )
+@click.option("--json", "as_json", is_flag=True, help="The same as --output json.")
 @click.option(
     "--no-cache",
     is_flag=True,
@@ -288,6 +292,7 @@ def token(
     timeout: float,
     total_timeout: float | None,
     output: str,
+    as_json: bool,
     no_cache: bool,
     cache_url: str | None,
     **opts: Any,
@@ -303,10 +308,13 @@ def token(
       curl -H "$(certauth token --tenant $TENANT --client-id $APP_ID \\
                  --scope api://billing/.default --output header)" https://billing.example/api
     """
-    if not scopes:
-        raise click.UsageError(
-            "missing --scope (e.g. --scope https://graph.microsoft.com/.default)"
-        )
+    output = _output_format(output, as_json)
+    _require_settings(
+        scopes,
+        opts,
+        secret_sources=(client_secret_env, client_secret_file, _env(ENV_CLIENT_SECRET)),
+        federated_sources=(federated_token_file, _env(ENV_FEDERATED_TOKEN_FILE)),
+    )
     target = _Target(**opts)
     credential = _make_credential(
         target,
@@ -321,7 +329,7 @@ def token(
     with credential, show_retries():
         result = credential.request_token(*scopes)
     if output == "json":
-        emit_json(result.as_response())
+        emit_json(result.as_response(now=time.time()))
     elif output == "header":
         click.echo(f"Authorization: {result.token_type} {result.access_token}")
     elif output == "env":
@@ -330,6 +338,45 @@ def token(
         click.echo(result.access_token)
     if os.environ.get("CERTAUTH_VERBOSE"):
         click.echo(f"certauth: token valid for {result.expires_on - int(time.time())} s", err=True)
+
+
+def _output_format(output: str, as_json: bool) -> str:
+    """``--json`` is ``--output json`` (the flag every other command takes); with another
+    ``--output`` it is a contradiction."""
+    if not as_json:
+        return output
+    source = click.get_current_context().get_parameter_source("output")
+    if output != "json" and source is click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError(f"--json and --output {output} are exclusive: choose one")
+    return "json"
+
+
+def _require_settings(
+    scopes: tuple[str, ...],
+    opts: dict[str, Any],
+    *,
+    secret_sources: tuple[str | None, ...],
+    federated_sources: tuple[str | None, ...],
+) -> None:
+    """Refuse a ``token`` run that lacks required settings, naming every missing one at once
+    (a user fixing them one run at a time would need four runs)."""
+    missing = []
+    if not scopes:
+        missing.append("--scope (e.g. --scope https://graph.microsoft.com/.default)")
+    if not (opts["client_id"] or _env(ENV_CLIENT_ID)):
+        missing.append(f"--client-id (or {ENV_CLIENT_ID})")
+    if not (opts["tenant"] or opts["token_endpoint"] or opts["issuer"] or _env(ENV_TENANT)):
+        missing.append(f"--tenant (or {ENV_TENANT}), --token-endpoint or --issuer")
+    if not (opts["cert_path"] or _env(ENV_CERT_PATH) or any(secret_sources + federated_sources)):
+        missing.append(
+            f"--cert (or {ENV_CERT_PATH}), a client secret (--client-secret-env, "
+            f"--client-secret-file or {ENV_CLIENT_SECRET}) or a federated token file "
+            f"(--federated-token-file or {ENV_FEDERATED_TOKEN_FILE})"
+        )
+    if len(missing) == 1:
+        raise click.UsageError(f"missing {missing[0]}")
+    if missing:
+        raise click.UsageError(f"missing {len(missing)} settings: {'; '.join(missing)}")
 
 
 def _make_credential(

@@ -15,10 +15,21 @@ from certauth import _http
 from certauth._httpx import httpx
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority
+from certauth.credential.client_auth import CertificateAuth
 from certauth.credential.planner import Decision, Planner
 from certauth.credential.types import AccessToken, AccessTokenInfo
-from certauth.errors import CertauthError
-from certauth.protocol import Token
+from certauth.errors import CertauthError, TokenRequestError
+from certauth.protocol import Token, name_certificate
+
+
+def _explained(exc: CertauthError, core: Planner) -> None:
+    """Let a refusal of the certificate name it by its thumbprints (only the credential knows
+    which certificate signed the assertion)."""
+    if isinstance(exc, TokenRequestError) and isinstance(core.auth, CertificateAuth):
+        certificate = core.auth.certificate
+        name_certificate(
+            exc, sha1=certificate.thumbprint_sha1, sha256=certificate.thumbprint_sha256
+        )
 
 
 class SyncCredential:
@@ -55,6 +66,7 @@ class SyncCredential:
         except CertauthError as exc:
             fallback = core.recover(key, cached, exc)
             if fallback is None:
+                _explained(exc, core)
                 raise
             return fallback
         if token is None:  # renewing ahead, and another caller is at it
@@ -150,6 +162,7 @@ class AsyncCredential:
         except CertauthError as exc:
             fallback = core.recover(key, cached, exc)
             if fallback is None:
+                _explained(exc, core)
                 raise
             return fallback
         if token is None:  # renewing ahead, and another caller is at it

@@ -795,6 +795,10 @@ def check(outcome: Outcome, case: Case, value: str) -> None:
         return
     # Retry announcements ("...; attempt 2 of 4 in 0.8 s") come before the one error line.
     lines = [line for line in outcome.err_lines if not _RETRY_LINE.match(line)]
+    if outcome.code == 4:
+        # A refusal: the error line, then one field per line (AADSTS code, trace id, hint).
+        assert all(line.startswith("  ") for line in lines[1:]), where
+        lines = lines[:1]
     assert len(lines) == 1, f"want one stderr line; {where}"
     assert lines[0].startswith("certauth: error: "), where
     assert len(lines[0]) < 2000, f"an error line of {len(lines[0])} characters; {where}"
