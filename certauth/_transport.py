@@ -317,6 +317,11 @@ class _ResponseBody(httpx.SyncByteStream):
                 if not chunk:
                     break
                 yield chunk
+            if response.length:
+                # read1 returns b"" when the connection ends, even with bytes still announced
+                # by Content-Length (RFC 9112 section 6.3: an incomplete message): a cut body
+                # is a protocol failure, retried like a dropped connection, never an answer.
+                raise http.client.IncompleteRead(b"", response.length)
             if response.length == 0 and not response.isclosed():
                 response.read()  # marks a fully read response closed: the connection is reusable
         except TimeoutError as exc:

@@ -355,20 +355,7 @@ def test_a_dripping_body_is_cut_off_at_the_deadline(stack: Stack, server: _Serve
 
 
 @pytest.mark.parametrize("path", ["/partial", "/partial-chunked"], ids=["length", "chunked"])
-def test_a_body_cut_short_is_a_protocol_failure(
-    stack: Stack, server: _Server, path: str, request: pytest.FixtureRequest
-) -> None:
-    if stack.name == "sync" and path == "/partial":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="certauth bug (sync stack only): StdlibTransport reads the body with "
-                "http.client's read1(), which returns b'' at EOF instead of raising "
-                "IncompleteRead, so 8 of 100 announced bytes come back as a complete 200 "
-                "(httpcore says RemoteProtocolError): the credential then reports 'not JSON, "
-                "check the endpoint URL' and does not retry the dropped connection",
-            )
-        )
+def test_a_body_cut_short_is_a_protocol_failure(stack: Stack, server: _Server, path: str) -> None:
     # The server hangs up after 8 of the bytes it announced: not an answer to parse.
     _failure(stack.one(_url(server, path)), "protocol")
 
@@ -451,20 +438,9 @@ class _CutOnce(BaseHTTPRequestHandler):
         pass
 
 
-def test_a_token_response_cut_short_is_retried(
-    stack: Stack, rsa_cert: Certificate, request: pytest.FixtureRequest
-) -> None:
+def test_a_token_response_cut_short_is_retried(stack: Stack, rsa_cert: Certificate) -> None:
     from certauth import AsyncCertificateCredential, CertificateCredential
 
-    if stack.name == "sync":
-        request.applymarker(
-            pytest.mark.xfail(
-                strict=True,
-                reason="certauth bug (sync stack only, see test_a_body_cut_short_is_a_protocol_"
-                "failure): the cut body is taken as the answer; TransportError 'not JSON' "
-                "without a retry",
-            )
-        )
     handler = type("CutOnce", (_CutOnce,), {"answered": 0})
     httpd = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05})
