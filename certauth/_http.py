@@ -9,6 +9,7 @@ itself (what to send, what an answer means, whether to retry). :func:`run_sync` 
 from __future__ import annotations
 
 import math
+import os
 import ssl
 import threading
 import time
@@ -16,6 +17,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from certauth._files import open_regular_file
 from certauth._flow import Failure, Flow, Reply, Send, Sleep
 from certauth._httpx import httpx
 from certauth._version import __version__
@@ -56,6 +58,8 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
             return ssl.create_default_context()
         # create_default_context's settings; with cafile given it skips the system store.
         try:
+            # OpenSSL would block on a FIFO, or read /dev/zero for ever: a regular file only.
+            os.close(open_regular_file(ca_file))
             return ssl.create_default_context(cafile=ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigurationError(

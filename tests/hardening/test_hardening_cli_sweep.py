@@ -55,7 +55,6 @@ WATCHDOG_SECONDS = 20.0
 #: How long a command may keep a FIFO with no writer open before it counts as blocked on it.
 FIFO_PATIENCE = 0.5
 
-TLS_CHANGE = "fixed by the TLS change: --ca-file naming a FIFO without a writer must not block"
 
 
 # -- the command tree ------------------------------------------------------------------------------
@@ -414,8 +413,6 @@ def _cases() -> list[Any]:
                 reason = hostile.xfail
             if hostile.fifo:
                 marks.append(pytest.mark.slow)
-                if reason is None and flag == "--ca-file":
-                    reason = TLS_CHANGE
             if reason is not None:
                 marks.append(pytest.mark.xfail(strict=True, reason=reason))
             cases.append(pytest.param(case, id=case.id, marks=marks))
