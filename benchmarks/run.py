@@ -601,7 +601,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown or "certauth" not in names:
         print(f"--libraries: certauth plus any of {', '.join(LIBRARIES)}", file=sys.stderr)
         return 2
-    # MSAL (requests) lets these variables override its verify= argument (ANCHORS.md).
+    # MSAL (requests) lets these variables override its verify= argument (requests'
+    # Session.merge_environment_settings).
     for name in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
         os.environ.pop(name, None)
     env = dict(os.environ)

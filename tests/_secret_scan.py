@@ -44,7 +44,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 CHUNK = 24
 #: Below this a value is too common to look for (an "s" secret, a 4-digit password).
 MIN_SECRET = 8
-#: Loggers of the peers: ANCHORS documents that azure-identity logs assertions and tokens in
+#: Loggers of the peers: azure-identity is known to log assertions and tokens in
 #: clear at DEBUG, which is theirs to fix; certauth's own loggers are what is promised.
 PEER_LOGGERS = ("msal", "azure", "urllib3")
 

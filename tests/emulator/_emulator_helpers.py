@@ -112,7 +112,7 @@ _DESCRIPTION = re.compile(
 def assert_entra_error(
     response: httpx.Response, code: int, *, status: int | None = None, error: str | None = None
 ) -> dict[str, Any]:
-    """Check Entra's error shape (ANCHORS "Error body") and the code; returns the body."""
+    """Check Entra's error shape (Microsoft's error-code reference) and code; return the body."""
     body = response.json()
     expected_status = status or (401 if body.get("error") == "invalid_client" else 400)
     assert response.status_code == expected_status, body

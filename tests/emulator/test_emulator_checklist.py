@@ -1,4 +1,4 @@
-"""ANCHORS checklist 1, one bad request per check, sent over real HTTP.
+"""Entra ID's refusals (AADSTS codes), one bad request per check, sent over real HTTP.
 
 Each case asserts the AADSTS code, the HTTP status (invalid_client is 401, the rest 400) and
 Entra's error body shape.

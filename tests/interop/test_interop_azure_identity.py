@@ -1,6 +1,6 @@
 """azure-identity with certificates made by ``certauth cert create``, against the emulator.
 
-The sync ``CertificateCredential`` signs through MSAL with RS256 + ``x5t`` (ANCHORS) and passes
+The sync ``CertificateCredential`` signs through MSAL with RS256 + ``x5t`` and passes
 the strict emulator from the bundle PEM and the PFX, encrypted or not, with and without the
 certificate chain. The async one builds its own PS256 + ``x5t#S256`` assertion that lives 30
 minutes: Entra (the emulator's default mode) takes it; strict mode's RFC 7523 lifetime cap

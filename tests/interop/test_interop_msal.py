@@ -122,7 +122,7 @@ def test_msal_and_certauth_build_the_same_assertion(
     our_claims = jwt.decode(ours, options={"verify_signature": False})
 
     # Header: the same fields with the same values. MSAL pads its base64url thumbprint
-    # (ANCHORS; Entra accepts it) and keeps the PEM line breaks inside x5c, which RFC 7515
+    # (Entra accepts it) and keeps the PEM line breaks inside x5c, which RFC 7515
     # section 4.1.6 defines as plain base64: certauth sends neither.
     assert set(our_header) == set(their_header)
     for name in our_header:
@@ -170,7 +170,7 @@ def test_msal_and_certauth_build_the_same_assertion(
 def test_msal_reuses_its_assertion_which_strict_mode_calls_a_replay(
     strict_tenant: Emulator, generated: Generated, generated_encrypted: Generated
 ) -> None:
-    # ANCHORS: MSAL reuses one assertion for ~9 minutes and Entra accepts that; strict mode
+    # MSAL reuses one assertion for ~9 minutes and Entra accepts that; strict mode
     # enforces RFC 7523's single-use jti, and says so. (certauth signs a new one each time.)
     credential = _credential("pfx", generated, generated_encrypted)
     assert strict_tenant.ca_file is not None
