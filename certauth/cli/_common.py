@@ -57,26 +57,32 @@ def password_options(func: F) -> F:
 
 
 def read_password(
-    password_env: str | None, password_file: str | None, *, use_default_env: bool = True
+    password_env: str | None,
+    password_file: str | None,
+    *,
+    use_default_env: bool = True,
+    flags: tuple[str, str] = ("--password-env", "--password-file"),
 ) -> str | None:
     """The password from ``--password-env`` / ``--password-file``, else the default variable.
 
-    An explicitly named source that is missing, empty or not text is an error: a silent
+    ``flags`` names the two options in messages (``cert bundle`` also has
+    ``--key-password-env`` / ``--key-password-file``). An explicitly named source that is
+    missing, empty or not text is an error: a silent
     ``None`` would surface later as a misleading "wrong password", or (for ``cert create``)
     as a key written unencrypted although the user asked for a password.
     """
     if password_env and password_file:
-        raise InvalidArgumentError("give either --password-env or --password-file, not both")
+        raise InvalidArgumentError(f"give either {flags[0]} or {flags[1]}, not both")
     if password_env:
         value = os.environ.get(password_env)
         if value is None:
             raise LocalInputError(
-                f"--password-env {password_env}: the environment variable is not set; "
+                f"{flags[0]} {password_env}: the environment variable is not set; "
                 "export it or name another variable"
             )
         if not value:
             raise LocalInputError(
-                f"--password-env {password_env}: the environment variable is empty; "
+                f"{flags[0]} {password_env}: the environment variable is empty; "
                 "put the password in it or name another variable"
             )
         return value

@@ -495,3 +495,9 @@ def manifest(
         f"--cert @{file} --append   (without --append az removes the existing credentials)",
         err=True,
     )
+
+
+# Its own module (cert.py holds the commands that read one certificate); one group for both.
+from certauth.cli.cert_bundle import bundle  # noqa: E402
+
+cert.add_command(bundle)
