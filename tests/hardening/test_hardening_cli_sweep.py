@@ -129,6 +129,7 @@ KINDS: dict[str, str] = {
     "--config": "infile",
     "--tls-dir": "outdir",
     "--ready-file": "outfile",
+    "--env-file": "outfile",
     "--register": "pair-file",
     "--secret": "pair-env",
     "--resource": "text",
