@@ -535,6 +535,7 @@ def _baseline(command: str, world: World) -> list[tuple[str, str | None]]:
         ],
         "emulator": [("--port", "0")],
         "demo": [],
+        "completion": [("SHELL", "bash")],
     }
     return list(lines[command])
 
