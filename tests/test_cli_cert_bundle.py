@@ -166,7 +166,8 @@ def test_never_overwrites_without_force(pair: Path, rsa_cert: Certificate, capsy
     out = pair / "app.pem"
     out.write_bytes(b"keep me")
     args = ["cert", "bundle", pair / "app.crt", pair / "app.key", "--out", out]
-    assert_one_line_error(run_cli(capsys, *args), 3, "--out", "already exists")
+    line = assert_one_line_error(run_cli(capsys, *args), 3, "--out", "already exists")
+    assert "--name" not in line
     assert out.read_bytes() == b"keep me"
     assert run_cli(capsys, *args, "--force").code == 0
     assert out.read_bytes() == rsa_cert.private_key_pem() + rsa_cert.pem

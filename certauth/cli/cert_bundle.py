@@ -23,6 +23,7 @@ from certauth.errors import (
     InvalidArgumentError,
     KeyMismatchError,
     LocalInputError,
+    OutputExistsError,
 )
 
 #: File name endings that mean PKCS#12; writing PEM into such a file is refused.
@@ -153,7 +154,13 @@ def bundle(
 def _check_target(target: Path, *, force: bool) -> None:
     """Refuse, before any key is read, an output that could not or must not be written."""
     if not force:
-        refuse_existing(target)
+        try:
+            refuse_existing(target)
+        except OutputExistsError as exc:
+            # This command has no --name: the way out is --force or another --out.
+            exc.message = exc.message.replace("--name/--out", "--out")
+            exc.args = (exc.message,)
+            raise
     elif os.path.isdir(target):
         raise LocalInputError(f"{target}: is a directory; give a file name with --out")
     parent = target.parent

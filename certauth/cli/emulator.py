@@ -371,7 +371,8 @@ def _clear_ready_file(path: Path, option: str = "--ready-file") -> None:
     try:
         if path.is_dir():
             raise ConfigurationError(
-                f"{option} {path}: is a directory; name a file, e.g. {path}/emulator.json"
+                f"{option} {path}: is a directory; name a file, e.g. "
+                f"{path}/{'emulator.env' if option == '--env-file' else 'emulator.json'}"
             )
         if not path.parent.is_dir():
             raise ConfigurationError(
