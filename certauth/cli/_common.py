@@ -27,10 +27,14 @@ from certauth.errors import (
 F = TypeVar("F", bound=Callable[..., Any])
 
 if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
+
     #: click 8.2+ makes ParamType generic; 8.1 (still supported) does not subscript it.
     ParamType = click.ParamType[Any, Any]
+    StrChoice = click.Choice[str]
 else:
     ParamType = click.ParamType
+    StrChoice = click.Choice
 
 #: azure-identity's variable for the certificate password; used when no flag names a source.
 PASSWORD_ENV = "AZURE_CLIENT_CERTIFICATE_PASSWORD"
@@ -57,26 +61,32 @@ def password_options(func: F) -> F:
 
 
 def read_password(
-    password_env: str | None, password_file: str | None, *, use_default_env: bool = True
+    password_env: str | None,
+    password_file: str | None,
+    *,
+    use_default_env: bool = True,
+    flags: tuple[str, str] = ("--password-env", "--password-file"),
 ) -> str | None:
     """The password from ``--password-env`` / ``--password-file``, else the default variable.
 
-    An explicitly named source that is missing, empty or not text is an error: a silent
+    ``flags`` names the two options in messages (``cert bundle`` also has
+    ``--key-password-env`` / ``--key-password-file``). An explicitly named source that is
+    missing, empty or not text is an error: a silent
     ``None`` would surface later as a misleading "wrong password", or (for ``cert create``)
     as a key written unencrypted although the user asked for a password.
     """
     if password_env and password_file:
-        raise InvalidArgumentError("give either --password-env or --password-file, not both")
+        raise InvalidArgumentError(f"give either {flags[0]} or {flags[1]}, not both")
     if password_env:
         value = os.environ.get(password_env)
         if value is None:
             raise LocalInputError(
-                f"--password-env {password_env}: the environment variable is not set; "
+                f"{flags[0]} {password_env}: the environment variable is not set; "
                 "export it or name another variable"
             )
         if not value:
             raise LocalInputError(
-                f"--password-env {password_env}: the environment variable is empty; "
+                f"{flags[0]} {password_env}: the environment variable is empty; "
                 "put the password in it or name another variable"
             )
         return value
@@ -336,6 +346,47 @@ class Url(Text):
         except ValueError as exc:
             self.fail(f"not a valid URL ({exc}); write it as https://HOST/PATH", param, ctx)
         return value
+
+
+class SpelledChoice(StrChoice):
+    """A case-insensitive choice whose help and errors spell the choices as they are written
+    (``x5t#S256``, ``PS256``, as the README and RFC 7515 section 4.1.8 spell them); click 8.2+
+    shows a case-insensitive choice case-folded (``x5t#s256``). The value returned is the
+    choice as written, whatever case was typed."""
+
+    def __init__(self, choices: tuple[str, ...] | list[str]) -> None:
+        super().__init__(choices, case_sensitive=False)
+
+    def _spelled(self) -> str:
+        return "|".join(str(choice) for choice in self.choices)
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        """``[sha1|sha256|x5t|x5t#S256]``: the choices as written."""
+        if param.required and param.param_type_name == "argument":
+            return f"{{{self._spelled()}}}"
+        return f"[{self._spelled()}]"
+
+    def shell_complete(
+        self, ctx: click.Context, param: click.Parameter, incomplete: str
+    ) -> list[CompletionItem]:
+        """The choices that start with ``incomplete`` (any case), as written."""
+        from click.shell_completion import CompletionItem
+
+        typed = incomplete.lower()
+        return [
+            CompletionItem(str(choice))
+            for choice in self.choices
+            if str(choice).lower().startswith(typed)
+        ]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """The choice as written, or a usage error naming the option and the choices."""
+        try:
+            return super().convert(value, param, ctx)
+        except click.BadParameter:
+            shown = str(value) if len(str(value)) <= 80 else f"{str(value)[:60]}..."
+            choices = ", ".join(str(choice) for choice in self.choices)
+            self.fail(f"{shown!r} is not one of {choices}", param, ctx)
 
 
 class FiniteFloatRange(click.FloatRange):

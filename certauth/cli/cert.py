@@ -31,6 +31,7 @@ from certauth.certificates import (
 from certauth.cli._common import (
     HelpfulGroup,
     PathText,
+    SpelledChoice,
     Text,
     VariableName,
     emit_json,
@@ -121,7 +122,7 @@ def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) 
         click.echo(f"{'key matches:':<20}{'yes' if facts['key_matches'] else 'NO'}")
 
 
-@cert.command("create")
+@cert.command("create", short_help="Create a certificate and key for an app registration.")
 @click.option(
     "--subject",
     required=True,
@@ -280,7 +281,7 @@ def _load_for_reading(
     return load_certificate(file, key=key, password=password)
 
 
-@cert.command("show")
+@cert.command("show", short_help="Show subject, validity, key and thumbprints.")
 @click.argument("file", type=PathText())
 @click.option(
     "--key",
@@ -374,19 +375,25 @@ def _show_directory(directory: Path, password: str | None, as_json: bool) -> Non
         warn(f"{directory}/{line}")
 
 
-@cert.command("thumbprint")
+@cert.command("thumbprint", short_help="Print one thumbprint (SHA-1 as the portal shows it).")
 @click.argument("file", type=PathText())
 @click.option(
     "--format",
     "form",
-    type=click.Choice(["sha1", "sha256", "x5t", "x5t#S256"], case_sensitive=False),
+    type=SpelledChoice(["sha1", "sha256", "x5t", "x5t#S256"]),
     default="sha1",
     show_default=True,
-    help="sha1 is what the Entra portal shows (uppercase hex).",
+    help="sha1 is what the Entra portal shows (uppercase hex); x5t#S256 goes into PS256 "
+    "assertions.",
 )
 @password_options
+@click.option(
+    "--json", "as_json", is_flag=True, help='Print one JSON object: {"thumbprint", "format"}.'
+)
 @names_options
-def thumbprint(file: str, form: str, password_env: str | None, password_file: str | None) -> None:
+def thumbprint(
+    file: str, form: str, password_env: str | None, password_file: str | None, as_json: bool
+) -> None:
     """Print one thumbprint of a certificate.
 
     \b
@@ -395,10 +402,13 @@ def thumbprint(file: str, form: str, password_env: str | None, password_file: st
     """
     password = read_password(password_env, password_file)
     certificate = load_certificate(file, password=password, load_key=False)
-    click.echo(certificate.thumbprint(form))
+    if as_json:
+        emit_json({"thumbprint": certificate.thumbprint(form), "format": form})
+    else:
+        click.echo(certificate.thumbprint(form))
 
 
-@cert.command("check")
+@cert.command("check", short_help="Check validity for monitoring (exit 0, 7 or 8).")
 @click.argument("file", type=PathText())
 @click.option(
     "--warn-days",
@@ -467,7 +477,7 @@ def _verdict(
     return "valid", 0, text, whole_days
 
 
-@cert.command("manifest")
+@cert.command("manifest", short_help="Print the Graph keyCredential JSON.")
 @click.argument("file", type=PathText())
 @click.option(
     "--display-name",
@@ -495,3 +505,9 @@ def manifest(
         f"--cert @{file} --append   (without --append az removes the existing credentials)",
         err=True,
     )
+
+
+# Its own module (cert.py holds the commands that read one certificate); one group for both.
+from certauth.cli.cert_bundle import bundle  # noqa: E402
+
+cert.add_command(bundle)

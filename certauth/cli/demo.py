@@ -6,6 +6,8 @@ AADSTS code and certauth's hint. Exit 0 only when every step did what it should.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging
 import tempfile
@@ -51,13 +53,33 @@ def _check(ok: bool, message: str) -> None:
 
 @click.command("demo")
 @click.option("--keep", is_flag=True, help="Keep the temporary directory with the certificate.")
-def demo(keep: bool) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object summing up the steps instead of the walk-through.",
+)
+def demo(keep: bool, as_json: bool) -> None:
     """Run the main job end to end against a local tenant emulator (no network needed).
 
     \b
     Example:
       certauth demo
+      certauth demo --json
     """
+    from certauth.cli._common import emit_json
+
+    summary: dict[str, Any] = {}
+    # --json: the same steps, their walk-through text discarded; only the summary is printed.
+    quiet = contextlib.redirect_stdout(io.StringIO()) if as_json else contextlib.nullcontext()
+    with quiet:
+        _run(keep, summary)
+    if as_json:
+        emit_json(summary)
+
+
+def _run(keep: bool, summary: dict[str, Any]) -> None:
+    """The demo's steps; ``summary`` receives what ``--json`` prints."""
     from certauth._files import OutputFile, write_files_atomically
     from certauth.assertion import build_client_assertion
     from certauth.certificates import generate_certificate
@@ -83,6 +105,11 @@ def demo(keep: bool) -> None:
     click.echo(f"   secret:      {key} (mode {key.stat().st_mode & 0o777:o})")
     click.echo(f"   thumbprint:  {certificate.thumbprint_sha1}  (SHA-1, as the portal shows)")
     click.echo(f"   x5t#S256:    {certificate.x5t_s256}")
+    summary["certificate"] = {
+        "subject": certificate.subject,
+        "thumbprint_sha1": certificate.thumbprint_sha1,
+        "x5t#S256": certificate.x5t_s256,
+    }
 
     with Emulator(strict=True) as tenant:
         _step("2. Register it with a local tenant (certauth emulator, strict mode)")
@@ -90,6 +117,9 @@ def demo(keep: bool) -> None:
         click.echo(f"   tenant:          {tenant.tenant_id}")
         click.echo(f"   token endpoint:  {tenant.token_endpoint}")
         click.echo(f"   client id:       {CLIENT_ID} (role Demo.Read)")
+        summary.update(
+            tenant=tenant.tenant_id, token_endpoint=tenant.token_endpoint, client_id=CLIENT_ID
+        )
 
         _step("3. Build the client assertion (certauth assertion)")
         with _timed("sign"):
@@ -100,6 +130,7 @@ def demo(keep: bool) -> None:
         _show(_segment(assertion, 0))
         click.echo("   claims:")
         _show(_segment(assertion, 1))
+        summary["assertion"] = {"header": _segment(assertion, 0)}
 
         _step("4. Exchange it for an access token (certauth token)")
         credential = CertificateCredential(
@@ -111,6 +142,11 @@ def demo(keep: bool) -> None:
         with _timed("cached get_token"):
             again = credential.get_token(f"{RESOURCE}/.default")
         _check(again.token == token.access_token, "the cached token differs")
+        summary["token"] = {
+            "token_type": token.token_type,
+            "expires_in": token.expires_in,
+            "cached": True,
+        }
 
         _step("5. Verify the access token as a backend would (certauth verify)")
         with _timed("discovery + JWKS + verify"):
@@ -120,7 +156,9 @@ def demo(keep: bool) -> None:
                 audience=RESOURCE,
                 required_roles=("Demo.Read",),
             )
-        _show({k: claims[k] for k in sorted(claims) if k in _SHOWN_CLAIMS})
+        shown = {k: claims[k] for k in sorted(claims) if k in _SHOWN_CLAIMS}
+        _show(shown)
+        summary["verified_claims"] = shown
 
         _step("6. A rejection: an assertion signed by a certificate nobody registered")
         stranger = generate_certificate("CN=not-registered")
@@ -134,13 +172,20 @@ def demo(keep: bool) -> None:
             click.echo(f"   {exc.aadsts} ({exc.error}), trace id {exc.trace_id}")
             click.echo(f"   hint: {exc.hint}")
             _check(exc.aadsts == "AADSTS700027", f"expected AADSTS700027, got {exc.aadsts}")
+            summary["rejection"] = {
+                "aadsts": exc.aadsts,
+                "error": exc.error,
+                "trace_id": exc.trace_id,
+            }
         else:
             _check(False, "the unregistered certificate was accepted")
 
     if keep:
         click.echo(f"\nFiles kept in {workdir}")
+        summary["files"] = str(workdir)
     else:
         _remove(workdir)
+    summary["ok"] = True
     click.secho("\nAll steps worked.", bold=True)
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import signal
 import sys
 import tempfile
@@ -30,7 +31,12 @@ Examples:
 \b
 At start it prints one "name: value" line each for tenant, issuer, token_endpoint, jwks_uri,
 authority_host (and ca_file with --tls); --ready-file gets the same as JSON once it accepts
-connections. Wrong requests get the AADSTS code Entra ID would send, and a log line on stderr.
+connections. --print-env prints instead, and --env-file FILE writes, the shell export lines a
+client needs (AZURE_TENANT_ID, AZURE_AUTHORITY_HOST, AZURE_CLIENT_ID and
+AZURE_CLIENT_CERTIFICATE_PATH for one --register, SSL_CERT_FILE with --tls):
+  certauth emulator --port 0 --register APP=certs/app.pem --env-file emulator.env &
+  until [ -s emulator.env ]; do sleep 0.2; done; . ./emulator.env; certauth token --scope api://x
+Wrong requests get the AADSTS code Entra ID would send, and a log line on stderr.
 """
 
 
@@ -168,6 +174,18 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     type=PathText(),
     help="Write the start-up values as JSON to FILE once connections are accepted.",
 )
+@click.option(
+    "--env-file",
+    metavar="FILE",
+    type=PathText(),
+    help="Write the client's environment as shell export lines to FILE once connections are "
+    "accepted (removed at stop).",
+)
+@click.option(
+    "--print-env",
+    is_flag=True,
+    help="Print the client's environment as shell export lines instead of name: value lines.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the start-up values as JSON.")
 @click.option(
     "--log-level",
@@ -190,6 +208,8 @@ def emulator(
     tls_dir: str | None,
     token_lifetime: int | None,
     ready_file: str | None,
+    env_file: str | None,
+    print_env: bool,
     as_json: bool,
     log_level: str,
 ) -> int:
@@ -200,6 +220,8 @@ def emulator(
     """
     from certauth.emulator import DEFAULT_TENANT_ID, Emulator
 
+    if print_env and as_json:
+        raise click.UsageError("give either --print-env or --json, not both")
     registered = _pairs(registrations, "--register", "CERT_FILE")
     secret_pairs = _pairs(secrets, "--secret", "ENVVAR")
     secret_values = []
@@ -238,6 +260,9 @@ def emulator(
     ready = Path(ready_file) if ready_file else None
     if ready is not None:
         _clear_ready_file(ready)
+    env_path = Path(env_file) if env_file else None
+    if env_path is not None:
+        _clear_ready_file(env_path, option="--env-file")
     stop = threading.Event()
     previous = {
         sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)
@@ -246,14 +271,19 @@ def emulator(
     try:
         tenant.start()
         info = tenant.info()
+        exports = client_environment(info, registered) if print_env or env_path else ""
         if as_json:
             sys.stdout.write(json.dumps(info, indent=2) + "\n")
+        elif print_env:
+            sys.stdout.write(exports)
         else:
             for name, value in info.items():
                 sys.stdout.write(f"{name}: {value}\n")
         sys.stdout.flush()
+        if env_path is not None:
+            _write_ready_file(env_path, exports, option="--env-file")
         if ready is not None:
-            _write_ready_file(ready, info)
+            _write_ready_file(ready, json.dumps(info, indent=2) + "\n")
         while not stop.wait(0.5):
             pass
         logging.getLogger("certauth.emulator").info("stopping")
@@ -261,9 +291,11 @@ def emulator(
         tenant.stop()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if ready is not None:
-            with contextlib.suppress(OSError):
-                ready.unlink()
+        # Stale files would point a waiting script at a server that is gone.
+        for written in (ready, env_path):
+            if written is not None:
+                with contextlib.suppress(OSError):
+                    written.unlink()
         restore_logging()
     return 0
 
@@ -288,28 +320,73 @@ def _configure_logging(level: str) -> Callable[[], None]:
     return restore
 
 
-def _clear_ready_file(path: Path) -> None:
-    """Check ``--ready-file`` before the server starts, and remove a stale one (it would tell a
-    waiting script we are up already): a refusal now is one error line, not one after the
-    start-up log."""
+def client_environment(info: dict[str, str], registered: list[tuple[str, str]]) -> str:
+    """The shell ``export`` lines a client of this emulator needs (the azure-identity names
+    ``certauth token`` and :class:`certauth.CertificateCredential` read), values quoted for
+    POSIX shells. The client id and certificate path are known only when one app was
+    registered with ``--register``; a certificate file without its key gets a comment instead
+    (the client signs with the key)."""
+    lines = [
+        f"export AZURE_TENANT_ID={shlex.quote(info['tenant'])}",
+        f"export AZURE_AUTHORITY_HOST={shlex.quote(info['authority_host'])}",
+    ]
+    if len(registered) == 1:
+        client_id, cert_file = registered[0]
+        lines.append(f"export AZURE_CLIENT_ID={shlex.quote(client_id)}")
+        path = os.path.abspath(cert_file)
+        if _holds_private_key(path):
+            lines.append(f"export AZURE_CLIENT_CERTIFICATE_PATH={shlex.quote(path)}")
+        else:
+            lines.append(
+                f"# {cert_file} holds no private key: point AZURE_CLIENT_CERTIFICATE_PATH at "
+                "the key + certificate file (certauth cert bundle CERT KEY --out FILE)"
+            )
+    elif registered:
+        names = ", ".join(client_id for client_id, _ in registered)
+        lines.append(f"# several apps registered: set AZURE_CLIENT_ID to one of {names}")
+    if "ca_file" in info:
+        # The client trusts the emulator's CA through the system store's variable (as Python's
+        # ssl, OpenSSL and curl read it): it then trusts only that CA in this shell.
+        lines.append(f"export SSL_CERT_FILE={shlex.quote(info['ca_file'])}")
+    return "".join(f"{line}\n" for line in lines)
+
+
+def _holds_private_key(path: str) -> bool:
+    """Whether the registered file also holds a private key (encrypted counts)."""
+    from certauth.certificates import load_certificate
+    from certauth.errors import CertauthError, PasswordError
+
+    try:
+        return load_certificate(path).has_private_key
+    except PasswordError:
+        return True
+    except CertauthError:
+        return False
+
+
+def _clear_ready_file(path: Path, option: str = "--ready-file") -> None:
+    """Check ``--ready-file`` (or ``--env-file``) before the server starts, and remove a stale
+    one (it would tell a waiting script we are up already): a refusal now is one error line,
+    not one after the start-up log."""
     try:
         if path.is_dir():
             raise ConfigurationError(
-                f"--ready-file {path}: is a directory; name a file, e.g. {path}/emulator.json"
+                f"{option} {path}: is a directory; name a file, e.g. "
+                f"{path}/{'emulator.env' if option == '--env-file' else 'emulator.json'}"
             )
         if not path.parent.is_dir():
             raise ConfigurationError(
-                f"--ready-file {path}: {path.parent} is not a directory; create it or name a "
+                f"{option} {path}: {path.parent} is not a directory; create it or name a "
                 "file in another one"
             )
         path.unlink(missing_ok=True)
     except OSError as exc:
         raise ConfigurationError(
-            f"--ready-file {path}: cannot use it ({exc.strerror or exc}); name another file"
+            f"{option} {path}: cannot use it ({exc.strerror or exc}); name another file"
         ) from None
 
 
-def _write_ready_file(path: Path, info: dict[str, Any]) -> None:
+def _write_ready_file(path: Path, text: str, option: str = "--ready-file") -> None:
     # Write then rename, so a script polling for the file never reads half of it. The temporary
     # file gets a random name (mkstemp, O_EXCL): the ready file often lives in a shared /tmp,
     # where a predictable name could be a planted symlink to a file of the user's.
@@ -318,7 +395,7 @@ def _write_ready_file(path: Path, info: dict[str, Any]) -> None:
         try:
             os.fchmod(fd, 0o644)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(json.dumps(info, indent=2) + "\n")
+                handle.write(text)
             os.replace(temporary, path)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -326,5 +403,5 @@ def _write_ready_file(path: Path, info: dict[str, Any]) -> None:
             raise
     except OSError as exc:
         raise ConfigurationError(
-            f"--ready-file {path}: cannot write it ({exc.strerror or exc}); check the directory"
+            f"{option} {path}: cannot write it ({exc.strerror or exc}); check the directory"
         ) from None

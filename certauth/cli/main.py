@@ -32,6 +32,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "emulator": ("certauth.cli.emulator:emulator", "Run a local Entra ID tenant for tests."),
     "decode": ("certauth.cli.verify:decode", "Show a token's header and claims (no verification)."),
     "verify": ("certauth.cli.verify:verify", "Verify an access token (signature, iss, aud, exp)."),
+    "completion": (
+        "certauth.cli.completion:completion",
+        "Print the shell completion script (bash, zsh, fish).",
+    ),
 }
 
 EXIT_CODES_HELP = """\b

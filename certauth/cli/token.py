@@ -6,6 +6,7 @@ Options fall back to azure-identity's environment variables so pipelines written
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -19,6 +20,7 @@ from certauth.cli._common import (
     TOTAL_TIMEOUT_HELP,
     FiniteFloatRange,
     PathText,
+    SpelledChoice,
     Text,
     Url,
     VariableName,
@@ -97,7 +99,7 @@ def authority_options(func: F) -> F:
         ),
         click.option(
             "--alg",
-            type=click.Choice(["RS256", "PS256", "ES256"], case_sensitive=False),
+            type=SpelledChoice(["RS256", "PS256", "ES256"]),
             help="Assertion algorithm (default: PS256 for Entra ID, RS256 otherwise).",
         ),
         click.option(
@@ -177,8 +179,14 @@ class _Target:
     show_default=True,
     help="Assertion lifetime in seconds (at most 600).",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object: the assertion, its header and its claims.",
+)
 @names_options
-def assertion(lifetime: int, **opts: Any) -> None:
+def assertion(lifetime: int, as_json: bool, **opts: Any) -> None:
     """Print a signed client assertion (RFC 7523 JWT) for the token endpoint.
 
     For curl users and for debugging: the JWT goes in client_assertion with
@@ -211,7 +219,13 @@ def assertion(lifetime: int, **opts: Any) -> None:
         include_x5c=target.send_chain,
     )
     jwt = signer.sign(authority.token_endpoint, alg=signer.check(authority))
-    click.echo(jwt)
+    if as_json:
+        from certauth._jose import b64url_decode
+
+        header, claims = (json.loads(b64url_decode(part)) for part in jwt.split(".")[:2])
+        emit_json({"assertion": jwt, "header": header, "claims": claims})
+    else:
+        click.echo(jwt)
 
 
 OUTPUTS = ("token", "json", "header", "env")

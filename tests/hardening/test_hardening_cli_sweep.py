@@ -127,6 +127,7 @@ KINDS: dict[str, str] = {
     "--config": "infile",
     "--tls-dir": "outdir",
     "--ready-file": "outfile",
+    "--env-file": "outfile",
     "--register": "pair-file",
     "--secret": "pair-env",
     "--resource": "text",
@@ -136,6 +137,11 @@ KINDS: dict[str, str] = {
     "cert thumbprint FILE": "infile",
     "cert check FILE": "infile",
     "cert manifest FILE": "infile",
+    "cert bundle CERT": "infile",
+    "cert bundle KEY": "infile",
+    "cert bundle --out": "outfile",
+    "--key-password-file": "infile",
+    "--key-password-env": "envvar",
     "decode TOKEN|-": "token",
     "verify TOKEN|-": "token",
 }
@@ -515,6 +521,7 @@ def _baseline(command: str, world: World) -> list[tuple[str, str | None]]:
         "cert thumbprint": [("FILE", f["cert"])],
         "cert check": [("FILE", f["cert"])],
         "cert manifest": [("FILE", f["cert"])],
+        "cert bundle": [("CERT", f["cert"]), ("KEY", f["keyfile"]), ("--out", "{tmp}/out.pem")],
         "decode": [("TOKEN|-", world.token)],
         "verify": [
             ("TOKEN|-", world.token),
@@ -524,6 +531,7 @@ def _baseline(command: str, world: World) -> list[tuple[str, str | None]]:
         ],
         "emulator": [("--port", "0")],
         "demo": [],
+        "completion": [("SHELL", "bash")],
     }
     return list(lines[command])
 
