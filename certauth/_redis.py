@@ -46,9 +46,11 @@ try:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError:
+    # The distribution is named certauth-toolkit: "certauth" on PyPI is another project.
     raise MissingRedisError(
         "RedisTokenCache needs the redis package, which is not installed: "
-        "pip install 'certauth[redis]'"
+        "pip install 'certauth-toolkit[redis]' (or pip install redis; "
+        "from a checkout: pip install '.[redis]')"
     ) from None
 
 #: URL schemes redis-py connects to (TCP, TLS, a Unix socket).

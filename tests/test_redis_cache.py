@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-redis = pytest.importorskip("redis", reason="the redis package is not installed (certauth[redis])")
+redis = pytest.importorskip(
+    "redis", reason="the redis package is not installed (certauth-toolkit[redis])"
+)
 
 import _redis_fleet  # noqa: E402 - tests/_redis_fleet.py
 
@@ -399,7 +401,9 @@ def test_importing_without_the_redis_package_says_what_to_install() -> None:
     )
     lines = done.stdout.splitlines()
     assert len(lines) == 2, done
-    assert all("pip install 'certauth[redis]'" in line for line in lines)
+    # The distribution's name (not the import name: "certauth" on PyPI is another project).
+    assert all("pip install 'certauth-toolkit[redis]'" in line for line in lines)
+    assert all("pip install 'certauth[redis]'" not in line for line in lines)
 
 
 # -- the credential with the Redis cache ---------------------------------------------------------
@@ -736,7 +740,8 @@ def test_cli_without_the_redis_package_exits_3_with_the_fix(
         timeout=60,
     )
     assert done.returncode == 3, done.stderr
-    assert "pip install 'certauth[redis]'" in done.stderr
+    assert "pip install 'certauth-toolkit[redis]'" in done.stderr
+    assert "pip install 'certauth[redis]'" not in done.stderr
     assert tenant.request_count == 0
 
 
