@@ -31,7 +31,7 @@ from typing import Any
 from certauth.cache import MAX_ENTRY_BYTES
 from certauth.errors import ConfigurationError, InvalidArgumentError
 
-__all__ = ["RedisTokenCache"]
+__all__ = ["RedisTokenCache", "check_namespace"]
 
 log = logging.getLogger("certauth")
 
@@ -46,9 +46,11 @@ try:
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 except ImportError:
+    # The distribution is named certauth-toolkit: "certauth" on PyPI is another project.
     raise MissingRedisError(
         "RedisTokenCache needs the redis package, which is not installed: "
-        "pip install 'certauth[redis]'"
+        "pip install 'certauth-toolkit[redis]' (or pip install redis; "
+        "from a checkout: pip install '.[redis]')"
     ) from None
 
 #: URL schemes redis-py connects to (TCP, TLS, a Unix socket).
@@ -116,6 +118,21 @@ _FIRST_POLL = 0.01
 _MAX_POLL = 0.1
 
 
+def check_namespace(namespace: object) -> str:
+    """``namespace`` if it can prefix key names, else :class:`InvalidArgumentError` (the CLI's
+    ``--cache-namespace`` is checked here too). Braces are refused: in a key name they are a
+    Redis Cluster hash tag, which must be the token's hash alone (see the module docstring)."""
+    if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
+        shown = repr(namespace)
+        if len(shown) > 80:  # a runaway value is not echoed whole
+            length = len(namespace) if isinstance(namespace, str) else len(shown)
+            shown = f"{shown[:60]}... ({length} characters)"
+        raise InvalidArgumentError(
+            f"namespace must be a non-empty string without braces, got {shown}"
+        )
+    return namespace
+
+
 class RedisTokenCache:
     """A token cache shared by every process and machine that reaches one Redis server.
 
@@ -158,11 +175,7 @@ class RedisTokenCache:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise InvalidArgumentError(f"{name} must be seconds above 0, got {value!r}")
-        if not isinstance(namespace, str) or not namespace or any(c in namespace for c in "{}"):
-            raise InvalidArgumentError(
-                f"namespace must be a non-empty string without braces, got {namespace!r}"
-            )
-        self.namespace = namespace
+        self.namespace = check_namespace(namespace)
         self.lock_timeout = float(lock_timeout)
         self.wait_timeout = float(wait_timeout)
         self.socket_timeout = float(socket_timeout)

@@ -15,10 +15,15 @@ have=""
 [ -f "$stamp" ] && have="$(cat "$stamp")"
 # A stamp for the dev extras also covers the base install.
 if [ "$have" != "$want" ] && ! { [ -z "$EXTRAS" ] && [ "${have%-*}" = "${want%-*}" ]; }; then
-    echo "scripts: installing certauth${EXTRAS:+[$EXTRAS]} into $VENV" >&2
     spec="."
     [ -n "$EXTRAS" ] && spec=".[$EXTRAS]"
+    echo "scripts: installing this checkout ($spec, the certauth-toolkit distribution) into $VENV" >&2
     log="$(mktemp)"
+    # Before 0.1.0 the distribution was named "certauth" (the name of an unrelated project on
+    # PyPI); an install under the old name would leave a second record of the same package.
+    if "$VENV/bin/python" -m pip show --quiet certauth >/dev/null 2>&1; then
+        "$VENV/bin/python" -m pip uninstall --quiet --yes certauth >"$log" 2>&1 || true
+    fi
     if ! "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT/$spec" >"$log" 2>&1; then
         grep -v -E "^WARNING: Location .* is ignored" "$log" >&2 || true
         rm -f "$log"

@@ -455,3 +455,49 @@ def test_refusal_with_json_flag_is_json_on_stderr(
     )
     assert (code, out) == (4, "")
     assert json.loads(err)["aadsts"] == "AADSTS700027"
+
+
+@pytest.mark.usefixtures("env")
+@pytest.mark.parametrize(
+    ("args", "variables", "fragments"),
+    [
+        (["--cache-namespace", "billing-api"], {}, ["--cache-namespace", "no Redis cache"]),
+        ([], {"CERTAUTH_CACHE_NAMESPACE": "billing-api"}, ["CERTAUTH_CACHE_NAMESPACE", "--cache"]),
+        (["--cache-namespace", "billing-api", "--no-cache"], {}, ["exclusive"]),
+        (
+            ["--cache", "redis://127.0.0.1:1/0", "--cache-namespace", "a{b}"],
+            {},
+            ["--cache-namespace", "braces"],
+        ),
+    ],
+    ids=["flag-without-cache", "variable-without-cache", "with-no-cache", "braces"],
+)
+def test_a_cache_namespace_needs_a_redis_cache(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tenant: Emulator,
+    args: list[str],
+    variables: dict[str, str],
+    fragments: list[str],
+) -> None:
+    if "a{b}" in args:
+        pytest.importorskip("redis", reason="the namespace check is certauth._redis's (redis)")
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "token", "--scope", SCOPE, *args)
+    assert code == 2, err
+    assert out == ""
+    for fragment in fragments:
+        assert fragment in err, (fragment, err)
+    assert tenant.request_count == 0
+
+
+@pytest.mark.usefixtures("env")
+def test_no_cache_wins_over_the_namespace_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As it does over CERTAUTH_CACHE_URL: a pipeline's variables do not stop --no-cache.
+    monkeypatch.setenv("CERTAUTH_CACHE_NAMESPACE", "billing-api")
+    code, out, err = run(capsys, "token", "--scope", SCOPE, "--no-cache")
+    assert code == 0, err
+    assert out.strip()

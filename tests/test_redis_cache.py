@@ -26,7 +26,9 @@ from typing import Any
 
 import pytest
 
-redis = pytest.importorskip("redis", reason="the redis package is not installed (certauth[redis])")
+redis = pytest.importorskip(
+    "redis", reason="the redis package is not installed (certauth-toolkit[redis])"
+)
 
 import _redis_fleet  # noqa: E402 - tests/_redis_fleet.py
 
@@ -399,7 +401,9 @@ def test_importing_without_the_redis_package_says_what_to_install() -> None:
     )
     lines = done.stdout.splitlines()
     assert len(lines) == 2, done
-    assert all("pip install 'certauth[redis]'" in line for line in lines)
+    # The distribution's name (not the import name: "certauth" on PyPI is another project).
+    assert all("pip install 'certauth-toolkit[redis]'" in line for line in lines)
+    assert all("pip install 'certauth[redis]'" not in line for line in lines)
 
 
 # -- the credential with the Redis cache ---------------------------------------------------------
@@ -736,8 +740,59 @@ def test_cli_without_the_redis_package_exits_3_with_the_fix(
         timeout=60,
     )
     assert done.returncode == 3, done.stderr
-    assert "pip install 'certauth[redis]'" in done.stderr
+    assert "pip install 'certauth-toolkit[redis]'" in done.stderr
+    assert "pip install 'certauth[redis]'" not in done.stderr
     assert tenant.request_count == 0
+
+
+@pytest.mark.slow
+def test_cli_shares_a_services_tokens_through_its_namespace(
+    tenant: Emulator,
+    rsa_cert: Certificate,
+    raw: redis.Redis,
+    redis_server: RedisServer,
+    tmp_path: Path,
+) -> None:
+    """A service's RedisTokenCache(namespace=NS) and `certauth token --cache-namespace NS`
+    (or CERTAUTH_CACHE_NAMESPACE, as the README's Redis section shows it) share one token."""
+    with credential(
+        tenant, rsa_cert, RedisTokenCache(redis_server.url, namespace="billing-api")
+    ) as service:
+        token = service.get_token(SCOPE).token
+    assert tenant.request_count == 1
+    env = _cli_env(tenant, _write_pem(tmp_path / "app.pem", rsa_cert), tmp_path)
+    flag = subprocess.run(
+        [*CLI, "--cache", redis_server.url, "--cache-namespace", "billing-api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert flag.returncode == 0, flag.stderr
+    assert flag.stdout.strip() == token
+    assert tenant.request_count == 1
+    (readme_line,) = [
+        line for line in _readme_redis_commands(everything=True) if "CACHE_NAMESPACE" in line
+    ]
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    variable = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", readme_line],
+        env=dict(env, CERTAUTH_CACHE_URL=redis_server.url),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert variable.returncode == 0, variable.stderr
+    assert variable.stdout.strip() == f"Authorization: Bearer {token}"
+    assert tenant.request_count == 1
+    # Without the namespace the CLI uses its own ("certauth"): a second request.
+    plain = subprocess.run(
+        [*CLI, "--cache", redis_server.url], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert plain.returncode == 0, plain.stderr
+    assert tenant.request_count == 2
+    assert {n.split(b":", 1)[0] for n in raw.keys("*")} == {b"certauth", b"billing-api"}
 
 
 def _readme_redis_section() -> str:
@@ -746,12 +801,14 @@ def _readme_redis_section() -> str:
     return text[start : text.index("\n## ", start)]
 
 
-def _readme_redis_commands() -> list[str]:
-    """The ``certauth ...`` lines of the ```sh blocks in the README's Redis section."""
+def _readme_redis_commands(*, everything: bool = False) -> list[str]:
+    """The ``certauth ...`` lines of the ```sh blocks in the README's Redis section; with
+    ``everything``, also those that set a variable first (``VAR=value certauth ...``)."""
     commands = []
+    command = re.compile(r"^(?:[A-Z_]+=\S+ )*certauth " if everything else r"^certauth ")
     for block in re.findall(r"```sh\n(.*?)```", _readme_redis_section(), flags=re.S):
         joined = block.replace("\\\n", " ")
-        commands += [line.strip() for line in joined.splitlines() if line.startswith("certauth ")]
+        commands += [line.strip() for line in joined.splitlines() if command.match(line)]
     return commands
 
 

@@ -41,6 +41,7 @@ ENV_SEND_CHAIN = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN"
 ENV_FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
 ENV_CLIENT_SECRET = "AZURE_CLIENT_SECRET"
 ENV_CACHE_URL = "CERTAUTH_CACHE_URL"
+ENV_CACHE_NAMESPACE = "CERTAUTH_CACHE_NAMESPACE"
 
 
 def _env(name: str) -> str | None:
@@ -296,6 +297,15 @@ OUTPUTS = ("token", "json", "header", "env")
     help="Share tokens through Redis (redis://, rediss:// or unix:// URL) instead of the local "
     f"file cache [env: {ENV_CACHE_URL}].",
 )
+@click.option(
+    "--cache-namespace",
+    metavar="NS",
+    type=Text(example="billing-api"),
+    envvar=ENV_CACHE_NAMESPACE,
+    help="Key prefix in the Redis cache (default: certauth); give a service's "
+    "RedisTokenCache(namespace=NS) to share its tokens. Needs --cache "
+    f"[env: {ENV_CACHE_NAMESPACE}].",
+)
 @names_options
 def token(
     scopes: tuple[str, ...],
@@ -309,6 +319,7 @@ def token(
     as_json: bool,
     no_cache: bool,
     cache_url: str | None,
+    cache_namespace: str | None,
     **opts: Any,
 ) -> None:
     """Get an access token with a certificate (client credentials grant).
@@ -338,7 +349,7 @@ def token(
         secret_env=client_secret_env,
         secret_file=client_secret_file,
         federated_file=federated_token_file,
-        cache=_token_cache(no_cache, cache_url),
+        cache=_token_cache(no_cache, cache_url, cache_namespace),
     )
     with credential, show_retries():
         result = credential.request_token(*scopes)
@@ -465,17 +476,28 @@ def _read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
     return None
 
 
-def _token_cache(no_cache: bool, cache_url: str | None) -> Any:
+def _token_cache(no_cache: bool, cache_url: str | None, namespace: str | None = None) -> Any:
     """The shared token cache: none with --no-cache, Redis for --cache URL (or
-    CERTAUTH_CACHE_URL), else the user's file cache."""
+    CERTAUTH_CACHE_URL) under ``namespace`` (--cache-namespace, CERTAUTH_CACHE_NAMESPACE), else
+    the user's file cache."""
     from certauth.cache import FileTokenCache
 
+    ns_source = _namespace_source(namespace)
     if no_cache and cache_url:
         raise click.UsageError("--cache and --no-cache are exclusive")
+    if no_cache and ns_source == "--cache-namespace":
+        raise click.UsageError("--cache-namespace and --no-cache are exclusive")
     if no_cache:
-        return None  # the flag also wins over CERTAUTH_CACHE_URL
+        return None  # the flag also wins over CERTAUTH_CACHE_URL and CERTAUTH_CACHE_NAMESPACE
     url = cache_url or _env(ENV_CACHE_URL)
     if not url:
+        if ns_source:
+            # The file cache has no namespaces: taking the run as uncached-by-Redis would let a
+            # forgotten CERTAUTH_CACHE_URL pass unnoticed.
+            raise click.UsageError(
+                f"{ns_source} names a Redis cache namespace, but no Redis cache is given: "
+                f"add --cache redis://HOST:6379/0 (or set {ENV_CACHE_URL})"
+            )
         return FileTokenCache()
     source = "--cache" if cache_url else ENV_CACHE_URL
     if url.split("://", 1)[0] not in ("redis", "rediss", "unix") or "://" not in url:
@@ -486,8 +508,17 @@ def _token_cache(no_cache: bool, cache_url: str | None) -> Any:
     from certauth.cache import RedisTokenCache
     from certauth.errors import InvalidArgumentError
 
+    if namespace is not None:
+        from certauth._redis import check_namespace
+
+        try:
+            check_namespace(namespace)
+        except InvalidArgumentError as exc:
+            raise click.UsageError(f"{ns_source}: {exc}") from None
     try:
-        return RedisTokenCache(url)
+        if namespace is None:
+            return RedisTokenCache(url)
+        return RedisTokenCache(url, namespace=namespace)
     except InvalidArgumentError as exc:
         raise click.UsageError(f"{source}: {exc}") from None
     except ValueError:
@@ -497,3 +528,13 @@ def _token_cache(no_cache: bool, cache_url: str | None) -> Any:
             f"{source}: not a valid Redis URL; write it as redis://[:PASSWORD@]HOST[:PORT][/DB], "
             "rediss://... (TLS) or unix:///PATH/TO/SOCKET"
         ) from None
+
+
+def _namespace_source(namespace: str | None) -> str | None:
+    """Where ``--cache-namespace``'s value came from, as a message names it (``None``: unset)."""
+    if namespace is None:
+        return None
+    source = click.get_current_context().get_parameter_source("cache_namespace")
+    if source is click.core.ParameterSource.ENVIRONMENT:
+        return ENV_CACHE_NAMESPACE
+    return "--cache-namespace"

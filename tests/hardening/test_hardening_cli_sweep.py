@@ -117,6 +117,7 @@ KINDS: dict[str, str] = {
     "--ca-file": "infile",
     "--scope": "text",
     "--cache": "cache",
+    "--cache-namespace": "namespace",
     "--audience": "text",
     "--require-scope": "text",
     "--require-role": "text",
@@ -258,6 +259,16 @@ CACHE_URLS = [
     # An unreachable cache is not fatal: the token is fetched anyway, with a warning.
     _h("closed-port", "redis://127.0.0.1:{closed}/0", 0),
 ]
+#: Swept with an unreachable Redis --cache (see ADJUST): a namespace Redis can hold proceeds
+#: (the outage is only warned about); one it cannot (braces: a Cluster hash tag) is exit 2.
+NAMESPACES = [
+    _h("empty", "", 2),
+    _h("braces", "a{b}", 2),
+    _h("long", LONG, 0, 2),
+    _h("undecodable", UNDECODABLE, 2),
+    _h("newline", "a\r\nb", 0, 2),
+    _h("unicode", "\u00e9\u4e2d", 0),
+]
 IN_FILES = [
     _h("empty", "", 2),
     _h("missing", "{tmp}/missing.pem", 3),
@@ -337,6 +348,7 @@ VALUES: dict[str, list[Hostile]] = {
     "host": HOSTS,
     "bindhost": BIND_HOSTS,
     "cache": CACHE_URLS,
+    "namespace": NAMESPACES,
     "infile": IN_FILES,
     "outdir": OUT_DIRS,
     "outfile": OUT_FILES,
@@ -556,6 +568,7 @@ ADJUST: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]] = 
     "assertion --key": (("--cert",), (("--cert", "{cert}"),)),
     "token --federated-token-file": (("--cert",), ()),
     "token --cache": (("--no-cache",), ()),
+    "token --cache-namespace": (("--no-cache",), (("--cache", "redis://127.0.0.1:{closed}/0"),)),
     "verify --jwks-uri": (("--issuer",), ()),
     "emulator --tls-dir": ((), (("--tls", None),)),
 }
