@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
-import json
-import logging
 import math
 import os
 import sys
-import unicodedata
-import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -102,6 +97,8 @@ def read_password(
 
 def emit_json(payload: Any) -> None:
     """Print one JSON object on stdout (the ``--json`` contract)."""
+    import json
+
     sys.stdout.write(json.dumps(payload, indent=2, sort_keys=False, default=str) + "\n")
 
 
@@ -144,15 +141,22 @@ def refusal_report(exc: TokenRequestError) -> list[str]:
 
 def refusal_json(exc: TokenRequestError) -> str:
     """A refusal as one line of JSON (``--json``/``--output json``): the error's fields."""
+    import json
+
     return json.dumps(exc.to_dict(), ensure_ascii=True)
+
+
+def _is_control(char: str) -> bool:
+    """Unicode category Cc (C0, DEL, C1), without importing unicodedata at start-up."""
+    code = ord(char)
+    return code < 0x20 or 0x7F <= code < 0xA0
 
 
 def _printable(text: str) -> str:
     """``text`` with control characters (a server's escape sequences, line breaks) shown as
     escapes, so that what a server sent cannot rewrite the terminal."""
     return "".join(
-        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) == "Cc" else c
-        for c in text
+        c.encode("unicode_escape").decode("ascii") if _is_control(c) else c for c in text
     )
 
 
@@ -172,20 +176,21 @@ TOTAL_TIMEOUT_HELP = (
 )
 
 
-class _Echo(logging.Handler):
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            click.echo(record.getMessage(), err=True)
-        except Exception:  # noqa: BLE001 - a log line must never fail the command
-            self.handleError(record)
-
-
 @contextlib.contextmanager
 def show_retries() -> Iterator[None]:
     """While the block runs, print the library's retry lines (INFO on ``certauth.retry``:
     what failed, and when the next attempt runs) on stderr, without the user turning logging
     on: a command that waits out a failing server says why it is waiting."""
+    import logging  # here: a command that reaches no server never imports it
+
     from certauth._flow import retry_log
+
+    class _Echo(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                click.echo(record.getMessage(), err=True)
+            except Exception:  # noqa: BLE001 - a log line must never fail the command
+                self.handleError(record)
 
     handler = _Echo(logging.INFO)
     saved = retry_log.level
@@ -231,6 +236,8 @@ class HelpfulGroup(click.Group):
             and not ctx.resilient_parsing
             and self.get_command(ctx, name) is None
         ):
+            import difflib
+
             close = difflib.get_close_matches(name, self.list_commands(ctx), n=1, cutoff=0.6)
             if close:
                 ctx.fail(f"No such command {name!r}; did you mean `{close[0]}`?")
@@ -272,7 +279,7 @@ class Text(ParamType):
                 param,
                 ctx,
             )
-        if any(unicodedata.category(c) == "Cc" for c in value):
+        if any(_is_control(c) for c in value):
             self.fail(
                 "the value holds a control character (a line break, tab or escape); "
                 "check the quoting",
@@ -341,7 +348,9 @@ class Url(Text):
         if self.bare_host and "://" not in text:
             text = f"https://{text}"
         try:
-            parts = urllib.parse.urlsplit(text)
+            from urllib.parse import urlsplit  # here: the CLI's start-up never pays for it
+
+            parts = urlsplit(text)
             _ = parts.port  # a port that is not a number in 0-65535 raises ValueError
         except ValueError as exc:
             self.fail(f"not a valid URL ({exc}); write it as https://HOST/PATH", param, ctx)
