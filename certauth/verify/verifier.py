@@ -194,17 +194,23 @@ class AsyncTokenVerifier(_VerifierBase):
 
 #: verify_access_token's key sources, shared per (issuer, jwks_uri, CA file) so that calling it
 #: on every request fetches keys once per process, with the same rate limit as a TokenVerifier.
-_shared: dict[tuple[str | None, str | None, str | bool | None, float], _SyncKeys] = {}
+_shared: dict[
+    tuple[str | None, str | None, str | bool | None, float, RetryPolicy | None], _SyncKeys
+] = {}
 _shared_lock = threading.Lock()
 _SHARED_MAX = 32
 
 
 def _shared_keys(
-    issuer: str | None, jwks_uri: str | None, verify: Any, timeout: float
+    issuer: str | None,
+    jwks_uri: str | None,
+    verify: Any,
+    timeout: float,
+    retry: RetryPolicy | None = None,
 ) -> _SyncKeys:
     # Trust is part of the key: keys fetched under one CA must not serve a caller with another.
     trust = verify if verify is None or isinstance(verify, str | bool) else f"id:{id(verify)}"
-    cache_key = (issuer, jwks_uri, trust, timeout)
+    cache_key = (issuer, jwks_uri, trust, timeout, retry)
     with _shared_lock:
         keys = _shared.get(cache_key)
         if keys is None:
@@ -214,7 +220,7 @@ def _shared_keys(
                 jwks=None,
                 refetch_interval=DEFAULT_REFETCH_INTERVAL,
                 keys_max_age=DEFAULT_KEYS_MAX_AGE,
-                retry=None,
+                retry=retry,
             )
             keys = _SyncKeys(
                 core, verify=verify, timeout=timeout, client=None, clock=time.monotonic
@@ -240,6 +246,7 @@ def verify_access_token(
     now: float | dt.datetime | None = None,
     verify: Any = None,
     timeout: float = 10.0,
+    retry: RetryPolicy | None = None,
 ) -> dict[str, Any]:
     """Verify an access token; return its claims or raise :class:`TokenValidationError`.
 
@@ -254,7 +261,9 @@ def verify_access_token(
     ``issuer``; B2C needs both) or a ``jwks`` document (offline). Keys fetched from the network
     are kept in memory for the whole process and shared by every call with the same source
     (see :class:`TokenVerifier` for the refetch rules). :class:`TransportError` means they could
-    not be fetched. ``verify``: a CA file or ``ssl.SSLContext`` for https.
+    not be fetched. ``verify``: a CA file or ``ssl.SSLContext`` for https; ``timeout``: seconds
+    per fetch attempt; ``retry``: a :class:`~certauth.protocol.RetryPolicy` (its
+    ``total_timeout`` bounds a whole fetch, retries included).
     """
     policy = _Policy.build(
         issuer=issuer,
@@ -280,7 +289,7 @@ def verify_access_token(
         assert isinstance(step, tuple)  # a static core raises instead of asking to fetch
         keys = step
     else:
-        source = _shared_keys(policy.issuer, jwks_uri, verify, timeout)
+        source = _shared_keys(policy.issuer, jwks_uri, verify, timeout, retry)
         parsed = policy.parse(token)
         keys = source.key_for(parsed)
     return policy.finish(parsed, keys, at)

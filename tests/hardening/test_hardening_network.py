@@ -48,6 +48,7 @@ from certauth import (
     CertificateCredential,
     RetryPolicy,
     TokenVerifier,
+    verify_access_token,
 )
 from certauth._flow import Failure, Reply, Send, Sleep
 from certauth.authority import Authority
@@ -118,9 +119,12 @@ def _get_token(stack: str, rsa_cert: Certificate, url: str, **kwargs: Any) -> No
 
 
 def _verify(stack: str, url: str, **kwargs: Any) -> None:
-    """One verification (a key fetch) with the sync or the async verifier."""
+    """One verification (a key fetch) with the sync or the async verifier, or the function."""
     options: dict[str, Any] = {"jwks_uri": f"{url}/keys", "audience": "a"}
     options.update(kwargs)
+    if stack == "function":
+        verify_access_token(JWT, **options)
+        return
     if stack == "sync":
         with TokenVerifier(**options) as verifier:
             verifier.verify(JWT)
@@ -351,7 +355,7 @@ def test_total_timeout_cuts_an_attempt_short(rsa_cert: Certificate, stack: str) 
     assert elapsed < 1.0 + SLACK, f"{elapsed:.2f} s"
 
 
-@pytest.mark.parametrize("stack", ["sync", "async"])
+@pytest.mark.parametrize("stack", ["sync", "async", "function"])
 def test_total_timeout_bounds_a_key_fetch(stack: str) -> None:
     retry = RetryPolicy(max_attempts=10, max_retry_after=5, total_timeout=1.5)
     with serving(_always_busy(1)) as server:
