@@ -99,6 +99,16 @@ def _timeout(total: float) -> httpx.Timeout:
     return httpx.Timeout(total, connect=min(CONNECT_TIMEOUT, total))
 
 
+C = TypeVar("C", httpx.Client, httpx.AsyncClient)
+
+
+def given_client(client: object, kind: type[C]) -> C | None:
+    """A caller's ``client=`` checked to be the kind its shell drives (``None``: make one)."""
+    if client is not None and not isinstance(client, kind):
+        raise TypeError(f"client= must be an httpx.{kind.__name__}, not {type(client).__name__}")
+    return client
+
+
 def new_sync_client(verify: Any = None, timeout: float = 30.0) -> httpx.Client:
     """An httpx client with certauth's TLS trust and timeouts (always set).
 

@@ -1045,3 +1045,15 @@ def test_discovery_faults_are_the_credentials_faults(jwks: dict[str, Any], good:
     fake.document = lambda: {"issuer": ISSUER}  # type: ignore[method-assign]
     with pytest.raises(ConfigurationError, match="has no jwks_uri"):
         make_verifier(fake).verify(good, now=NOW)
+
+
+def test_a_verifier_refuses_a_client_of_the_other_kind() -> None:
+    from certauth import AsyncTokenVerifier
+
+    with (
+        httpx.Client() as sync_client,
+        pytest.raises(TypeError, match=r"client= must be an httpx\.AsyncClient, not Client"),
+    ):
+        AsyncTokenVerifier(issuer=ISSUER, audience="a", client=sync_client)
+    with pytest.raises(TypeError, match=r"client= must be an httpx\.Client, not AsyncClient"):
+        TokenVerifier(issuer=ISSUER, audience="a", client=httpx.AsyncClient())

@@ -121,6 +121,8 @@ class CertificateAuth:
         self.reads_files = reload_from is not None
         self._seen = reload_from.signature() if reload_from else None
         self._reload_lock = threading.Lock()
+        #: The files' signature while they hold a certificate not valid yet (logged once).
+        self._waiting: tuple[object, ...] | None = None
         self._client_id = ""
         self._authority: Authority | None = None
         self._cipher: tuple[str, EntryCipher] | None = None
@@ -207,8 +209,6 @@ class CertificateAuth:
                     fresh.thumbprint_sha1,
                 )
                 self._publish(checked)
-
-    _waiting: tuple[object, ...] | None = None
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
         # Every request gets a freshly signed assertion (new jti), retries included. The state

@@ -38,11 +38,10 @@ class SyncCredential:
     _core: Planner
 
     def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None:
-        if client is not None and not isinstance(client, httpx.Client):
-            raise TypeError(f"client= must be an httpx.Client, not {type(client).__name__}")
+        given = _http.given_client(client, httpx.Client)
         self._core = core
-        self._owns_client = client is None
-        self._client = client or _http.new_sync_client(verify, timeout)
+        self._owns_client = given is None
+        self._client = given or _http.new_sync_client(verify, timeout)
         self._flights: SingleFlight[Token] = SingleFlight()
 
     @property
@@ -135,11 +134,10 @@ class AsyncCredential:
     _core: Planner
 
     def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None:
-        if client is not None and not isinstance(client, httpx.AsyncClient):
-            raise TypeError(f"client= must be an httpx.AsyncClient, not {type(client).__name__}")
+        given = _http.given_client(client, httpx.AsyncClient)
         self._core = core
-        self._owns_client = client is None
-        self._client = client or _http.new_async_client(verify, timeout)
+        self._owns_client = given is None
+        self._client = given or _http.new_async_client(verify, timeout)
         self._flights: AsyncSingleFlight[Token] = AsyncSingleFlight()
 
     @property

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from certauth import _http
 from certauth._httpx import httpx
 from certauth.protocol import RetryPolicy
 from certauth.verify.claims import _as_epoch, _Policy
@@ -68,18 +69,20 @@ class _VerifierBase:
             retry=retry,
         )
         if isinstance(self, AsyncTokenVerifier):
-            if client is not None and not isinstance(client, httpx.AsyncClient):
-                raise TypeError(
-                    f"client= must be an httpx.AsyncClient, not {type(client).__name__}"
-                )
             self._keys = _AsyncKeys(
-                self._core, verify=verify, timeout=timeout, client=client, clock=clock
+                self._core,
+                verify=verify,
+                timeout=timeout,
+                client=_http.given_client(client, httpx.AsyncClient),
+                clock=clock,
             )
         else:
-            if client is not None and not isinstance(client, httpx.Client):
-                raise TypeError(f"client= must be an httpx.Client, not {type(client).__name__}")
             self._keys = _SyncKeys(
-                self._core, verify=verify, timeout=timeout, client=client, clock=clock
+                self._core,
+                verify=verify,
+                timeout=timeout,
+                client=_http.given_client(client, httpx.Client),
+                clock=clock,
             )
 
     @property
