@@ -2,8 +2,8 @@
 
 Every adapter gets the same :class:`Target` (one emulator over TLS, one app, one PEM file with
 key and certificate) and exposes the same handful of operations, so a measurement is written
-once and run for all three. What each peer needs to talk to the emulator (see the README's
-"Local tenant emulator" section and tests/emulator/test_emulator_interop.py):
+once and run for all three. What each peer needs to talk to the emulator (see
+docs/emulator.md and tests/emulator/test_emulator_interop.py):
 
 * MSAL: an https authority and ``verify=ca_file`` (honoured only while ``REQUESTS_CA_BUNDLE``
   and ``CURL_CA_BUNDLE`` are unset: ``benchmarks.__main__`` removes them); its instance

@@ -1,7 +1,7 @@
 """Typed exceptions raised by certauth.
 
 Every exception derives from :class:`CertauthError` and carries the CLI exit code that the
-failure maps to (see the README's "Exit codes"). Messages are one line: what happened, where
+failure maps to (see docs/exit-codes.md). Messages are one line: what happened, where
 (the file, field or URL) and what to do. They never contain private keys, passwords, client
 secrets, assertions or access tokens.
 """

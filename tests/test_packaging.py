@@ -141,7 +141,11 @@ def test_the_built_wheel_installs_and_runs_outside_the_checkout(tmp_path: Path) 
     with tarfile.open(sdist) as archive:
         top = f"certauth_toolkit-{certauth.__version__}"
         sdist_members = set(archive.getnames())
-    for name in ("pyproject.toml", "README.md", "CHANGELOG.md", "certauth/_version.py"):
+    # The sdist holds what its tests read: the docs pages and mkdocs.yml (tests/_docs.py).
+    for name in (
+        "pyproject.toml", "README.md", "CHANGELOG.md", "certauth/_version.py", "mkdocs.yml",
+        "docs/cli.md", "docs/hooks.py",
+    ):  # fmt: skip
         assert f"{top}/{name}" in sdist_members, name
 
     # 2. A fresh venv outside the checkout, the wheel (and its redis extra) installed into it;

@@ -1,26 +1,35 @@
-"""The README is kept true by running it: every command it shows is a test.
+"""The README and the pages of ``docs/`` are kept true by running them: every command they show
+is a test.
 
-The rules (for everyone who adds to README.md)
-----------------------------------------------
+The rules (for everyone who adds to README.md or docs/)
+-------------------------------------------------------
 * A fenced block whose info string is ``console`` is a transcript. Each line starting with
   ``$ `` is a command; the lines after it, up to the next ``$ `` line, are its output, and
   they are compared with what the command prints (see "How output is compared" below).
 * A command line ending with ``\\`` continues on the next line.
 * Every command must exit 0, unless the line ends with a comment ``# exit N`` (for example
   ``$ certauth cert check old.crt   # exit 8``).
-* All commands of all console blocks run in README order, each in its own
-  ``bash -o pipefail -c``, and all in ONE temporary working directory: a later command can use
-  the files an earlier one made, and shell variables do *not* carry over from line to line
-  (write ``VAR=value command`` on one line, or use a file).
+* All commands of all console blocks run in reading order: the README first, then the pages of
+  ``docs/`` in the order of ``mkdocs.yml``'s ``nav`` (see ``tests/_docs.py``). They run in ONE
+  bash (with ``pipefail``), one after another, in ONE temporary working directory, as a reader
+  typing them into one terminal would: a later command can use the files an earlier one made
+  and the variables it set or sourced (``. ./emulator.env``), and a command ending with ``&``
+  keeps running in the background (redirect its output to a file); whatever is still running
+  is stopped at the end. Each command's stdin is ``/dev/null``.
+* A fenced block whose info string holds ``title="NAME"`` (which the documentation site shows
+  as the block's file name), for example ```` ```python title="service.py" ````, is written to
+  the file NAME in the working directory before the next command runs: that is how a page
+  says "save this as service.py" and then runs it.
 * A block opened with ```` ```console skip-test ```` is not run. Use it only for what truly
   cannot run here (a real tenant, Kubernetes). Blocks marked ``sh``, ``bash``, ``yaml`` etc. are
   never run either: that is where ``az ...`` lines go.
-* Environment: the test process's environment without any ``AZURE_*`` or ``CERTAUTH_*``
-  variable, then ``PATH`` with this virtualenv's ``bin`` first (so ``certauth`` is the code under
-  test), ``HOME``, ``XDG_CACHE_HOME`` and ``CERTAUTH_CACHE_DIR`` inside the temporary directory,
-  the azure-identity variables of a CI job (``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``,
-  ``AZURE_AUTHORITY_HOST``, ``AZURE_CLIENT_CERTIFICATE_PATH``) pointing at an emulator and a
-  certificate the fixture made, then everything in :data:`README_ENV`.
+* Environment: the test process's environment without any ``AZURE_*``, ``CERTAUTH_*`` or
+  ``SSL_CERT_*`` variable, then ``PATH`` with this virtualenv's ``bin`` first (so ``certauth``
+  and ``python3`` are the code under test), ``HOME``, ``XDG_CACHE_HOME`` and
+  ``CERTAUTH_CACHE_DIR`` inside the temporary directory, then everything in
+  :data:`README_ENV`. Nothing plays a tenant but what the pages start themselves: the services
+  quick start starts ``certauth emulator`` and sources its ``emulator.env``, as it tells the
+  reader to.
 
 How output is compared
 ----------------------
@@ -45,66 +54,76 @@ Extending it
   background whose URL the commands read from ``$CERTAUTH_EMULATOR``): extend
   :func:`readme_env`. It is the single hook: make it a generator that starts the service,
   puts the variables into the dict, yields it, and stops the service after the ``yield``.
-* Each command is its own test, named after its README line and text, e.g.
-  ``test_readme_command[L120 certauth cert show certs/billing-api.crt]``. Running one command
-  alone (``-k``) first runs the commands before it, since they may create its inputs.
+* Each command is its own test, named after its document, line and text, e.g.
+  ``test_readme_command[README.md:120 certauth cert show certs/billing-api.crt]``. Running one
+  command alone (``-k``) first runs the commands before it, since they may create its inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from _docs import documents, relative
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-#: Extra environment for every README command (see "Extending it" above).
+#: Extra environment for every command (see "Extending it" above).
 README_ENV: dict[str, str] = {}
 
-#: README commands whose shown output is known to be wrong, by command text: why. Each one
-#: still has to run and exit as shown; its output must still differ (a fixed README line makes
-#: the test fail until its entry here goes), and it is reported as an expected failure.
+#: Commands whose shown output is known to be wrong, by command text: why. Each one still has
+#: to run and exit as shown; its output must still differ (a fixed line makes the test fail
+#: until its entry here goes), and it is reported as an expected failure.
 README_ERRATA: dict[str, str] = {}
 
-#: Seconds one README command may take.
+#: Seconds one command may take.
 COMMAND_TIMEOUT = 120
 
 _FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<info>.*)$")
 _EXPECTED_EXIT = re.compile(r"#\s*exit\s+(?P<code>\d+)\s*$")
+_TITLE = re.compile(r"""\btitle=(?:"(?P<quoted>[^"]+)"|(?P<bare>\S+))""")
 
 
 @dataclass(frozen=True)
 class Command:
     """One ``$ `` line of a console block."""
 
-    #: 1-based line number in README.md (of the ``$`` line).
+    #: 1-based line number in its document (of the ``$`` line).
     line: int
     #: The command as bash runs it (continuation lines joined).
     text: str
-    #: The exit status the README promises (0 unless ``# exit N``).
+    #: The exit status the document promises (0 unless ``# exit N``).
     expected_exit: int
-    #: The output the README shows under the command: (README line number, text) per line.
+    #: The output the document shows under the command: (line number, text) per line.
     output: tuple[tuple[int, str], ...] = ()
+    #: The document, as ``README.md`` or ``docs/cli.md``.
+    doc: str = "README.md"
+    #: Titled blocks met since the previous command: (file name, content), written first.
+    files: tuple[tuple[str, str], ...] = ()
 
     @property
     def test_id(self) -> str:
-        """A readable pytest id: README line and the start of the command."""
+        """A readable pytest id: document, line and the start of the command."""
         text = re.sub(r"\s+", " ", self.text)
-        return f"L{self.line} {text[:70]}"
+        return f"{self.doc}:{self.line} {text[:70]}"
 
 
-def parse_console_commands(markdown: str) -> list[Command]:
+def parse_console_commands(markdown: str, doc: str = "README.md") -> list[Command]:
     """Every command of every runnable ``console`` block, in order (see the module docstring)."""
     commands: list[Command] = []
     fence: str | None = None
     indent = ""
     runnable = False
+    titled: tuple[str, list[str]] | None = None  # a block to write to a file, being read
+    files: list[tuple[str, str]] = []  # titled blocks waiting for the next command
     pending: tuple[int, str] | None = None  # a command whose line ended with a backslash
     current: tuple[int, str, list[tuple[int, str]]] | None = None  # the command output follows
 
@@ -112,7 +131,8 @@ def parse_console_commands(markdown: str) -> list[Command]:
         nonlocal current
         if current is not None:
             start, text, output = current
-            commands.append(_command(start, text, tuple(output)))
+            commands.append(_command(start, text, tuple(output), doc, tuple(files)))
+            files.clear()
             current = None
 
     for number, raw in enumerate(markdown.splitlines(), start=1):
@@ -123,11 +143,19 @@ def parse_console_commands(markdown: str) -> list[Command]:
                 indent = match["indent"]
                 info = match["info"].split()
                 runnable = bool(info) and info[0] == "console" and "skip-test" not in info[1:]
+                title = _TITLE.search(match["info"])
+                titled = (title["quoted"] or title["bare"], []) if title else None
             continue
         if match and match["fence"].startswith(fence) and not match["info"]:
             finish()
+            if titled is not None:
+                files.append((titled[0], "".join(line + "\n" for line in titled[1])))
+                titled = None
             fence = None
             pending = None
+            continue
+        if titled is not None:
+            titled[1].append(raw[len(indent) :] if raw.startswith(indent) else raw.lstrip())
             continue
         if not runnable:
             continue
@@ -150,17 +178,24 @@ def parse_console_commands(markdown: str) -> list[Command]:
             shown = raw[len(indent) :] if raw.startswith(indent) else raw.lstrip()
             current[2].append((number, shown.rstrip()))
     finish()
+    assert not files, f"{doc}: titled block {files[0][0]!r} has no command after it to use it"
     return commands
 
 
-def _command(line: int, text: str, output: tuple[tuple[int, str], ...] = ()) -> Command:
+def _command(
+    line: int,
+    text: str,
+    output: tuple[tuple[int, str], ...] = (),
+    doc: str = "README.md",
+    files: tuple[tuple[str, str], ...] = (),
+) -> Command:
     match = _EXPECTED_EXIT.search(text)
-    return Command(line, text, int(match["code"]) if match else 0, output)
+    return Command(line, text, int(match["code"]) if match else 0, output, doc, files)
 
 
 _GUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
-#: Values that differ from run to run, compared by shape: (what, how it looks in the README,
+#: Values that differ from run to run, compared by shape: (what, how it looks in a document,
 #: what the command must print in its place). Tried in order at each position of a shown line.
 SHAPES: tuple[tuple[str, str, str], ...] = (
     ("anything", r"[A-Za-z0-9+/=_-]*\.\.\.", r".*"),
@@ -179,7 +214,7 @@ _SHAPES = [(what, re.compile(shown), printed) for what, shown, printed in SHAPES
 
 
 def line_pattern(shown: str) -> tuple[re.Pattern[str], list[str]]:
-    """The regex a printed line must match in full, and the README values it holds (each
+    """The regex a printed line must match in full, and the shown values it holds (each
     captured by a group ``v0``, ``v1``, ... in order; ``...`` captures nothing)."""
     parts: list[str] = []
     values: list[str] = []
@@ -202,12 +237,13 @@ def line_pattern(shown: str) -> tuple[re.Pattern[str], list[str]]:
 
 
 def compare_output(
-    command: Command, stdout: str, stderr: str, seen: dict[str, tuple[int, str]]
+    command: Command, stdout: str, stderr: str, seen: dict[str, tuple[str, str]]
 ) -> list[str]:
-    """What differs between the output the README shows and what the command printed.
+    """What differs between the output a document shows and what the command printed.
 
-    ``seen`` maps each run-dependent README value already met to (README line, printed value),
-    and is extended: the same README value must stand for the same printed value everywhere.
+    ``seen`` maps each run-dependent value already met to (where it was shown, printed value),
+    and is extended: the same shown value must stand for the same printed value everywhere,
+    across documents too.
     """
     out = [line.rstrip() for line in stdout.splitlines()]
     err = [line.rstrip() for line in stderr.splitlines()]
@@ -229,35 +265,39 @@ def compare_output(
         if match is None:
             printed = out[next_out] if next_out < len(out) else "(nothing more on stdout)"
             problems.append(
-                f"README.md line {number} shows {shown!r}; not printed (next stdout line: "
+                f"{command.doc} line {number} shows {shown!r}; not printed (next stdout line: "
                 f"{printed!r})"
             )
             continue
         for index, value in enumerate(values):
             printed = match[f"v{index}"]
-            first = seen.setdefault(value, (number, printed))
+            first = seen.setdefault(value, (f"{command.doc} line {number}", printed))
             if first[1] != printed:
                 problems.append(
-                    f"README.md line {number} shows {value!r} as line {first[0]} does, for the "
+                    f"{command.doc} line {number} shows {value!r} as {first[0]} does, for the "
                     f"same value; printed {printed!r} here and {first[1]!r} there"
                 )
     problems.extend(
-        f"printed on stdout but not shown in the README: {line!r}" for line in out[next_out:]
+        f"printed on stdout but not shown in {command.doc}: {line!r}" for line in out[next_out:]
     )
     return problems
 
 
-COMMANDS = parse_console_commands(README.read_text(encoding="utf-8"))
+COMMANDS = [
+    command
+    for path in documents()
+    for command in parse_console_commands(path.read_text(encoding="utf-8"), relative(path))
+]
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How one README command ended."""
+    """How one command ended."""
 
     code: int
     stdout: str
     stderr: str
-    #: How the output differs from what the README shows (empty: it is as shown).
+    #: How the output differs from what the document shows (empty: it is as shown).
     mismatches: tuple[str, ...] = ()
 
     @property
@@ -265,15 +305,97 @@ class Outcome:
         return self.stdout + self.stderr
 
 
-class ReadmeSession:
-    """Runs the README's commands in order, once each, in one shared working directory."""
+class Shell:
+    """One bash that runs commands one after another, as a reader's terminal would.
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    Each command is written to a file and run with ``eval`` in the shell itself (so ``export``,
+    ``.`` and ``cd`` last), its stdout and stderr going to files: a background job started by a
+    command never holds a pipe the test waits on. The shell and everything it started share a
+    process group of their own, which :meth:`close` stops.
+    """
+
+    def __init__(self, workdir: Path, control: Path, env: dict[str, str]) -> None:
         self.workdir = workdir
+        self.control = control
         self.env = env
+        self.count = 0
+        self.proc = self._start()
+
+    def _start(self) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            ["bash", "--noprofile", "--norc"],
+            cwd=self.workdir,
+            env=self.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write("set -o pipefail\n")
+        proc.stdin.flush()
+        return proc
+
+    def run(self, text: str, timeout: float) -> tuple[int, str, str]:
+        """Run ``text``; its exit status, stdout and stderr (status -1: it timed out, and the
+        shell was restarted, losing its variables)."""
+        self.count += 1
+        base = self.control / str(self.count)
+        script, out, err, status = (base.with_suffix(s) for s in (".sh", ".out", ".err", ".rc"))
+        script.write_text(text + "\n", encoding="utf-8")
+        q = shlex.quote
+        line = (
+            f'{{ eval "$(< {q(str(script))})"; }} </dev/null >{q(str(out))} 2>{q(str(err))}; '
+            f"echo $? > {q(str(status))}.tmp && mv {q(str(status))}.tmp {q(str(status))}\n"
+        )
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+        deadline = time.monotonic() + timeout
+        while not status.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                why = "ended the shell" if self.proc.poll() is not None else "timed out"
+                self.close()
+                self.proc = self._start()
+                return -1, _read(out), _read(err) + f"\n({why}; a new shell was started)"
+            time.sleep(0.02)
+        return int(status.read_text()), _read(out), _read(err)
+
+    def close(self) -> None:
+        """Stop the shell and everything it started in the background."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        # Background jobs (an emulator) get the same signal; give them a moment to clean up.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(self.proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.05)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def _read(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace") if path.exists() else ""
+
+
+class ReadmeSession:
+    """Runs the documents' commands in order, once each, in one shell and working directory."""
+
+    def __init__(self, workdir: Path, shell: Shell) -> None:
+        self.workdir = workdir
+        self.shell = shell
         self.outcomes: dict[int, Outcome] = {}
-        #: Run-dependent README values met so far (see :func:`compare_output`).
-        self.seen: dict[str, tuple[int, str]] = {}
+        #: Run-dependent shown values met so far (see :func:`compare_output`).
+        self.seen: dict[str, tuple[str, str]] = {}
 
     def run_through(self, index: int) -> Outcome:
         """Run every command up to ``index`` not run yet; return the outcome of ``index``."""
@@ -283,72 +405,46 @@ class ReadmeSession:
         return self.outcomes[index]
 
     def _run(self, command: Command) -> Outcome:
-        try:
-            proc = subprocess.run(
-                ["bash", "-o", "pipefail", "-c", command.text],
-                cwd=self.workdir,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                text=True,
-                timeout=COMMAND_TIMEOUT,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            return Outcome(-1, "", f"timed out after {COMMAND_TIMEOUT} s")
-        mismatches = compare_output(command, proc.stdout, proc.stderr, self.seen)
-        return Outcome(proc.returncode, proc.stdout, proc.stderr, tuple(mismatches))
-
-
-#: The app the README's CI examples authenticate as (registered with the README's emulator).
-README_CLIENT_ID = "00000000-0000-0000-0000-0000000000b1"
+        for name, content in command.files:
+            (self.workdir / name).write_text(content, encoding="utf-8")
+        code, stdout, stderr = self.shell.run(command.text, COMMAND_TIMEOUT)
+        mismatches = compare_output(command, stdout, stderr, self.seen)
+        return Outcome(code, stdout, stderr, tuple(mismatches))
 
 
 @pytest.fixture(scope="module")
-def readme_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """The environment every README command runs with. The hook for later additions.
+def readme_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment the documents' shell starts with. The hook for later additions.
 
-    A CI pipeline has the azure-identity variables set and a certificate mounted; so does the
-    README's: an in-process emulator plays the tenant, a certificate made here plays the
-    mounted file, and ``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``, ``AZURE_AUTHORITY_HOST`` and
-    ``AZURE_CLIENT_CERTIFICATE_PATH`` point at them, so ``certauth token --scope ...`` lines
-    run exactly as written.
+    No tenant is set up here: the services quick start starts ``certauth emulator`` itself and
+    sources the variables it writes, exactly as it tells a reader to.
     """
-    from certauth.certificates import generate_certificate
-    from certauth.emulator import Emulator
-
     home = tmp_path_factory.mktemp("readme-home")
     env = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("AZURE_", "CERTAUTH_"))
+        if not name.startswith(("AZURE_", "CERTAUTH_", "SSL_CERT_"))
     }
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = os.pathsep.join([venv_bin, env.get("PATH", os.defpath)])
     env["HOME"] = str(home)
     env["XDG_CACHE_HOME"] = str(home / ".cache")
     env["CERTAUTH_CACHE_DIR"] = str(home / ".cache" / "certauth")
-    mounted = generate_certificate("CN=readme-ci")
-    cert_file = home / "mounted-app.pem"
-    cert_file.write_bytes(mounted.private_key_pem() + mounted.pem)
-    with Emulator() as tenant:
-        tenant.register(README_CLIENT_ID, mounted, roles=["Invoices.Read"])
-        env.update(
-            AZURE_TENANT_ID=tenant.tenant_id,
-            AZURE_CLIENT_ID=README_CLIENT_ID,
-            AZURE_AUTHORITY_HOST=tenant.authority_host,
-            AZURE_CLIENT_CERTIFICATE_PATH=str(cert_file),
-        )
-        env.update(README_ENV)
-        yield env
+    env.update(README_ENV)
+    return env
 
 
 @pytest.fixture(scope="module")
 def readme_session(
     readme_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-) -> ReadmeSession:
-    """One working directory shared by all README commands."""
-    return ReadmeSession(tmp_path_factory.mktemp("readme-work"), readme_env)
+) -> Iterator[ReadmeSession]:
+    """One shell and one working directory shared by all the documents' commands."""
+    workdir = tmp_path_factory.mktemp("readme-work")
+    shell = Shell(workdir, tmp_path_factory.mktemp("readme-shell"), readme_env)
+    try:
+        yield ReadmeSession(workdir, shell)
+    finally:
+        shell.close()
 
 
 @pytest.mark.parametrize(
@@ -356,23 +452,23 @@ def readme_session(
 )
 def test_readme_command(readme_session: ReadmeSession, index: int) -> None:
     command = COMMANDS[index]
+    where = f"{command.doc} line {command.line}"
     outcome = readme_session.run_through(index)
     assert outcome.code == command.expected_exit, (
-        f"README.md line {command.line}: `{command.text}` exited {outcome.code}, "
+        f"{where}: `{command.text}` exited {outcome.code}, "
         f"expected {command.expected_exit}; output:\n{outcome.output[-3000:]}"
     )
     assert "Traceback" not in outcome.output, outcome.output[-3000:]
     if command.text in README_ERRATA:
         assert outcome.mismatches, (
-            f"README.md line {command.line} now shows what `{command.text}` prints: remove "
-            "its entry from README_ERRATA"
+            f"{where} now shows what `{command.text}` prints: remove its entry from README_ERRATA"
         )
         pytest.xfail(README_ERRATA[command.text])
     if outcome.mismatches:
         pytest.fail(
-            f"README.md line {command.line}: `{command.text}` does not print what the README "
-            "shows:\n  " + "\n  ".join(outcome.mismatches) + f"\nstdout:\n{outcome.stdout[-3000:]}"
-            f"\nstderr:\n{outcome.stderr[-3000:]}",
+            f"{where}: `{command.text}` does not print what the page shows:\n  "
+            + "\n  ".join(outcome.mismatches)
+            + f"\nstdout:\n{outcome.stdout[-3000:]}\nstderr:\n{outcome.stderr[-3000:]}",
             pytrace=False,
         )
 
@@ -463,7 +559,7 @@ def test_diagnostics_may_come_on_stderr_and_stdout_must_be_shown_in_full() -> No
 
 
 def test_one_readme_value_stands_for_one_printed_value() -> None:
-    seen: dict[str, tuple[int, str]] = {}
+    seen: dict[str, tuple[str, str]] = {}
     create = _shown("thumbprint (SHA-1): 78B600C1A3EBC35688DA2EC1EF37BFB19E3A5A6C")
     thumbprint = _shown("78B600C1A3EBC35688DA2EC1EF37BFB19E3A5A6C")
     value = "0123456789ABCDEF0123456789ABCDEF01234567"
@@ -471,3 +567,49 @@ def test_one_readme_value_stands_for_one_printed_value() -> None:
     assert compare_output(thumbprint, f"{value}\n", "", seen) == []
     (problem,) = compare_output(thumbprint, "F" * 40 + "\n", "", seen)
     assert "78B600C1A3EBC35688DA2EC1EF37BFB19E3A5A6C" in problem
+
+
+def test_a_titled_block_is_written_before_the_next_command() -> None:
+    markdown = "\n".join(
+        [
+            '```python title="service.py"',
+            "print('hi')",
+            "```",
+            "```console",
+            "$ python3 service.py",
+            "hi",
+            "```",
+            "```python title=other.py",
+            "x = 1",
+            "```",
+        ]
+    )
+    with pytest.raises(AssertionError, match=r"'other\.py' has no command after it"):
+        parse_console_commands(markdown, "docs/x.md")
+    (command,) = parse_console_commands(markdown.rsplit("\n```python", 1)[0], "docs/x.md")
+    assert command == Command(
+        5, "python3 service.py", 0, ((6, "hi"),), "docs/x.md", (("service.py", "print('hi')\n"),)
+    )
+
+
+def test_the_shell_keeps_variables_and_does_not_wait_for_background_jobs(tmp_path: Path) -> None:
+    workdir, control = tmp_path / "work", tmp_path / "control"
+    workdir.mkdir()
+    control.mkdir()
+    shell = Shell(workdir, control, {"PATH": os.environ["PATH"]})
+    try:
+        assert shell.run("export GREETING=hello; cd /", 10) == (0, "", "")
+        assert shell.run('echo "$GREETING from $PWD"; echo oops >&2', 10) == (
+            0,
+            "hello from /\n",
+            "oops\n",
+        )
+        assert shell.run("false | true", 10)[0] == 1  # pipefail
+        assert shell.run("sleep 300 > /dev/null 2>&1 & echo $! > job.pid", 10)[0] == 0
+        code, _, err = shell.run("sleep 5", 0.5)
+        assert code == -1
+        assert "timed out" in err
+        # A new shell after a timeout: variables are gone, commands run again.
+        assert shell.run('echo "[$GREETING]"', 10) == (0, "[]\n", "")
+    finally:
+        shell.close()

@@ -8,16 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+from _docs import section
+
 from certauth.certificates import Certificate
 from certauth.emulator import Emulator
 
-README = Path(__file__).resolve().parents[1] / "README.md"
-
 
 def service_example() -> str:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("<!-- section: service -->", 1)[1]
-    match = re.search(r"```python\n(.*?)\n```", section, re.DOTALL)
+    match = re.search(r"```python[^\n]*\n(.*?)\n```", section("service"), re.DOTALL)
     assert match, "the service quick start has no python block"
     return match.group(1)
 

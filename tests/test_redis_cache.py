@@ -31,6 +31,7 @@ redis = pytest.importorskip(
 )
 
 import _redis_fleet  # noqa: E402 - tests/_redis_fleet.py
+from _docs import section  # noqa: E402 - tests/_docs.py
 
 from certauth import (  # noqa: E402 - after the skip above
     AsyncCertificateCredential,
@@ -796,9 +797,7 @@ def test_cli_shares_a_services_tokens_through_its_namespace(
 
 
 def _readme_redis_section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    start = text.index("<!-- section: redis -->")
-    return text[start : text.index("\n## ", start)]
+    return section("redis")
 
 
 def _readme_redis_commands(*, everything: bool = False) -> list[str]:

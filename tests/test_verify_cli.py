@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from _docs import section
 from test_verify import forge_none, sign
 
 from certauth.assertion import build_client_assertion
@@ -31,7 +32,6 @@ from certauth.verify import verifier as verifier_module
 CLIENT_ID = "5a1f3c2e-0b6d-4e8f-9a7b-1c2d3e4f5a6b"
 RESOURCE = "api://billing"
 ROLE = "Invoices.Read"
-README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(autouse=True)
@@ -319,14 +319,11 @@ def test_help_mentions_stdin_and_commands_are_listed(
     assert "verify" in out
 
 
-# -- the README section runs as written -----------------------------------------------------------
+# -- the documented example runs as written --------------------------------------------------
 
 
 def readme_section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("<!-- section: verify -->")
-    end = text.index("\n## ", start)
-    return text[start:end]
+    return section("verify")
 
 
 def fenced(section: str, language: str) -> list[str]:
@@ -337,7 +334,7 @@ def test_readme_python_example(tenant: Emulator, token: str) -> None:
     (code,) = fenced(readme_section(), "python")
     code = code.replace("https://login.microsoftonline.com/TENANT_ID/v2.0", tenant.issuer)
     namespace: dict[str, Any] = {}
-    exec(compile(code, "README.md", "exec"), namespace)  # noqa: S102 - our own README
+    exec(compile(code, "docs/verify.md", "exec"), namespace)  # noqa: S102 - our own README
     assert namespace["authorize"](f"Bearer {token}")["roles"] == [ROLE]
     error = namespace["TokenValidationError"]
     with pytest.raises(error, match="expected a Bearer token") as caught:

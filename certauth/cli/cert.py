@@ -42,7 +42,7 @@ from certauth.cli._common import (
 )
 from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError, PasswordError
 
-#: Exit codes of ``cert check`` (the README's exit-code table): expiring within the window,
+#: Exit codes of ``cert check`` (docs/exit-codes.md): expiring within the window,
 #: expired/not yet valid.
 EXIT_EXPIRING = 7
 EXIT_INVALID = 8

@@ -2,7 +2,7 @@
 
 ``Emulator`` serves discovery documents, JWKS and token endpoints over real HTTP (https with
 ``tls=True``) and answers wrong requests with the AADSTS code Entra ID would send. See
-:mod:`certauth.emulator.checks` for the rules and the README's emulator section for use.
+:mod:`certauth.emulator.checks` for the rules and docs/emulator.md for use.
 """
 
 from __future__ import annotations

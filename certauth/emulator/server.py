@@ -5,7 +5,7 @@ start in-process in a test in a few milliseconds with no extra dependency, serve
 loopback, and handle a few hundred token requests per second. A token request costs one RSA-2048
 verification (~30 us) and one RS256 signature (~0.5-1 ms) of CPU, and the GIL serialises that
 work whatever server runs it, so an async server would gain nothing here. Keep-alive (HTTP/1.1)
-avoids a TCP (and TLS) handshake per request; measured: see the README's emulator section.
+avoids a TCP (and TLS) handshake per request; measured: see docs/emulator.md.
 
 Hardening for a server that may be left running: bodies are capped (413), sockets time out, a
 new connection must send its request line and headers within a short header deadline and each

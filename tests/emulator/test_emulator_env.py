@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
+from _docs import section
 
 from certauth.certificates import Certificate
 from certauth.cli.emulator import client_environment
 
-README = Path(__file__).resolve().parents[2] / "README.md"
 VENV_BIN = str(Path(sys.executable).parent)
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 INFO = {
@@ -28,9 +28,7 @@ INFO = {
 
 
 def _readme_block() -> str:
-    text = README.read_text(encoding="utf-8")
-    section = text.split("<!-- section: emulator-env -->", 1)[1]
-    match = re.search(r"```sh\n(.*?)\n```", section, re.DOTALL)
+    match = re.search(r"```sh\n(.*?)\n```", section("emulator-env"), re.DOTALL)
     assert match, "the emulator-env section has no sh block"
     return match.group(1)
 

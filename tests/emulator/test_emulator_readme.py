@@ -1,24 +1,20 @@
-"""The README's emulator example runs as written."""
+"""The emulator page's example runs as written (docs/emulator.md)."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+from _docs import section
 
 
 def _section() -> str:
-    text = README.read_text(encoding="utf-8")
-    start = text.index("<!-- section: emulator -->")
-    end = text.index("\n## ", start)
-    return text[start:end]
+    return section("emulator")
 
 
 def test_readme_emulator_example_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", _section(), re.DOTALL)
     example = next(b for b in blocks if "with Emulator(" in b)
-    exec(compile(example, "README.md (emulator section)", "exec"), {})  # noqa: S102
+    exec(compile(example, "docs/emulator.md", "exec"), {})  # noqa: S102
 
 
 def test_readme_lists_every_checklist_code() -> None:
