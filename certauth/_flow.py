@@ -162,8 +162,8 @@ def retry_delay(
     if isinstance(answer, Failure):
         if answer.kind == "tls":
             raise TransportError(
-                f"{url}: {fetching}{answer.detail}; trust the server's CA with --ca-file / "
-                "verify= or SSL_CERT_FILE",
+                f"{url}: {fetching}{answer.detail}; trust the server's CA with verify= or "
+                "SSL_CERT_FILE",
                 url=url,
             )
         delay = retry.delay(attempt, status=None)

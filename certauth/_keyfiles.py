@@ -53,10 +53,9 @@ _KEY_LABELS = {
     b"EC PRIVATE KEY",
 }
 _CERT_LABELS = {b"CERTIFICATE", b"X509 CERTIFICATE", b"TRUSTED CERTIFICATE"}
-#: How to supply a password, for the messages that ask for one.
-_HOW_TO_UNLOCK = (
-    "set AZURE_CLIENT_CERTIFICATE_PASSWORD or pass --password-env VAR / --password-file FILE"
-)
+#: How to supply a password, for the messages that ask for one (the CLI shows its options for
+#: the keyword: certauth.cli._common.cli_wording).
+_HOW_TO_UNLOCK = "give it with password="
 
 
 class Loaded(NamedTuple):
@@ -86,7 +85,7 @@ def read_certificate_and_key(
         if parsed.key_count:
             raise CertificateError(
                 f"{source}: holds a private key but no certificate; give the certificate "
-                "(.crt/.pem/.pfx) here and the key with --key",
+                "(.crt/.pem/.pfx) here and the key with key_path=",
                 path=source,
             )
         found = f" (found: {', '.join(parsed.other_labels)})" if parsed.other_labels else ""
@@ -101,7 +100,7 @@ def read_certificate_and_key(
         keys = _parse_bundle(key_data, key_source, password, keys_only=True).load_keys(password)
         if not keys:
             raise CertificateError(
-                f"{key_source}: no private key found in the file; --key takes a PEM or DER "
+                f"{key_source}: no private key found in the file; key_path= takes a PEM or DER "
                 "private key",
                 path=key_source,
             )
@@ -132,7 +131,7 @@ def read_certificate_and_key(
     elif require_key:
         raise CertificateError(
             f"{source}: no private key; give a PEM holding key and certificate, a PFX, or the "
-            "key file with --key",
+            "key file with key_path=",
             path=source,
         )
     _supported_public_key(leaf, source)

@@ -69,6 +69,17 @@ def check_entra_key(certificate: Certificate) -> None:
         raise UnsupportedKeyError(f"{where}: {problems[0]}", path=certificate.source)
 
 
+def check_lifetime(lifetime: int, name: str = "lifetime") -> int:
+    """Return ``lifetime`` if it is an assertion lifetime certauth signs (1 to 600 seconds),
+    else raise :class:`InvalidArgumentError` naming the keyword ``name`` the caller used."""
+    if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 0 < lifetime <= 600:
+        raise InvalidArgumentError(
+            f"{name}={lifetime!r} is outside 1-{MAX_LIFETIME} seconds; assertions are meant to "
+            "live minutes (Microsoft recommends 5-10)"
+        )
+    return lifetime
+
+
 class AssertionSigner:
     """Signs the client assertions of one client with one certificate.
 
@@ -97,13 +108,9 @@ class AssertionSigner:
             )
         if alg is not None:
             _check_alg(self._key, alg)
-        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not 0 < lifetime <= 600:
-            raise InvalidArgumentError(
-                f"--lifetime {lifetime!r} is outside 1-{MAX_LIFETIME} seconds; assertions are "
-                "meant to live minutes (Microsoft recommends 5-10)"
-            )
+        check_lifetime(lifetime)
         if not client_id:
-            raise InvalidArgumentError("client id is empty; give --client-id or AZURE_CLIENT_ID")
+            raise InvalidArgumentError("client id is empty; give client_id=")
         self.certificate = certificate
         self.client_id = client_id
         #: The algorithm asked for (``None``: chosen per authority, see :meth:`check`).
@@ -178,18 +185,18 @@ class AssertionSigner:
 def _check_alg(key: PrivateKey, alg: str) -> None:
     if alg not in SUPPORTED_ALGS:
         raise InvalidArgumentError(
-            f"--alg {alg!r} is not supported; use one of {', '.join(SUPPORTED_ALGS)}"
+            f"alg={alg!r} is not supported; use one of {', '.join(SUPPORTED_ALGS)}"
         )
     kind = "RSA" if isinstance(key, rsa.RSAPrivateKey) else "EC"
     if _jose.ALGORITHMS[alg].kty != kind:
         raise InvalidArgumentError(
-            f"--alg {alg} cannot be used with {'an RSA' if kind == 'RSA' else 'an EC'} key; use "
+            f"alg={alg} cannot be used with {'an RSA' if kind == 'RSA' else 'an EC'} key; use "
             + ("RS256 or PS256" if kind == "RSA" else "ES256")
         )
     try:
         _jose.check_key(key, alg)  # the curve (ES256 needs P-256)
     except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"--alg {alg}: {exc}") from None
+        raise InvalidArgumentError(f"alg={alg}: {exc}") from None
 
 
 def build_client_assertion(

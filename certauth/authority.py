@@ -72,12 +72,12 @@ MAX_URL_CHARS = 2048
 MAX_LABEL_CHARS = 63
 MAX_HOST_CHARS = 253
 
-#: Where each URL comes from, for the fix in a message: the CLI option, the variable, the keyword.
+#: Where each URL comes from, for the fix in a message: the keyword (the CLI shows its option).
 _SOURCES = {
-    "token endpoint": "--token-endpoint / token_endpoint=",
-    "authority host": "--authority-host / AZURE_AUTHORITY_HOST / authority=",
-    "issuer": "--issuer / issuer=",
-    "jwks_uri": "--jwks-uri / jwks_uri=",
+    "token endpoint": "token_endpoint=",
+    "authority host": "authority= / AZURE_AUTHORITY_HOST",
+    "issuer": "issuer=",
+    "jwks_uri": "jwks_uri=",
 }
 #: RFC 3986 section 3.2: the authority ends at the first "/", "?" or "#"; WHATWG URL parsers
 #: (browsers, some proxies) also end it at a backslash.
@@ -187,7 +187,7 @@ def normalize_authority_host(host: str | None) -> str:
     if parts.path or parts.query:
         raise ConfigurationError(
             f"authority host {host!r} has a path; give only the host, e.g. "
-            "login.microsoftonline.us (the tenant goes in --tenant)"
+            "login.microsoftonline.us (the tenant goes in tenant_id=)"
         )
     return f"{parts.scheme}://{parts.netloc}"
 
@@ -202,8 +202,7 @@ def _check_tenant(tenant: str) -> str:
         )
     if not _TENANT.match(tenant):
         raise InvalidArgumentError(
-            f"tenant {tenant!r} is not a tenant ID (GUID) or domain name; check --tenant / "
-            "AZURE_TENANT_ID"
+            f"tenant {tenant!r} is not a tenant ID (GUID) or domain name; check tenant_id="
         )
     return tenant
 
@@ -365,7 +364,7 @@ class Authority:
         if self.signing_algs and alg not in self.signing_algs:
             raise ConfigurationError(
                 f"the server at {self.token_endpoint} does not accept {alg} assertions (its "
-                f"discovery document lists {', '.join(self.signing_algs)}); pass --alg with one "
+                f"discovery document lists {', '.join(self.signing_algs)}); pass alg= with one "
                 "of those"
             )
 
@@ -410,15 +409,13 @@ def resolve_authority(
     without (Entra ID), in the cloud at ``host``.
     """
     if token_endpoint and issuer:
-        raise InvalidArgumentError(
-            "token_endpoint and issuer both name the server (--token-endpoint, --issuer): give one"
-        )
+        raise InvalidArgumentError("token_endpoint= and issuer= both name the server: give one")
     if (token_endpoint or issuer) and (b2c_policy or host):
         given = " and ".join(
             name
             for name, value in (
-                ("b2c_policy (--b2c-policy)", b2c_policy),
-                ("authority (--authority-host)", host),
+                ("b2c_policy=", b2c_policy),
+                ("authority=", host),
             )
             if value
         )
@@ -442,9 +439,7 @@ def resolve_authority(
     if issuer:
         return Authority.entra_from_issuer(issuer)
     if not tenant:
-        raise InvalidArgumentError(
-            "no tenant: give tenant_id (--tenant / AZURE_TENANT_ID), a token_endpoint or an issuer"
-        )
+        raise InvalidArgumentError("no tenant: give tenant_id=, a token_endpoint= or an issuer=")
     if b2c_policy:
         return Authority.b2c(tenant, b2c_policy, host=host)
     return Authority.entra(tenant, host=host)

@@ -206,7 +206,7 @@ class FileTokenCache:
         except OSError as exc:
             raise ConfigurationError(
                 f"{directory}: cannot use as token cache directory ({exc.strerror or exc}); "
-                "set CERTAUTH_CACHE_DIR to a writable directory or pass --no-cache"
+                "set CERTAUTH_CACHE_DIR to a writable directory or pass cache=None"
             ) from None
         if not stat.S_ISDIR(info.st_mode):
             raise ConfigurationError(
@@ -220,7 +220,7 @@ class FileTokenCache:
                 f"{directory}: the token cache directory belongs to another user (uid "
                 f"{info.st_uid}, mode {stat.S_IMODE(info.st_mode):o}); use a private directory "
                 "of your own (set CERTAUTH_CACHE_DIR, or remove this one so it is recreated), "
-                "or pass --no-cache"
+                "or pass cache=None"
             )
         if info.st_mode & 0o077:
             os.chmod(directory, 0o700)

@@ -220,7 +220,7 @@ class Certificate:
         if self.private_key is None:
             raise CertificateError(
                 f"{self._where}: no private key; give a PEM holding key and certificate, a PFX, "
-                "or the key file with --key",
+                "or the key file with key_path=",
                 path=self.source,
             )
         return self.private_key
@@ -233,13 +233,13 @@ class Certificate:
         if isinstance(key, ec.EllipticCurvePublicKey):
             return [
                 f"{self.key_description} key: Entra ID will not accept it (app credentials "
-                "must be RSA; it answers AADSTS5002738); create one with --key rsa2048"
+                "must be RSA; it answers AADSTS5002738); create one with key_type=rsa2048"
             ]
         if key.key_size < MIN_RSA_BITS:
             return [
                 f"RSA {key.key_size} key: Entra ID will not accept it (it requires at least "
                 f"{MIN_RSA_BITS} bits; it answers AADSTS50032); create a new certificate with "
-                "--key rsa2048"
+                "key_type=rsa2048"
             ]
         return []
 
@@ -381,11 +381,11 @@ def check_validity_days(days: int) -> int:
     :class:`~certauth.errors.InvalidArgumentError`."""
     if isinstance(days, bool) or not isinstance(days, int) or days <= 0:
         raise InvalidArgumentError(
-            f"--days {days!r}: give a whole number of days from 1 to {MAX_VALIDITY_DAYS}"
+            f"days={days!r}: give a whole number of days from 1 to {MAX_VALIDITY_DAYS}"
         )
     if days > MAX_VALIDITY_DAYS:
         raise InvalidArgumentError(
-            f"--days {days} is more than {MAX_VALIDITY_DAYS} (10 years); rotate certificates "
+            f"days={days} is more than {MAX_VALIDITY_DAYS} (10 years); rotate certificates "
             "more often than that"
         )
     return days

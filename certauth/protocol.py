@@ -72,7 +72,8 @@ def normalize_scopes(scopes: Iterable[str], *, entra: bool) -> tuple[str, ...]:
                 result.append(scope)
     if not result:
         raise InvalidArgumentError(
-            "no scope given; pass --scope RESOURCE/.default (e.g. https://graph.microsoft.com/.default)"
+            "no scope given; ask for one, RESOURCE/.default (e.g. "
+            "https://graph.microsoft.com/.default)"
         )
     if not entra:
         return tuple(result)
@@ -381,10 +382,10 @@ _HINTS: dict[int, str] = {
     700023: "the assertion's aud must be exactly the token endpoint URL the request went to",
     5002741: "the assertion must have exactly one aud, the token endpoint URL",
     700016: (
-        "no app with this client id in this tenant: check --client-id and --tenant, and that "
+        "no app with this client id in this tenant: check client_id= and tenant_id=, and that "
         "the app (or its service principal) exists in that tenant"
     ),
-    90002: "the tenant does not exist: check --tenant (a GUID or a verified domain)",
+    90002: "the tenant does not exist: check tenant_id= (a GUID or a verified domain)",
     9001023: "client credentials need a specific tenant, not /common",
     50048: "the assertion's iss and sub must both be the client id",
     700021: "the assertion's iss/sub must equal the client_id sent with it",

@@ -289,7 +289,7 @@ def test_error_codes_come_from_the_body_in_order() -> None:
     )
     assert err.error_codes == (700016,)
     assert err.hint
-    assert "--client-id" in err.hint
+    assert "client_id=" in err.hint
 
 
 def test_a_code_is_read_only_from_the_start_of_the_description() -> None:

@@ -120,7 +120,7 @@ def refusal_report(exc: TokenRequestError) -> list[str]:
         summary = f"{exc.url}: the server refused the token request: {exc.error}"
     else:
         summary = exc.message
-    lines = [f"certauth: error: {_printable(summary)}"]
+    lines = [f"certauth: error: {_printable(cli_wording(summary))}"]
     described = description_lines(exc.error_description)
     if len(described) > _MAX_DESCRIPTION_LINES:
         described = [*described[:_MAX_DESCRIPTION_LINES], "..."]
@@ -131,7 +131,7 @@ def refusal_report(exc: TokenRequestError) -> list[str]:
         ("trace_id", exc.trace_id),
         ("correlation_id", exc.correlation_id),
         ("timestamp", exc.timestamp),
-        ("hint", exc.hint),
+        ("hint", cli_wording(exc.hint) if exc.hint else None),
     ]
     for name, value in fields:
         if value:
@@ -143,7 +143,10 @@ def refusal_json(exc: TokenRequestError) -> str:
     """A refusal as one line of JSON (``--json``/``--output json``): the error's fields."""
     import json
 
-    return json.dumps(exc.to_dict(), ensure_ascii=True)
+    fields = exc.to_dict()
+    if fields["hint"]:
+        fields["hint"] = cli_wording(fields["hint"])
+    return json.dumps(fields, ensure_ascii=True)
 
 
 def _is_control(char: str) -> bool:
@@ -161,8 +164,53 @@ def _printable(text: str) -> str:
 
 
 def warn(message: str) -> None:
-    """A diagnostic on stderr (never stdout, which scripts parse)."""
-    click.echo(f"certauth: warning: {message}", err=True)
+    """A diagnostic on stderr (never stdout, which scripts parse), in the CLI's words."""
+    click.echo(f"certauth: warning: {cli_wording(message)}", err=True)
+
+
+#: What the CLI calls each library keyword a library message names as the fix (``key_path=``):
+#: a library caller is told the keyword, a CLI user the option (and the variable it falls back
+#: to), from the one message.
+CLI_WORDING = {
+    "key_path": "--key",
+    "key_type": "--key",
+    "password": "--password-env VAR / --password-file FILE (or AZURE_CLIENT_CERTIFICATE_PASSWORD)",
+    "alg": "--alg",
+    "lifetime": "--lifetime",
+    "assertion_lifetime": "--lifetime",
+    "client_id": "--client-id",
+    "tenant_id": "--tenant",
+    "token_endpoint": "--token-endpoint",
+    "issuer": "--issuer",
+    "jwks_uri": "--jwks-uri",
+    "authority": "--authority-host",
+    "b2c_policy": "--b2c-policy",
+    "verify": "--ca-file",
+    "days": "--days",
+    "cache": "--cache",
+}
+#: Whole phrases first: the keyword's value is what the option spells differently.
+_CLI_PHRASES = {"cache=None": "--no-cache"}
+
+
+def cli_wording(message: str) -> str:
+    """``message`` with each library keyword (``alg=PS256``, ``key_path=``) replaced by the CLI
+    option that sets it (``--alg PS256``, ``--key``); see :data:`CLI_WORDING`."""
+    import re
+
+    for phrase, spelled in _CLI_PHRASES.items():
+        message = message.replace(phrase, spelled)
+
+    def option(match: re.Match[str]) -> str:
+        value = match["value"]
+        # "alg=PS256" -> "--alg PS256"; "key_path=," / "key_path= takes" -> "--key," / "--key takes"
+        return CLI_WORDING[match["name"]] + (
+            f" {value}" if value and value not in ",;:)." else value
+        )
+
+    # Not inside a word, a URL's query or a path: "?client_id=" is a server's business.
+    keyword = rf"(?<![\w.?&/=-])(?P<name>{'|'.join(CLI_WORDING)})=(?P<value>\S?)"
+    return re.sub(keyword, option, message)
 
 
 #: Help shared by the commands that reach a server.

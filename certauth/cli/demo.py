@@ -170,7 +170,9 @@ def _run(keep: bool, summary: dict[str, Any]) -> None:
                 rogue.get_token(f"{RESOURCE}/.default")
         except TokenRequestError as exc:
             click.echo(f"   {exc.aadsts} ({exc.error}), trace id {exc.trace_id}")
-            click.echo(f"   hint: {exc.hint}")
+            from certauth.cli._common import cli_wording
+
+            click.echo(f"   hint: {cli_wording(exc.hint or '')}")
             _check(exc.aadsts == "AADSTS700027", f"expected AADSTS700027, got {exc.aadsts}")
             summary["rejection"] = {
                 "aadsts": exc.aadsts,

@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None) -> int:
-    from certauth.cli._common import refusal_report
+    from certauth.cli._common import cli_wording, refusal_report
     from certauth.errors import CertauthError, TokenRequestError
 
     try:
@@ -187,7 +187,7 @@ def _main(argv: list[str] | None) -> int:
         click.echo("\n".join(refusal_report(exc)), err=True)
         return exc.exit_code
     except CertauthError as exc:
-        click.echo(f"certauth: error: {_one_line(str(exc))}", err=True)
+        click.echo(f"certauth: error: {_one_line(cli_wording(str(exc)))}", err=True)
         return exc.exit_code
     except KeyboardInterrupt:
         click.echo("certauth: interrupted", err=True)

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from certauth._files import read_input_file
-from certauth.assertion import DEFAULT_LIFETIME
+from certauth.assertion import DEFAULT_LIFETIME, check_lifetime
 from certauth.authority import resolve_authority
 from certauth.certificates import Certificate, load_certificate
 from certauth.credential.client_auth import (
@@ -192,7 +192,7 @@ class _CertificateArgs(_Shell):
             password,
             key_path,
             alg=alg,
-            lifetime=assertion_lifetime,
+            lifetime=check_lifetime(assertion_lifetime, "assertion_lifetime"),
             send_chain=bool(send_certificate_chain),
         )
         core = _planner(

@@ -77,7 +77,7 @@ class Planner:
         timeout: float | None = None,
     ) -> None:
         if not client_id:
-            raise InvalidArgumentError("client id is empty; give client_id / --client-id")
+            raise InvalidArgumentError("client id is empty; give client_id=")
         self.client_id = client_id
         self.auth = auth
         self.authority = authority
@@ -303,7 +303,7 @@ class Planner:
         document = yield from get_json(
             Authority.discovery_url(self.issuer),
             what="discovery document",
-            hint="check --issuer",
+            hint="check issuer=",
             retry=self.retry,
             now=self.clock(),
             budget=budget,
