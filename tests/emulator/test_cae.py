@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certauth.certificates import Certificate
 from certauth.emulator import Emulator
-from certauth.emulator.cae import CAE_TOKEN_LIFETIME
+from certauth.emulator.cae import CAE_TOKEN_LIFETIME, claims_challenge_header
 from certauth.emulator.server import HttpRequest
 from certauth.errors import InvalidArgumentError
 
@@ -203,6 +203,9 @@ def test_v1_endpoint_reports_the_raised_not_before(
         ('{"access_token": {"xms_cc": {"values": [1]}}}', "'xms_cc' values"),
         ('{"access_token": {"nbf": {"essential": true, "value": "soon"}}}', "'nbf' value"),
         ('{"access_token": {"nbf": {"essential": true, "value": true}}}', "'nbf' value"),
+        ('{"access_token": {"nbf": {"essential": true, "value": "' + "9" * 5000 + '"}}}', "'nbf'"),
+        ('{"access_token": {"nbf": {"essential": true, "value": "1e9"}}}', "'nbf' value"),
+        ("{" + " " * 8200 + "}", "it is longer than 8192 characters"),
         ('{"access_token": {"nbf": "1700000000"}}', "'nbf' must be an object"),
     ],
 )
@@ -229,6 +232,20 @@ def test_numeric_nbf_and_single_string_capability_are_read(
 
 
 # -- revocation and the CAE-aware test API -------------------------------------------------------
+
+
+def test_challenge_header_matches_microsofts_documented_example() -> None:
+    # "How to use Continuous Access Evaluation enabled APIs in your applications": the claims of
+    # a revocation challenge for 1604106651, and the realm of "Claims challenges, claims
+    # requests, and client capabilities".
+    documented = (
+        "eyJhY2Nlc3NfdG9rZW4iOnsibmJmIjp7ImVzc2VudGlhbCI6dHJ1ZSwgInZhbHVlIjoiMTYwNDEwNjY1MSJ9fX0="
+    )
+    uri = "https://login.windows.net/common/oauth2/authorize"
+    assert claims_challenge_header(uri, 1604106651) == (
+        f'Bearer realm="", authorization_uri="{uri}", error="insufficient_claims", '
+        f'claims="{documented}"'
+    )
 
 
 def test_valid_token_gets_200_with_a_summary(
