@@ -36,7 +36,7 @@ from typing import Any
 
 from certauth.emulator.cae import CLIENT_CAPABILITY_CAE, RevocationList, claims_challenge_header
 from certauth.emulator.clock import Clock
-from certauth.emulator.registry import Registry
+from certauth.emulator.registry import EMULATOR_ROUTES, Registry
 from certauth.emulator.responses import json_response
 from certauth.emulator.server import HttpRequest, HttpResponse
 from certauth.emulator.tokens import KeyRing
@@ -44,8 +44,8 @@ from certauth.errors import InvalidArgumentError, TokenValidationError
 
 __all__ = ["PREFIX", "EmulatorApi"]
 
-#: The first path segment of the emulator's own routes (not a tenant name Entra could use).
-PREFIX = "_emulator"
+#: The first path segment of the emulator's own routes (no tenant may take it).
+PREFIX = EMULATOR_ROUTES
 
 #: Graph's error code for a token it does not accept.
 _GRAPH_CODE = "InvalidAuthenticationToken"

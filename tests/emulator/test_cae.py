@@ -384,6 +384,13 @@ def test_unknown_emulator_route_is_404(emulator: Emulator, http: httpx.Client) -
     assert "/_emulator/resource" in response.json()["error_description"]
 
 
+def test_no_tenant_can_take_the_emulators_own_path(emulator: Emulator) -> None:
+    with pytest.raises(InvalidArgumentError, match="emulator's own routes"):
+        emulator.add_tenant("_Emulator")
+    with pytest.raises(InvalidArgumentError, match="emulator's own routes"):
+        emulator.add_tenant(OTHER_TENANT, domains=["_emulator"])
+
+
 def test_revoke_refuses_unknown_clients_and_tenants(emulator: Emulator) -> None:
     with pytest.raises(InvalidArgumentError, match="not registered in any tenant"):
         emulator.revoke("no-such-client")
