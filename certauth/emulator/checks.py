@@ -15,8 +15,9 @@ error body); RFC 6749 section 4.4 (client credentials) and 2.3.1 (client secrets
 
 Order of the checks (the first failure is the answer, as with Entra): tenant, ``grant_type``,
 multi-tenant path, endpoint-specific parameters (``resource``), ``client_id``, ``scope`` syntax,
-the app registration, the credential (assertion: header, key, key strength, certificate
-validity, signature, ``iss``/``sub``, ``aud``, time; or secret), then the resource.
+``claims`` (:mod:`certauth.emulator.cae`), the app registration, the credential (assertion:
+header, key, key strength, certificate validity, signature, ``iss``/``sub``, ``aud``, time; or
+secret), then the resource.
 
 Two modes. **entra**: only what Entra ID enforces (no assertion lifetime cap, a reused ``jti``
 is fine because MSAL reuses assertions for ~9 minutes, any RS/PS algorithm with either
@@ -33,6 +34,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from certauth.emulator.assertion_checks import SUPPORTED_ASSERTION_ALGORITHMS, check_assertion
+from certauth.emulator.cae import parse_claims_request
 from certauth.emulator.entra_errors import EntraError, missing_parameter
 from certauth.emulator.registry import (
     MULTI_TENANT_NAMES,
@@ -126,6 +128,7 @@ def check_token_request(
     resource = (
         v1_resource if request.endpoint == "v1" else _resource_from_scope(form.get("scope", ""))
     )
+    claims_request = parse_claims_request(form.get("claims"))
 
     app = tenant.app(client_id)
     if app is None:
@@ -166,7 +169,7 @@ def check_token_request(
         )
 
     grant = _grant(tenant, app, resource, method, request, alg)
-    return dataclasses.replace(grant, thumbprint=thumbprint)
+    return dataclasses.replace(grant, thumbprint=thumbprint, claims_request=claims_request)
 
 
 def _resource_from_scope(scope: str) -> str:

@@ -17,6 +17,7 @@ __all__ = ["EntraError", "missing_parameter"]
 # (invalid_client) may be 401, everything else is 400. Entra ID answers invalid_client with 401.
 _ERRORS: dict[int, tuple[str, int]] = {
     90002: ("invalid_request", 400),
+    90100: ("invalid_request", 400),
     9001023: ("invalid_request", 400),
     900144: ("invalid_request", 400),
     900561: ("invalid_request", 400),

@@ -44,6 +44,10 @@ DEFAULT_TENANT_ID = "c3a7c0de-0000-4000-8000-000000000001"
 #: Names other than a GUID or a domain that Entra reserves in the tenant position of a path.
 MULTI_TENANT_NAMES = frozenset({"common", "organizations", "consumers"})
 
+#: The first path segment of the emulator's own routes (:mod:`certauth.emulator.resource`),
+#: so no tenant may be named so.
+EMULATOR_ROUTES = "_emulator"
+
 PublicKey = rsa.RSAPublicKey | ec.EllipticCurvePublicKey
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -286,6 +290,11 @@ class Registry:
                 if owner is not None and owner is not existing:
                     raise InvalidArgumentError(
                         f"domain {domain!r} already belongs to tenant {owner.tenant_id}"
+                    )
+                if domain == EMULATOR_ROUTES:  # a tenant named so becomes this domain too
+                    raise InvalidArgumentError(
+                        f"tenant or domain {domain!r} is the path of the emulator's own routes; "
+                        "use a GUID or another domain name"
                     )
                 if domain not in existing.domains:
                     existing.domains = (*existing.domains, domain)

@@ -2,7 +2,9 @@
 
 The token endpoints go to :class:`~certauth.emulator.token_endpoint.TokenEndpoint`; this module
 answers the rest as Entra ID does: OIDC discovery (v2, v1 and B2C policies), the signing key
-sets (JWKS) and instance discovery. Unknown tenants get AADSTS90002, other paths a 404.
+sets (JWKS) and instance discovery. Unknown tenants get AADSTS90002, other paths a 404. The
+emulator's own routes (``/_emulator/...``: a CAE-aware test API, revocation) go to
+:class:`~certauth.emulator.resource.EmulatorApi`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from certauth.emulator.discovery import (
     v2_openid_configuration,
 )
 from certauth.emulator.registry import MULTI_TENANT_NAMES, Registry
+from certauth.emulator.resource import PREFIX, EmulatorApi
 from certauth.emulator.responses import correlation_id, error_response, json_response
 from certauth.emulator.server import HttpRequest, HttpResponse
 from certauth.emulator.token_endpoint import TokenEndpoint
@@ -44,6 +47,7 @@ class Router:
         token_endpoint: TokenEndpoint,
         port: Callable[[], int],
         default_tenant_id: str,
+        api: EmulatorApi,
     ) -> None:
         self.registry = registry
         self.keys = keys
@@ -51,12 +55,15 @@ class Router:
         self.token_endpoint = token_endpoint
         self._port = port
         self._default_tenant_id = default_tenant_id
+        self.api = api
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to one request."""
         segments = [urllib.parse.unquote(s) for s in request.path.split("/") if s]
         lowered = [s.lower() for s in segments]
         tail = lowered[1:]
+        if lowered[:1] == [PREFIX]:
+            return self.api.handle(request, lowered[1:])
         token = self.token_endpoint
         if len(segments) >= 3 and tail[-2:] == ["oauth2", "token"] and len(segments) == 3:
             return token.handle(request, "v1", segments[0], None)

@@ -50,6 +50,8 @@ class HttpRequest:
     body: bytes
     #: ``scheme://host[:port]`` as the client addressed the server (from the ``Host`` header).
     base_url: str
+    #: The peer's IP address (admin routes answer loopback peers only); empty when unknown.
+    client_address: str = ""
 
 
 @dataclass
@@ -166,6 +168,7 @@ class _Handler(BaseHTTPRequestHandler):
             headers=headers,
             body=body,
             base_url=self.server.base_url_for(headers.get("host")),
+            client_address=str(self.client_address[0]) if self.client_address else "",
         )
         try:
             response = self.server.app(request)

@@ -1,9 +1,11 @@
 """The :class:`Emulator`: a local Entra ID tenant over real HTTP, for tests and offline work.
 
-It owns the state (directory, signing keys, clock) and starts and stops the server. Requests
-are routed by :mod:`certauth.emulator.routes` (discovery, key sets) and answered at the token
-endpoints by :mod:`certauth.emulator.token_endpoint` (faults, counters, issuing); the rules
-themselves live in :mod:`certauth.emulator.checks`.
+It owns the state (directory, signing keys, clock, revocations) and starts and stops the
+server. Requests are routed by :mod:`certauth.emulator.routes` (discovery, key sets) and
+answered at the token endpoints by :mod:`certauth.emulator.token_endpoint` (faults, counters,
+issuing) and under ``/_emulator/`` by :mod:`certauth.emulator.resource` (a CAE-aware test API,
+revocation); the rules themselves live in :mod:`certauth.emulator.checks` and
+:mod:`certauth.emulator.cae`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from certauth.certificates import Certificate, load_certificate
+from certauth.emulator.cae import CAE_TOKEN_LIFETIME, RevocationList
 from certauth.emulator.checks import DEFAULT_MAX_ASSERTION_LIFETIME, DEFAULT_SKEW, Policy
 from certauth.emulator.clock import Clock
 from certauth.emulator.config import EmulatorConfig, load_config
@@ -33,6 +36,7 @@ from certauth.emulator.registry import (
     Tenant,
     federated_keys,
 )
+from certauth.emulator.resource import EmulatorApi, revoke_client
 from certauth.emulator.routes import Router
 from certauth.emulator.server import EmulatorHTTPServer, HttpRequest, HttpResponse, ServerLimits
 from certauth.emulator.token_endpoint import FaultPlan, TokenEndpoint
@@ -62,6 +66,11 @@ class Emulator:
     time); ``tenant.clock.advance(seconds)`` moves time in either case. ``config`` is a path to
     a TOML/JSON file or a parsed :class:`~certauth.emulator.config.EmulatorConfig`; explicit
     arguments win over its settings.
+
+    Continuous access evaluation: a token request whose ``claims`` declare the ``cp1`` client
+    capability gets a token with ``xms_cc`` living ``cae_token_lifetime`` seconds (default 24
+    hours less a second); :meth:`revoke` and :attr:`resource_url` (a CAE-aware test API) let a
+    test see a claims challenge and its recovery (see :mod:`certauth.emulator.cae`).
     """
 
     def __init__(
@@ -79,6 +88,7 @@ class Emulator:
         skew: int = DEFAULT_SKEW,
         max_assertion_lifetime: int = DEFAULT_MAX_ASSERTION_LIFETIME,
         limits: ServerLimits | None = None,
+        cae_token_lifetime: int = CAE_TOKEN_LIFETIME,
     ) -> None:
         parsed = (
             config if isinstance(config, EmulatorConfig) or config is None else load_config(config)
@@ -87,6 +97,14 @@ class Emulator:
         lifetime = lifetime or DEFAULT_TOKEN_LIFETIME
         if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime <= 0:
             raise InvalidArgumentError(f"token lifetime must be seconds above 0: {lifetime!r}")
+        if (
+            isinstance(cae_token_lifetime, bool)
+            or not isinstance(cae_token_lifetime, int)
+            or cae_token_lifetime <= 0
+        ):
+            raise InvalidArgumentError(
+                f"CAE token lifetime must be seconds above 0: {cae_token_lifetime!r}"
+            )
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidArgumentError(f"port must be 0-65535, got {port!r}")
         self.host = host
@@ -113,7 +131,9 @@ class Emulator:
             keys=self._keys,
             policy=policy,
             token_lifetime=lifetime,
+            cae_token_lifetime=cae_token_lifetime,
         )
+        self._revocations = RevocationList()
         self._router = Router(
             registry=self.registry,
             keys=self._keys,
@@ -121,6 +141,12 @@ class Emulator:
             token_endpoint=self._token_endpoint,
             port=lambda: self.port,
             default_tenant_id=self._default_tenant.tenant_id,
+            api=EmulatorApi(
+                registry=self.registry,
+                keys=self._keys,
+                clock=self.clock,
+                revocations=self._revocations,
+            ),
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -144,6 +170,16 @@ class Emulator:
     @token_lifetime.setter
     def token_lifetime(self, seconds: int) -> None:
         self._token_endpoint.token_lifetime = seconds
+
+    @property
+    def cae_token_lifetime(self) -> int:
+        """Lifetime in seconds of the tokens issued to clients that declared the CAE capability
+        (``cp1``); a new value applies from the next token."""
+        return self._token_endpoint.cae_token_lifetime
+
+    @cae_token_lifetime.setter
+    def cae_token_lifetime(self, seconds: int) -> None:
+        self._token_endpoint.cae_token_lifetime = seconds
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -274,6 +310,19 @@ class Emulator:
     def openid_configuration_url(self) -> str:
         """The v2 OIDC discovery document of the default tenant."""
         return f"{self.authority_host}/{self.tenant_id}/v2.0/.well-known/openid-configuration"
+
+    @property
+    def resource_url(self) -> str:
+        """A protected test API that checks bearer tokens as a CAE-aware Microsoft API does:
+        ``200`` with a summary of a valid token, ``401`` ``invalid_token`` otherwise, and the
+        ``insufficient_claims`` challenge for a CAE token issued before :meth:`revoke`."""
+        return f"{self.authority_host}/_emulator/resource"
+
+    @property
+    def revoke_url(self) -> str:
+        """``POST`` ``client_id=...`` (and optionally ``tenant=...``) here to :meth:`revoke`
+        from another process (loopback clients only)."""
+        return f"{self.authority_host}/_emulator/revoke"
 
     @property
     def ca_file(self) -> str | None:
@@ -441,6 +490,44 @@ class Emulator:
         """``x5t#S256`` of the certificate behind the last accepted assertion (for rotation
         tests: which of an app's certificates did the client use?)."""
         return self._token_endpoint.last_thumbprint
+
+    @property
+    def claims_received(self) -> list[str | None]:
+        """The ``claims`` parameter of each token request received since the last
+        :meth:`reset_request_count` (``None`` for a request without one), oldest first;
+        requests answered by an injected fault are not read."""
+        return self._token_endpoint.claims_received
+
+    @property
+    def last_claims(self) -> str | None:
+        """The ``claims`` parameter of the last token request (``None``: it had none, or no
+        request was read yet)."""
+        received = self._token_endpoint.claims_received
+        return received[-1] if received else None
+
+    # -- continuous access evaluation -----------------------------------------------------
+
+    def revoke(self, client_id: str, *, tenant: str | None = None) -> int:
+        """Revoke the tokens issued to ``client_id`` before now (a CAE revocation event, such
+        as its service principal being disabled); returns the revocation time (epoch seconds).
+
+        From then on :attr:`resource_url` answers a CAE token (``xms_cc`` with ``cp1``) whose
+        ``iat`` is earlier with the ``insufficient_claims`` challenge; tokens without the CAE
+        capability are accepted until they expire, as Entra does. New tokens are still issued
+        (Entra backdates ``iat`` five minutes, so for the next five minutes only a token
+        requested with the challenge's claims passes). ``tenant`` (an id or domain) limits
+        it to one tenant; by default every tenant where the client is registered.
+        Raises :class:`~certauth.errors.InvalidArgumentError` for an unknown client or tenant.
+        """
+        revoked_at, tenants = revoke_client(
+            self.registry, self._revocations, client_id, tenant, now=self.clock.time()
+        )
+        log.info("tokens of client_id=%s revoked in %s", client_id, ", ".join(tenants))
+        return revoked_at
+
+    def clear_revocations(self) -> None:
+        """Forget every :meth:`revoke`."""
+        self._revocations.clear()
 
     def reset_replay_cache(self) -> None:
         """Forget the ``jti`` values strict mode has seen."""

@@ -14,6 +14,7 @@ import urllib.parse
 import uuid
 from dataclasses import dataclass
 
+from certauth.emulator.cae import CAE_TOKEN_LIFETIME
 from certauth.emulator.checks import (
     EntraError,
     Policy,
@@ -54,9 +55,12 @@ class FaultPlan:
 class TokenEndpoint:
     """Answers token requests for one emulator; thread-safe.
 
-    ``policy`` and ``token_lifetime`` are read at every request, so changing them applies to
-    the next one.
+    ``policy``, ``token_lifetime`` and ``cae_token_lifetime`` (for clients that declared the
+    CAE capability) are read at every request, so changing them applies to the next one.
     """
+
+    #: How many ``claims`` values :attr:`claims_received` keeps (the oldest go first).
+    CLAIMS_KEPT = 1000
 
     def __init__(
         self,
@@ -66,17 +70,20 @@ class TokenEndpoint:
         keys: KeyRing,
         policy: Policy,
         token_lifetime: int,
+        cae_token_lifetime: int = CAE_TOKEN_LIFETIME,
     ) -> None:
         self.registry = registry
         self.clock = clock
         self.keys = keys
         self.policy = policy
         self.token_lifetime = token_lifetime
+        self.cae_token_lifetime = cae_token_lifetime
         #: The ``jti`` values strict mode has seen.
         self.replay = ReplayCache()
         self._lock = threading.Lock()
         self._request_count = 0
         self._last_thumbprint: str | None = None
+        self._claims: list[str | None] = []
         self._faults: FaultPlan | None = None
 
     # -- faults and counters -----------------------------------------------------------------
@@ -93,10 +100,24 @@ class TokenEndpoint:
             return self._request_count
 
     def reset_request_count(self) -> int:
-        """Set :attr:`request_count` back to 0; returns the count before."""
+        """Set :attr:`request_count` back to 0 and empty :attr:`claims_received`; returns the
+        count before."""
         with self._lock:
             count, self._request_count = self._request_count, 0
+            self._claims.clear()
             return count
+
+    @property
+    def claims_received(self) -> list[str | None]:
+        """The ``claims`` parameter of each token request read (``None``: it had none), oldest
+        first; requests answered by an injected fault are not read."""
+        with self._lock:
+            return list(self._claims)
+
+    def _record_claims(self, value: str | None) -> None:
+        with self._lock:
+            self._claims.append(value)
+            del self._claims[: -self.CLAIMS_KEPT]
 
     @property
     def last_thumbprint(self) -> str | None:
@@ -137,6 +158,7 @@ class TokenEndpoint:
             if fault.status is not None or fault.html or fault.body is not None:
                 return _fault_response(fault)
         form = _parse_form(request)
+        self._record_claims(form.get("claims"))
         token_request = TokenRequest(
             endpoint=endpoint,
             tenant=tenant,
@@ -166,19 +188,23 @@ class TokenEndpoint:
     def _issue(self, grant: Grant, request: HttpRequest, now: float) -> HttpResponse:
         base = request.base_url
         issuer = f"{base}/{grant.tenant_id}/v2.0" + ("/" if grant.endpoint == "b2c" else "")
-        claims = access_token_claims(grant, issuer=issuer, now=now, lifetime=self.token_lifetime)
+        # CAE-capable clients get long-lived tokens (certauth.emulator.cae.CAE_TOKEN_LIFETIME).
+        cae = grant.claims_request.cae
+        lifetime = self.cae_token_lifetime if cae else self.token_lifetime
+        claims = access_token_claims(grant, issuer=issuer, now=now, lifetime=lifetime)
         token = sign_access_token(claims, self.keys.current)
         if grant.thumbprint is not None:
             with self._lock:
                 self._last_thumbprint = grant.thumbprint
-        body = token_response(grant, token, now=now, lifetime=self.token_lifetime)
+        body = token_response(grant, token, now=now, lifetime=lifetime)
         log.info(
-            "token issued: client_id=%s aud=%s auth=%s alg=%s roles=%s",
+            "token issued: client_id=%s aud=%s auth=%s alg=%s roles=%s cae=%s",
             grant.client_id,
             grant.resource,
             grant.auth_method,
             grant.assertion_alg or "-",
             ",".join(grant.roles) or "-",
+            "yes" if cae else "no",
         )
         response = json_response(200, body)
         # RFC 6749 section 5.1: token responses must not be cached.

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from certauth import _jose
 from certauth.certificates import build_certificate
+from certauth.emulator.cae import NO_CLAIMS, ClaimsRequest, merge_issued_at
 
 __all__ = [
     "DEFAULT_TOKEN_LIFETIME",
@@ -147,6 +148,8 @@ class Grant:
     assertion_alg: str | None = None
     #: ``x5t#S256`` of the registered certificate that signed the assertion (if one did).
     thumbprint: str | None = None
+    #: What the request's ``claims`` parameter asked for (client capabilities, ``nbf``).
+    claims_request: ClaimsRequest = NO_CLAIMS
 
 
 def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int) -> dict[str, Any]:
@@ -155,9 +158,11 @@ def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int)
     ``azpacr``/``appidacr`` are "2" for certificate and federated assertions and "1" for a
     client secret. B2C tokens carry the granted permissions as ``scp`` (B2C returns the API
     scopes granted to the app), Entra tokens as ``roles`` (omitted when empty, as Entra does).
+    A ``claims`` request's client capabilities become ``xms_cc`` and its ``nbf`` raises
+    ``iat``/``nbf`` (:mod:`certauth.emulator.cae`).
     """
     acr = "1" if grant.auth_method == "secret" else "2"
-    issued = int(now) - ISSUED_AT_BACKDATE
+    issued = issued_at(grant, now)
     claims: dict[str, Any] = {
         "aud": grant.resource,
         "iss": issuer,
@@ -182,7 +187,17 @@ def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int)
             claims["roles"] = list(grant.roles)
     if grant.policy:
         claims["tfp"] = grant.policy
+    if grant.claims_request.capabilities:
+        # "Claims challenges, claims requests, and client capabilities": the token names the
+        # capabilities the client declared; cp1 marks a CAE-capable client.
+        claims["xms_cc"] = list(grant.claims_request.capabilities)
     return claims
+
+
+def issued_at(grant: Grant, now: float) -> int:
+    """``iat``/``nbf`` of a token issued at ``now``: backdated five minutes, but not before the
+    ``nbf`` a claims challenge asked for."""
+    return merge_issued_at(int(now) - ISSUED_AT_BACKDATE, now, grant.claims_request)
 
 
 def sign_access_token(claims: dict[str, Any], key: SigningKey) -> str:
@@ -206,7 +221,7 @@ def token_response(grant: Grant, access_token: str, *, now: float, lifetime: int
             "expires_in": str(lifetime),
             "ext_expires_in": str(lifetime),
             "expires_on": str(int(now) + lifetime),
-            "not_before": str(int(now) - ISSUED_AT_BACKDATE),
+            "not_before": str(issued_at(grant, now)),
             "resource": grant.resource,
             "access_token": access_token,
         }
