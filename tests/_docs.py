@@ -17,7 +17,7 @@ MKDOCS_YML = ROOT / "mkdocs.yml"
 #: Site pages whose text is a repository file (docs/hooks.py puts it there): not read twice.
 GENERATED = {"index.md", "changelog.md"}
 
-_NAV_PAGE = re.compile(r"^\s+- [^:]+: (?P<page>[\w./-]+\.md)\s*$")
+_NAV_PAGE = re.compile(r"^\s+- (?:\"[^\"]*\"|[^:\"]+): (?P<page>[\w./-]+\.md)\s*$")
 
 
 def nav_pages() -> list[str]:
