@@ -57,13 +57,16 @@ class Call:
     """What one call asks for beyond its scopes: azure-core's ``TokenRequestOptions``.
 
     Build it with :meth:`of`. ``tenant`` is the ``tenant_id`` as the caller passed it (the
-    planner decides whether it is allowed); ``claims`` is the ``claims`` parameter to send,
-    client capability merged (``None``: none); ``cae`` asks for a CAE token, cached apart.
+    planner decides whether it is allowed); ``cae`` asks for a CAE token, cached apart;
+    ``claims`` is the ``claims`` parameter to send (the caller's, client capability merged;
+    ``None``: none); ``uncached``: the caller gave claims, so the token is fetched for them
+    and kept in no cache.
     """
 
     tenant: str | None = None
-    claims: str | None = None
     cae: bool = False
+    claims: str | None = None
+    uncached: bool = False
 
     @classmethod
     def of(
@@ -81,8 +84,9 @@ class Call:
             raise InvalidArgumentError(
                 f"enable_cae= must be True or False, got {type(enable_cae).__name__}"
             )
-        sent = token_request_claims(claims or None, cae=enable_cae)
-        return cls(tenant_id or None, sent, enable_cae)
+        given = claims or None
+        sent = token_request_claims(given, cae=enable_cae)
+        return cls(tenant_id or None, enable_cae, sent, given is not None)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any] | None) -> Call:
@@ -256,7 +260,7 @@ class Planner:
         with ``force`` or claims: a token asked for with claims is fetched, never taken from
         the cache), and what to do with it now."""
         key = self.key_for(scopes, options)
-        force = force or options.claims is not None
+        force = force or options.uncached
         token = None if force else self._tokens.get(key)
         if token is not None:
             now = self.clock()
@@ -315,7 +319,7 @@ class Planner:
             key = self.key_for(scopes, options)
         authority = self.authority_for(options)
         assert authority is not None
-        keep = options.claims is None
+        keep = not options.uncached
         store = self.store is not None and keep
         lock = (yield from call(self._store_lock_enter, key)) if store else None
         try:

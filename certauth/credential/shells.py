@@ -45,7 +45,7 @@ def _memo(scopes: tuple[str, ...], tenant_id: object, enable_cae: object) -> Has
 def _flight(key: str, options: Call) -> Hashable:
     """Callers of one cache key share a fetch; a call with claims shares only with callers
     asking for the same claims (its token is not the cached one)."""
-    return key if options.claims is None else (key, options.claims)
+    return (key, options.claims) if options.uncached else key
 
 
 class SyncCredential:
