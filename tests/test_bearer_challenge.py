@@ -93,6 +93,7 @@ def test_challenges_parse(lines: list[str], expected: list[Challenge]) -> None:
         'Bearer error="a\x00"',
         "Basic abc==, realm=x",  # a parameter after a token68
         "Bearer realm=x=y",
+        'Bearer Basic realm="x"',  # two schemes without a comma
     ],
 )
 def test_malformed_challenges_raise_and_read_as_no_claims(line: str) -> None:
@@ -109,6 +110,7 @@ def test_malformed_challenges_raise_and_read_as_no_claims(line: str) -> None:
         (encode_claims({"ab": 1}, padding=False), '{"ab": 1}'),
         ("", None),  # no claims
         ("!!!!", None),  # not base64
+        ("e3!!!!0", None),  # base64 with stray characters (not skipped)
         ("e30", "{}"),
         ("eyJh", None),  # base64, but not JSON
         (encode_claims([1]), None),  # type: ignore[arg-type]  # JSON, but not an object

@@ -425,6 +425,7 @@ def test_a_non_cae_credential_never_sends_xms_cc(
         ("[1, 2]", "claims= is JSON but not an object"),
         ('{"access_token": 1}', 'claims= has an "access_token" member that is not'),
         ('{"access_token": {"xms_cc": ["cp1"]}}', 'claims= has an "xms_cc" that is not'),
+        ('{"access_token": {"xms_cc": {"values": [1]}}}', 'claims= has an "xms_cc" that is not'),
         (b'{"access_token": {}}', "claims= must be a JSON string"),
     ],
 )
