@@ -21,6 +21,7 @@ __all__ = [
     "LocalInputError",
     "OutputExistsError",
     "PasswordError",
+    "TenantNotAllowedError",
     "TokenRequestError",
     "TokenValidationError",
     "TransportError",
@@ -100,6 +101,21 @@ class InputFileError(ConfigurationError):
     def __init__(self, message: str, *, path: str | None = None) -> None:
         super().__init__(message)
         self.path = path
+
+
+class TenantNotAllowedError(ConfigurationError):
+    """A call asked for a token from a tenant this credential is not configured for (CLI exit 3).
+
+    Raised by ``get_token(..., tenant_id=T)`` / ``get_token_info(..., options={"tenant_id": T})``
+    before anything is sent, when ``T`` is neither the credential's tenant nor allowed by
+    ``additionally_allowed_tenants`` (or ``AZURE_ADDITIONALLY_ALLOWED_TENANTS``), or when the
+    credential has no tenant to swap (ADFS, Azure AD B2C, a ``token_endpoint=`` or ``issuer=``).
+    ``tenant_id`` is the tenant asked for.
+    """
+
+    def __init__(self, message: str, *, tenant_id: str) -> None:
+        super().__init__(message)
+        self.tenant_id = tenant_id
 
 
 class TokenRequestError(CertauthError):

@@ -147,11 +147,13 @@ def build_token_request(
     client_secret: str | None = None,
     secret_method: SecretMethod = "client_secret_post",
     v1_resource: bool = False,
+    claims: str | None = None,
 ) -> TokenRequest:
     """A client-credentials token request authenticated by an assertion or a client secret.
 
     ``v1_resource``: the Entra v1 endpoint takes ``resource=`` (the scope minus
     ``/.default``) instead of ``scope=`` (a v2 request with ``resource`` is AADSTS901002).
+    ``claims``: the ``claims`` parameter, a JSON object string (see :mod:`certauth.cae`).
     """
     if (assertion is None) == (client_secret is None):
         raise InvalidArgumentError("give exactly one client credential: an assertion or a secret")
@@ -164,6 +166,8 @@ def build_token_request(
         form["resource"] = scopes[0].removesuffix("/.default")
     else:
         form["scope"] = " ".join(scopes)
+    if claims is not None:
+        form["claims"] = claims
     if assertion is not None:
         form["client_id"] = client_id
         form["client_assertion_type"] = CLIENT_ASSERTION_TYPE

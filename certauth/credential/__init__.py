@@ -5,6 +5,7 @@
 azure-core's ``get_token`` / ``get_token_info`` protocols.
 
 Layout: :mod:`~certauth.credential.client_auth` (how the client proves who it is),
+:mod:`~certauth.credential.tenants` (which tenants a call may ask for, azure-identity's rules),
 :mod:`~certauth.credential.planner` (the pure planning core: cache decisions and the renewal
 flow), :mod:`~certauth.credential.shells` (the blocking and asyncio shells: waiting, I/O,
 single flight), :mod:`~certauth.credential.classes` (the public classes and their keywords).

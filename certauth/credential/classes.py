@@ -28,6 +28,7 @@ from certauth.credential.client_auth import (
 )
 from certauth.credential.planner import DEFAULT_REFRESH_MARGIN, Planner
 from certauth.credential.shells import AsyncCredential, SyncCredential
+from certauth.credential.tenants import TenantRules
 from certauth.errors import CertificateError, InvalidArgumentError
 from certauth.protocol import RetryPolicy, SecretMethod
 
@@ -72,6 +73,7 @@ def _planner(
     refresh_margin: float,
     cache: TokenCache | None,
     clock: Callable[[], float],
+    additionally_allowed_tenants: Iterable[str] | None,
 ) -> Planner:
     """The planning core for the arguments every credential shares."""
     if timeout <= 0:
@@ -83,6 +85,16 @@ def _planner(
         token_endpoint=token_endpoint,
         issuer=issuer,
     )
+    tenants = TenantRules.for_credential(
+        tenant_id,
+        resolved,
+        host=authority,
+        b2c_policy=b2c_policy,
+        token_endpoint=token_endpoint,
+        issuer=issuer,
+        additionally_allowed_tenants=additionally_allowed_tenants,
+        environ=os.environ,
+    )
     return Planner(
         client_id=client_id or "",
         auth=auth,
@@ -93,6 +105,7 @@ def _planner(
         store=_check_cache(cache),
         clock=clock,
         timeout=timeout,
+        tenants=tenants,
     )
 
 
@@ -208,6 +221,7 @@ class _CertificateArgs(_Shell):
             refresh_margin=refresh_margin,
             cache=cache,
             clock=clock,
+            additionally_allowed_tenants=additionally_allowed_tenants,
         )
         self._setup(core, client, _verify(verify, connection_verify), float(timeout))
 
@@ -228,12 +242,18 @@ class CertificateCredential(_CertificateArgs, SyncCredential):
     retries and back-off included), ``refresh_margin`` (seconds), ``cache`` (a
     shared token cache such as :class:`~certauth.cache.FileTokenCache`), ``clock`` (for
     tests), ``client`` (an ``httpx.Client`` to use). azure-identity's
-    ``connection_verify`` is ``verify``; its ``disable_instance_discovery``,
-    ``additionally_allowed_tenants``, ``cache_persistence_options``,
-    ``enable_support_logging``, ``logging_enable`` and ``authority_validation`` are accepted
-    and change nothing (certauth makes no instance-discovery request). An unknown keyword is a
-    ``TypeError``. Problems with the certificate, key or authority raise at construction, not
-    at the first request.
+    ``connection_verify`` is ``verify``; its ``additionally_allowed_tenants`` (the tenants
+    besides ``tenant_id`` that ``get_token(..., tenant_id=T)`` may ask for, ``"*"`` for any;
+    ``None`` reads the semicolon-separated ``AZURE_ADDITIONALLY_ALLOWED_TENANTS``) works as
+    there (see :mod:`certauth.credential.tenants`); its ``disable_instance_discovery``,
+    ``cache_persistence_options``, ``enable_support_logging``, ``logging_enable`` and
+    ``authority_validation`` are accepted and change nothing (certauth makes no
+    instance-discovery request). An unknown keyword is a ``TypeError``. Problems with the
+    certificate, key or authority raise at construction, not at the first request.
+
+    ``get_token`` / ``get_token_info`` honour azure-core's ``tenant_id``, ``claims`` and
+    ``enable_cae``: tokens are cached per tenant, CAE tokens apart from the others, and a
+    token asked for with claims is fetched, never cached.
     """
 
     def __repr__(self) -> str:
@@ -288,6 +308,7 @@ class _SecretArgs(_Shell):
             refresh_margin=refresh_margin,
             cache=cache,
             clock=clock,
+            additionally_allowed_tenants=additionally_allowed_tenants,
         )
         self._setup(core, client, _verify(verify, connection_verify), float(timeout))
 
@@ -354,6 +375,7 @@ class _FederatedArgs(_Shell):
             refresh_margin=refresh_margin,
             cache=cache,
             clock=clock,
+            additionally_allowed_tenants=additionally_allowed_tenants,
         )
         self._setup(core, client, _verify(verify, connection_verify), float(timeout))
 

@@ -1,7 +1,8 @@
 """The pure planning core every credential shell shares: what to do, never how to wait.
 
 Given the in-memory cache state and the time, :meth:`Planner.plan` says serve, renew ahead or
-renew; :meth:`Planner.fetch` is the renewal as a flow (:mod:`certauth._flow`): take the shared
+renew for one call (its scopes and its :class:`Call`: tenant, claims, CAE);
+:meth:`Planner.fetch` is the renewal as a flow (:mod:`certauth._flow`): take the shared
 store's lock, use a token another process stored meanwhile, else discover the authority if
 needed, pick up a rotated certificate, request a token with retries, and store it. Every I/O
 step (HTTP, sleeps, store calls, file reads) is an action the shell performs: the sync shell
@@ -13,13 +14,16 @@ from __future__ import annotations
 import enum
 import logging
 import time
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Hashable, Mapping
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from certauth._flow import Budget, Flow, Send, Sleep, call, get_json, log_retry, retry_delay
 from certauth.authority import Authority
+from certauth.cae import token_request_claims
 from certauth.credential.client_auth import ClientAuth
+from certauth.credential.tenants import TenantRules
 from certauth.credential.types import AccessToken
 from certauth.errors import CertauthError, ConfigurationError, InvalidArgumentError
 from certauth.protocol import (
@@ -46,6 +50,62 @@ def _lock_takes_timeout(store: TokenCache) -> bool:
     from certauth.cache import lock_takes_timeout  # imported once a store is in use
 
     return lock_takes_timeout(store)
+
+
+@dataclass(frozen=True)
+class Call:
+    """What one call asks for beyond its scopes: azure-core's ``TokenRequestOptions``.
+
+    Build it with :meth:`of`. ``tenant`` is the ``tenant_id`` as the caller passed it (the
+    planner decides whether it is allowed); ``cae`` asks for a CAE token, cached apart;
+    ``claims`` is the ``claims`` parameter to send (the caller's, client capability merged;
+    ``None``: none); ``uncached``: the caller gave claims, so the token is fetched for them
+    and kept in no cache.
+    """
+
+    tenant: str | None = None
+    cae: bool = False
+    claims: str | None = None
+    uncached: bool = False
+
+    @classmethod
+    def of(
+        cls, claims: object = None, tenant_id: object = None, enable_cae: object = False
+    ) -> Call:
+        """The call ``get_token(claims=..., tenant_id=..., enable_cae=...)`` makes; empty
+        values count as not given (as in azure-identity). Typed errors name the keyword."""
+        if tenant_id is not None and not isinstance(tenant_id, str):
+            raise InvalidArgumentError(
+                f"tenant_id= must be a tenant ID string, got {type(tenant_id).__name__}"
+            )
+        if enable_cae is None:
+            enable_cae = False
+        if not isinstance(enable_cae, bool):
+            raise InvalidArgumentError(
+                f"enable_cae= must be True or False, got {type(enable_cae).__name__}"
+            )
+        given = claims or None
+        sent = token_request_claims(given, cae=enable_cae)
+        return cls(tenant_id or None, enable_cae, sent, given is not None)
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any] | None) -> Call:
+        """The call ``get_token_info(options={...})`` makes (unknown options are ignored, as
+        azure-core's ``TokenRequestOptions`` says)."""
+        if not options:
+            return PLAIN
+        if not isinstance(options, Mapping):
+            raise InvalidArgumentError(
+                f"options= must be a mapping such as {{'tenant_id': ...}}, got "
+                f"{type(options).__name__}"
+            )
+        return cls.of(
+            options.get("claims"), options.get("tenant_id"), options.get("enable_cae", False)
+        )
+
+
+#: A call with no options: the credential's tenant, no claims, not CAE.
+PLAIN = Call()
 
 
 class Decision(enum.Enum):
@@ -75,6 +135,7 @@ class Planner:
         store: TokenCache | None = None,
         clock: Callable[[], float] = time.time,
         timeout: float | None = None,
+        tenants: TenantRules | None = None,
     ) -> None:
         if not client_id:
             raise InvalidArgumentError("client id is empty; give client_id=")
@@ -85,6 +146,12 @@ class Planner:
         self.retry = retry
         self.refresh_margin = refresh_margin
         self.store = store
+        #: Which tenants a call may ask for (default: only the credential's own).
+        self.tenants = tenants or TenantRules(
+            names=frozenset({authority.tenant.lower()} if authority and authority.tenant else ())
+        )
+        #: The authorities of the other tenants calls asked for, by lower-cased name.
+        self._tenant_authorities: dict[str, Authority] = {}
         #: How long the shared store's lock may be waited for (``lock(key, timeout=...)``, to
         #: stores whose ``lock`` takes it: checked once here).
         self.timeout = timeout
@@ -103,8 +170,11 @@ class Planner:
         self.fresh: dict[str, tuple[float, AccessToken]] = {}
         #: scopes as the caller passed them -> cache key, valid for ``keys_fingerprint`` and
         #: the current authority (cleared when either changes), so scopes are normalised
-        #: (and checked) once per distinct tuple rather than on every call.
-        self.keys: dict[tuple[str, ...], str] = {}
+        #: (and checked) once per distinct tuple rather than on every call. A call with
+        #: options is memoised under ``(scopes, tenant, cae)``, what the shells' fast path
+        #: looks up: a tenant that is refused is never memoised, so the fast path cannot
+        #: skip the check.
+        self.keys: dict[Hashable, str] = {}
         self.keys_fingerprint = auth.fingerprint
         if authority is not None:
             self._bind(authority)
@@ -116,11 +186,34 @@ class Planner:
 
     # the decision -----------------------------------------------------------------------------
 
-    def cache_key(self, scopes: tuple[str, ...]) -> str:
+    def cache_key(
+        self, scopes: tuple[str, ...], authority: Authority | None = None, *, cae: bool = False
+    ) -> str:
         """Token endpoint, client id, credential fingerprint (a rotated certificate never
-        serves a token minted with the old one) and the normalised scope set."""
-        endpoint = self.authority.token_endpoint if self.authority else f"issuer:{self.issuer}"
+        serves a token minted with the old one) and the normalised scope set.
+
+        The token endpoint names the tenant (``/TENANT/oauth2/v2.0/token``; ``authority`` is
+        another tenant's, for a call that asked for it), so a token is never served for
+        another tenant; a CAE token's endpoint is marked ``#cae`` (an endpoint has no
+        fragment, so no plain key can look like it): CAE and non-CAE tokens live apart.
+        """
+        authority = authority or self.authority
+        endpoint = authority.token_endpoint if authority else f"issuer:{self.issuer}"
+        if cae:
+            endpoint += "#cae"
         return "\x1f".join((endpoint, self.client_id, self.auth.fingerprint, *sorted(scopes)))
+
+    def authority_for(self, options: Call) -> Authority | None:
+        """Where ``options`` gets its token: the credential's authority, or an allowed tenant's
+        (:class:`~certauth.errors.TenantNotAllowedError` for one that is not)."""
+        tenant = self.tenants.resolve(options.tenant)
+        if tenant is None:
+            return self.authority
+        authority = self._tenant_authorities.get(tenant.lower())
+        if authority is None:
+            authority = self.tenants.authority(tenant)
+            self._tenant_authorities[tenant.lower()] = authority
+        return authority
 
     def usable_until(self, token: Token) -> float:
         """After this a token is not handed out any more (it must be renewed first).
@@ -136,24 +229,38 @@ class Planner:
         ahead = token.refresh_on or token.expires_on - token.expires_in / 2
         return min(ahead, self.usable_until(token))
 
-    def key_for(self, scopes: tuple[str, ...]) -> str:
-        """:meth:`cache_key` of the normalised ``scopes``, memoised per scopes tuple (the memo
-        is dropped when the certificate's fingerprint changes: a rotation)."""
+    def key_for(self, scopes: tuple[str, ...], options: Call = PLAIN) -> str:
+        """:meth:`cache_key` of the normalised ``scopes`` for ``options``, memoised per scopes
+        tuple and call (the memo is dropped when the certificate's fingerprint changes: a
+        rotation)."""
         fingerprint = self.auth.fingerprint
         if fingerprint is not self.keys_fingerprint:
             self.keys = {}
             self.keys_fingerprint = fingerprint
-        key = self.keys.get(scopes)
+        memo = (
+            scopes
+            if options.tenant is None and not options.cae
+            else (scopes, options.tenant, options.cae)
+        )
+        key = self.keys.get(memo)
         if key is None:
-            key = self.cache_key(self.scopes_for(scopes))
+            key = self._key(scopes, options)
             if len(self.keys) < _MAX_MEMOISED_SCOPES:
-                self.keys[scopes] = key
+                self.keys[memo] = key
         return key
 
-    def plan(self, scopes: tuple[str, ...], *, force: bool) -> tuple[str, Token | None, Decision]:
-        """The cache key for ``scopes``, the token cached under it (``None`` with ``force``),
-        and what to do with it now."""
-        key = self.key_for(scopes)
+    def _key(self, scopes: tuple[str, ...], options: Call) -> str:
+        authority = self.authority_for(options)
+        return self.cache_key(self.scopes_for(scopes), authority, cae=options.cae)
+
+    def plan(
+        self, scopes: tuple[str, ...], *, force: bool, options: Call = PLAIN
+    ) -> tuple[str, Token | None, Decision]:
+        """The cache key for ``scopes`` and ``options``, the token cached under it (``None``
+        with ``force`` or claims: a token asked for with claims is fetched, never taken from
+        the cache), and what to do with it now."""
+        key = self.key_for(scopes, options)
+        force = force or options.uncached
         token = None if force else self._tokens.get(key)
         if token is not None:
             now = self.clock()
@@ -184,12 +291,12 @@ class Planner:
         )
         self._failing.discard(key)
 
-    def forget(self, scopes: tuple[str, ...]) -> str | None:
-        """Drop the remembered token for ``scopes``; the key, for the shared store (``None``
-        before the authority is known: nothing can be cached yet)."""
+    def forget(self, scopes: tuple[str, ...], options: Call = PLAIN) -> str | None:
+        """Drop the remembered token for ``scopes`` and ``options``; the key, for the shared
+        store (``None`` before the authority is known: nothing can be cached yet)."""
         if self.authority is None:
             return None
-        key = self.key_for(scopes)
+        key = self.key_for(scopes, options)
         self._tokens.pop(key, None)
         self.fresh.pop(key, None)
         if self.store is not None:
@@ -198,16 +305,22 @@ class Planner:
 
     # the renewal ------------------------------------------------------------------------------
 
-    def fetch(self, key: str, scopes: tuple[str, ...], *, force: bool) -> Flow[Token]:
-        """Renew the token for ``scopes`` (cached under ``key``), as a flow, within the call's
-        bound (``RetryPolicy.total_timeout``)."""
+    def fetch(
+        self, key: str, scopes: tuple[str, ...], *, force: bool, options: Call = PLAIN
+    ) -> Flow[Token]:
+        """Renew the token for ``scopes`` and ``options`` (cached under ``key``), as a flow,
+        within the call's bound (``RetryPolicy.total_timeout``). A token asked for with
+        claims is the caller's alone: neither read from nor written to either cache."""
         budget = Budget(self.retry.total_timeout)
         if self.authority is None:
             # Discover first, so the shared store is read under the key tokens are stored
             # under (an issuer's credentials would otherwise never find each other's).
             yield from self._discover(budget)
-            key = self.key_for(scopes)
-        store = self.store is not None
+            key = self.key_for(scopes, options)
+        authority = self.authority_for(options)
+        assert authority is not None
+        keep = not options.uncached
+        store = self.store is not None and keep
         lock = (yield from call(self._store_lock_enter, key)) if store else None
         try:
             if store and not force and key not in self._stale:
@@ -216,9 +329,9 @@ class Planner:
                     # Another process fetched it while this one waited for the lock.
                     self.remember(key, stored)
                     return stored
-            token = yield from self._request(scopes, budget)
+            token = yield from self._request(scopes, budget, authority, options.claims)
             # The key changes when a rotated certificate was loaded.
-            fresh_key = self.cache_key(self.scopes_for(scopes))
+            fresh_key = self._key(scopes, options)
             if store:
                 yield from call(self.save_stored, fresh_key, token)
                 self._stale.discard(key)
@@ -232,7 +345,8 @@ class Planner:
         finally:
             if lock is not None:
                 yield from call(self._store_lock_exit, lock)
-        self.remember(fresh_key, token)
+        if keep:
+            self.remember(fresh_key, token)
         return token
 
     def scopes_for(self, scopes: tuple[str, ...]) -> tuple[str, ...]:
@@ -240,14 +354,14 @@ class Planner:
         entra = self.authority.is_entra if self.authority else False
         return normalize_scopes(scopes, entra=entra)
 
-    def _request(self, scopes: tuple[str, ...], budget: Budget) -> Flow[Token]:
-        """Request a token (the authority is known), retrying transient failures within
-        ``budget``."""
+    def _request(
+        self, scopes: tuple[str, ...], budget: Budget, authority: Authority, claims: str | None
+    ) -> Flow[Token]:
+        """Request a token from ``authority`` (with the ``claims`` parameter when given),
+        retrying transient failures within ``budget``."""
         auth = self.auth
         if auth.reads_files:
             yield from call(auth.maybe_reload, self.clock())
-        authority = self.authority
-        assert authority is not None
         scopes = normalize_scopes(scopes, entra=authority.is_entra)
         attempt = 0
         while True:
@@ -265,6 +379,7 @@ class Planner:
                 client_secret=fields.get("client_secret"),
                 secret_method=fields.get("secret_method", "client_secret_post"),  # type: ignore[arg-type]
                 v1_resource=authority.is_v1,
+                claims=claims,
             )
             answer = yield Send(
                 "POST", request.url, dict(request.headers), request.body, timeout=budget.left

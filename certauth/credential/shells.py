@@ -3,12 +3,14 @@
 They share every decision (:class:`~certauth.credential.planner.Planner`) and the single
 flight (:mod:`certauth._singleflight`); they differ only in how they wait and do I/O. The
 cached path of ``get_token`` is written out in both on purpose: two dict lookups and a clock
-comparison, with no call in between, is what keeps a cache hit near 0.2 us.
+comparison, with no call in between, is what keeps a cache hit near 0.2 us. A call with
+``tenant_id`` or ``enable_cae`` takes the fast path too, under its own memo key (one more
+small call); a call with ``claims`` never does (its token is fetched).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any
 
 from certauth import _http
@@ -16,7 +18,7 @@ from certauth._httpx import httpx
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority
 from certauth.credential.client_auth import CertificateAuth
-from certauth.credential.planner import Decision, Planner
+from certauth.credential.planner import PLAIN, Call, Decision, Planner
 from certauth.credential.types import AccessToken, AccessTokenInfo
 from certauth.errors import CertauthError, TokenRequestError
 from certauth.protocol import Token, name_certificate
@@ -30,6 +32,21 @@ def _explained(exc: CertauthError, core: Planner) -> None:
         name_certificate(
             exc, sha1=certificate.thumbprint_sha1, sha256=certificate.thumbprint_sha256
         )
+
+
+def _memo(scopes: tuple[str, ...], tenant_id: object, enable_cae: object) -> Hashable:
+    """The memo key (see :attr:`Planner.keys`) the fast path looks up for a call with
+    options (``None`` for arguments of the wrong type: the slow path names them in its
+    error). A plain call's key is its scopes, looked up inline."""
+    if (tenant_id is None or isinstance(tenant_id, str)) and isinstance(enable_cae, bool):
+        return (scopes, tenant_id, enable_cae)
+    return None
+
+
+def _flight(key: str, options: Call) -> Hashable:
+    """Callers of one cache key share a fetch; a call with claims shares only with callers
+    asking for the same claims (its token is not the cached one)."""
+    return (key, options.claims) if options.uncached else key
 
 
 class SyncCredential:
@@ -49,19 +66,22 @@ class SyncCredential:
         """The resolved authority (``None`` until an issuer's discovery document is read)."""
         return self._core.authority
 
-    def _token(self, scopes: tuple[str, ...], *, force: bool = False) -> Token:
+    def _token(
+        self, scopes: tuple[str, ...], *, force: bool = False, options: Call = PLAIN
+    ) -> Token:
         core = self._core
-        key, cached, decision = core.plan(scopes, force=force)
+        key, cached, decision = core.plan(scopes, force=force, options=options)
         if decision is Decision.SERVE:
             assert cached is not None
             return cached
 
         def fetch() -> Token:
-            return _http.run_sync(core.fetch(key, scopes, force=force), self._client)
+            flow = core.fetch(key, scopes, force=force, options=options)
+            return _http.run_sync(flow, self._client)
 
         try:
             # Renewing ahead, a caller that finds another one renewing keeps the cached token.
-            token = self._flights.run(key, fetch, wait=decision is Decision.RENEW)
+            token = self._flights.run(_flight(key, options), fetch, wait=decision is Decision.RENEW)
         except CertauthError as exc:
             fallback = core.recover(key, cached, exc)
             if fallback is None:
@@ -83,36 +103,56 @@ class SyncCredential:
     ) -> AccessToken:
         """azure-core ``TokenCredential.get_token``: a valid token for ``scopes``.
 
-        Served from the cache while it has more than the refresh margin left.
+        Served from the cache while it has more than the refresh margin left. ``tenant_id``
+        asks for another tenant's token (allowed by ``additionally_allowed_tenants``, else
+        :class:`~certauth.errors.TenantNotAllowedError`); ``claims`` (a JSON object string,
+        such as a claims challenge's) is sent to the token endpoint and the token fetched for
+        it is not cached; ``enable_cae`` asks for a CAE token (client capability ``cp1``),
+        cached apart from the others. Other keywords are accepted and ignored, as
+        azure-core's protocol allows.
         """
         core = self._core
         if not claims and core.auth.fingerprint is core.keys_fingerprint:
-            # The fast path (~0.2 us), see the module docstring.
-            key = core.keys.get(scopes)
+            # The fast path (~0.2 us), see the module docstring. Only a call whose tenant was
+            # allowed once has a memoised key.
+            if tenant_id is None and enable_cae is False:
+                key = core.keys.get(scopes)
+            else:
+                key = core.keys.get(_memo(scopes, tenant_id, enable_cae))
             entry = core.fresh.get(key) if key is not None else None
             if entry is not None and core.clock() < entry[0]:
                 return entry[1]
-        token = self._token(scopes, force=bool(claims))
+        token = self._token(scopes, options=Call.of(claims, tenant_id, enable_cae))
         return AccessToken(token.access_token, token.expires_on)
 
     def get_token_info(
         self, *scopes: str, options: Mapping[str, Any] | None = None
     ) -> AccessTokenInfo:
-        """azure-core ``SupportsTokenInfo.get_token_info``."""
-        token = self._token(scopes, force=bool(options and options.get("claims")))
+        """azure-core ``SupportsTokenInfo.get_token_info``: ``options`` holds ``tenant_id``,
+        ``claims`` and ``enable_cae`` as :meth:`get_token` takes them."""
+        token = self._token(scopes, options=Call.from_options(options))
         return AccessTokenInfo(
             token.access_token, token.expires_on, token.token_type, token.refresh_on
         )
 
-    def request_token(self, *scopes: str, force: bool = False) -> Token:
+    def request_token(
+        self,
+        *scopes: str,
+        force: bool = False,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+    ) -> Token:
         """The full :class:`~certauth.protocol.Token` (every response field), cached like
-        :meth:`get_token`; ``force`` skips the cache."""
-        return self._token(scopes, force=force)
+        :meth:`get_token` (same keywords); ``force`` skips the cache."""
+        return self._token(scopes, force=force, options=Call.of(claims, tenant_id, enable_cae))
 
-    def invalidate(self, *scopes: str) -> None:
-        """Drop the cached token for ``scopes``, here and in the shared store (after the API
-        answered 401 to it)."""
-        key = self._core.forget(scopes)
+    def invalidate(
+        self, *scopes: str, tenant_id: str | None = None, enable_cae: bool = False
+    ) -> None:
+        """Drop the cached token for ``scopes`` (of ``tenant_id``, CAE or not), here and in
+        the shared store (after the API answered 401 to it)."""
+        key = self._core.forget(scopes, Call.of(None, tenant_id, enable_cae))
         if key is not None:
             self._core.delete_stored(key)
 
@@ -145,18 +185,22 @@ class AsyncCredential:
         """The resolved authority (``None`` until an issuer's discovery document is read)."""
         return self._core.authority
 
-    async def _token(self, scopes: tuple[str, ...], *, force: bool = False) -> Token:
+    async def _token(
+        self, scopes: tuple[str, ...], *, force: bool = False, options: Call = PLAIN
+    ) -> Token:
         core = self._core
-        key, cached, decision = core.plan(scopes, force=force)
+        key, cached, decision = core.plan(scopes, force=force, options=options)
         if decision is Decision.SERVE:
             assert cached is not None
             return cached  # no await
 
         async def fetch() -> Token:
-            return await _http.run_async(core.fetch(key, scopes, force=force), self._client)
+            flow = core.fetch(key, scopes, force=force, options=options)
+            return await _http.run_async(flow, self._client)
 
         try:
-            token = await self._flights.run(key, fetch, wait=decision is Decision.RENEW)
+            flight = _flight(key, options)
+            token = await self._flights.run(flight, fetch, wait=decision is Decision.RENEW)
         except CertauthError as exc:
             fallback = core.recover(key, cached, exc)
             if fallback is None:
@@ -176,36 +220,52 @@ class AsyncCredential:
         enable_cae: bool = False,
         **kwargs: Any,
     ) -> AccessToken:
-        """azure-core ``AsyncTokenCredential.get_token``."""
+        """azure-core ``AsyncTokenCredential.get_token`` (keywords as the sync credential's
+        :meth:`SyncCredential.get_token`)."""
         core = self._core
         if not claims and core.auth.fingerprint is core.keys_fingerprint:
             # The fast path, as in the sync credential: no await, no lock.
-            key = core.keys.get(scopes)
+            if tenant_id is None and enable_cae is False:
+                key = core.keys.get(scopes)
+            else:
+                key = core.keys.get(_memo(scopes, tenant_id, enable_cae))
             entry = core.fresh.get(key) if key is not None else None
             if entry is not None and core.clock() < entry[0]:
                 return entry[1]
-        token = await self._token(scopes, force=bool(claims))
+        token = await self._token(scopes, options=Call.of(claims, tenant_id, enable_cae))
         return AccessToken(token.access_token, token.expires_on)
 
     async def get_token_info(
         self, *scopes: str, options: Mapping[str, Any] | None = None
     ) -> AccessTokenInfo:
-        """azure-core ``AsyncSupportsTokenInfo.get_token_info``."""
-        token = await self._token(scopes, force=bool(options and options.get("claims")))
+        """azure-core ``AsyncSupportsTokenInfo.get_token_info`` (``options`` as the sync
+        credential's)."""
+        token = await self._token(scopes, options=Call.from_options(options))
         return AccessTokenInfo(
             token.access_token, token.expires_on, token.token_type, token.refresh_on
         )
 
-    async def request_token(self, *scopes: str, force: bool = False) -> Token:
+    async def request_token(
+        self,
+        *scopes: str,
+        force: bool = False,
+        claims: str | None = None,
+        tenant_id: str | None = None,
+        enable_cae: bool = False,
+    ) -> Token:
         """The full :class:`~certauth.protocol.Token`, cached like :meth:`get_token`."""
-        return await self._token(scopes, force=force)
+        options = Call.of(claims, tenant_id, enable_cae)
+        return await self._token(scopes, force=force, options=options)
 
-    def invalidate(self, *scopes: str) -> None:
-        """Drop the cached token for ``scopes``, here and in the shared store (after the API
-        answered 401 to it). Nothing blocks the event loop: the store's entry is deleted in a
-        worker thread, and skipped by this credential until then."""
+    def invalidate(
+        self, *scopes: str, tenant_id: str | None = None, enable_cae: bool = False
+    ) -> None:
+        """Drop the cached token for ``scopes`` (of ``tenant_id``, CAE or not), here and in
+        the shared store (after the API answered 401 to it). Nothing blocks the event loop:
+        the store's entry is deleted in a worker thread, and skipped by this credential until
+        then."""
         core = self._core
-        key = core.forget(scopes)
+        key = core.forget(scopes, Call.of(None, tenant_id, enable_cae))
         if key is None or core.store is None:
             return
         import asyncio
