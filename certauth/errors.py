@@ -15,6 +15,7 @@ __all__ = [
     "CertauthError",
     "CertificateError",
     "ConfigurationError",
+    "GraphError",
     "InputFileError",
     "InvalidArgumentError",
     "KeyMismatchError",
@@ -178,6 +179,48 @@ class TokenRequestError(CertauthError):
             "timestamp": self.timestamp,
             "status_code": self.status_code,
             "hint": self.hint,
+        }
+
+
+class GraphError(CertauthError):
+    """Microsoft Graph refused a request (CLI exit 4), e.g. ``addKey`` during a rotation.
+
+    Carries what Graph's error answer holds and what Microsoft support asks for: the HTTP
+    status, Graph's error ``code`` (``Authorization_RequestDenied``...), its message, and the
+    ``request_id`` and ``date`` of the request (https://learn.microsoft.com/en-us/graph/errors).
+    """
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str | None = None,
+        status_code: int | None = None,
+        code: str | None = None,
+        graph_message: str | None = None,
+        request_id: str | None = None,
+        date: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status_code = status_code
+        self.code = code
+        self.graph_message = graph_message
+        self.request_id = request_id
+        self.date = date
+
+    def to_dict(self) -> dict[str, Any]:
+        """The diagnostic fields as a JSON-ready mapping (for ``--json`` output and logs)."""
+        return {
+            "error": "graph_error",
+            "message": self.message,
+            "status_code": self.status_code,
+            "code": self.code,
+            "graph_message": self.graph_message,
+            "request_id": self.request_id,
+            "date": self.date,
         }
 
 
