@@ -8,7 +8,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
@@ -456,6 +456,35 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
         return number
+
+
+class Duration(ParamType):
+    """Seconds, written ``90``, ``90s``, ``10m``, ``1h`` or ``2d`` (as ``step``/``az`` users
+    write durations); finite, 0 or more, at most ``maximum`` seconds."""
+
+    name = "duration"
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+    def __init__(self, maximum: float) -> None:
+        self.maximum = maximum
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        """Seconds as a float, or a usage error naming the option and the forms it takes."""
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        else:
+            text = str(value).strip().lower()
+            unit = text[-1:] if text[-1:] in "smhd" else ""
+            try:
+                seconds = float(text[: len(text) - len(unit)]) * self._UNITS[unit]
+            except ValueError:
+                seconds = math.nan
+        shown = str(value)[:40]
+        if not math.isfinite(seconds) or seconds < 0:
+            self.fail(f"{shown!r} is not a duration (e.g. 90, 90s, 10m, 1h, 2d)", param, ctx)
+        if seconds > self.maximum:
+            self.fail(f"{shown!r} is more than {self.maximum:.0f} seconds", param, ctx)
+        return seconds
 
 
 def _is_text(value: str) -> bool:

@@ -509,5 +509,7 @@ def manifest(
 
 # Its own module (cert.py holds the commands that read one certificate); one group for both.
 from certauth.cli.cert_bundle import bundle  # noqa: E402
+from certauth.cli.cert_rotate import rotate  # noqa: E402
 
 cert.add_command(bundle)
+cert.add_command(rotate)
