@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 
 import jwt
@@ -154,11 +155,11 @@ def test_dry_run_changes_nothing_and_lists_the_plan(
     assert code == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert out[0] == "dry run: nothing was changed or sent; the plan:"
-    assert out[1].startswith(f"  1/6 create {tmp_path}/app-")
-    assert (
-        out[1].endswith(".pem (CN=certauth-test, RSA 2048, 365 days)")
-        or "RSA 2048, 365 days)" in out[1]
-    )
+    assert re.fullmatch(
+        rf"  1/6 create {re.escape(str(tmp_path))}/app-\d{{8}}\.pem \(CN=certauth-test, RSA 2048, "
+        r"365 days\)",
+        out[1],
+    ), out[1]
     assert out[2] == (
         "  2/6 addKey the new certificate to app app (object id: looked up by appId) at "
         f"https://graph.microsoft.com, proof signed by {rsa_cert.thumbprint()}"
