@@ -88,15 +88,31 @@ def key_credential(certificate: Certificate, display_name: str) -> dict[str, Any
 
 def thumbprint_of(credential: Mapping[str, Any]) -> str | None:
     """The SHA-1 thumbprint (uppercase hex) a Graph ``keyCredential`` names in
-    ``customKeyIdentifier`` (base64 of the thumbprint's bytes), or ``None``."""
+    ``customKeyIdentifier``, or ``None``.
+
+    The property is binary, base64 in JSON, and "defaults to the thumbprint of the certificate"
+    (https://learn.microsoft.com/en-us/graph/api/resources/keycredential). What Graph shows
+    depends on how the key was uploaded: the portal stores the 40 hex characters of the
+    thumbprint as text, a manifest or ``certauth cert manifest`` the thumbprint's 20 bytes.
+    Both are read here.
+    """
     value = credential.get("customKeyIdentifier")
     if not isinstance(value, str) or not value:
         return None
+    if _is_sha1_hex(value):
+        return value.upper()
     try:
         raw = base64.b64decode(value, validate=True)
     except ValueError:
         return None
-    return raw.hex().upper() if len(raw) == 20 else None
+    if len(raw) == 20:
+        return raw.hex().upper()
+    text = raw.decode("ascii", "replace")
+    return text.upper() if _is_sha1_hex(text) else None
+
+
+def _is_sha1_hex(text: str) -> bool:
+    return len(text) == 40 and all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 class GraphRequest:

@@ -499,6 +499,13 @@ class _Rotation:
             self.result.old_key_id = self.state.get("old_key_id")
             return
         old, new = self._certificate_or_served("old"), self._certificate("new")
+        problem = old.validity_problem(dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc))
+        if problem:
+            # Graph: "Applications that don't have any existing valid certificates ... won't be
+            # able to use this service action" (application-addkey): no proof can be made. Once
+            # the new certificate is uploaded by hand, the rotation goes on with it.
+            self._adopt_uploaded(new, problem)
+            return
         graph = self._graph_as(old)
         application = self._application(graph)
         object_id = application["id"] if application else self.given_object_id
@@ -526,6 +533,29 @@ class _Rotation:
             f"added the new certificate to app {self.client_id} (object id {object_id}) with "
             f"addKey, keyId {registered}; proof signed by {old.thumbprint()}",
         )
+
+    def _adopt_uploaded(self, new: Certificate, problem: str) -> None:
+        """The current certificate cannot sign a proof: carry on only if the new one was
+        uploaded by hand (Graph, read with a token the new certificate gets, lists it)."""
+        application = None
+        with contextlib.suppress(CertauthError):
+            application = self._application(self._graph_as(new))
+        registered = self._key_id(application, new.thumbprint())
+        if registered is None or application is None:
+            raise RotationError(
+                f"{self.served.cert}: the current certificate is {problem.split(';')[0]}, so "
+                "Graph's addKey cannot be used (it needs a proof from a valid certificate): "
+                f"upload the certificate in {self.state['new']['files'][0]} to the app "
+                "registration by hand once (portal, or az ad app credential reset --cert @FILE "
+                "--append), then rerun"
+            )
+        self.state["object_id"] = application["id"]
+        self.state["old_key_id"] = self._key_id(application, self.state["old"]["thumbprint"])
+        self.state["new_key_id"] = registered
+        self._save("added")
+        self.result.object_id, self.result.new_key_id = application["id"], registered
+        self.result.old_key_id = self.state["old_key_id"]
+        self._say(2, f"the new certificate was uploaded by hand (keyId {registered}); going on")
 
     def _certificate_or_served(self, role: str) -> Certificate:
         """The old certificate: from its retired copy once switched, else the served files."""

@@ -62,6 +62,11 @@ def test_key_credential_and_thumbprint(rsa_cert: Certificate) -> None:
     assert len(credential["displayName"]) == 90  # Graph's limit
     custom = base64.b64encode(bytes.fromhex(rsa_cert.thumbprint())).decode()
     assert _graph.thumbprint_of({"customKeyIdentifier": custom}) == rsa_cert.thumbprint()
+    # As the portal stores it: the hex text (shown as is, or base64 of that text).
+    hex_text = rsa_cert.thumbprint().lower()
+    assert _graph.thumbprint_of({"customKeyIdentifier": hex_text}) == rsa_cert.thumbprint()
+    as_base64 = base64.b64encode(rsa_cert.thumbprint().encode()).decode()
+    assert _graph.thumbprint_of({"customKeyIdentifier": as_base64}) == rsa_cert.thumbprint()
     for bad in (None, "", "not base64!", base64.b64encode(b"short").decode()):
         assert _graph.thumbprint_of({"customKeyIdentifier": bad}) is None
 
