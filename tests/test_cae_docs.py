@@ -51,13 +51,16 @@ def run(name: str, namespace: dict[str, Any] | None = None) -> tuple[dict[str, A
 
 
 @pytest.fixture
-def workdir(rsa_cert: Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def workdir(
+    rsa_cert: Certificate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    no_tenant_variables: None,
+) -> Path:
     """The reader's directory: the certificate the pages name, and the bundle with its key."""
     (tmp_path / "billing.crt").write_bytes(rsa_cert.pem)
     (tmp_path / "billing.pem").write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("AZURE_ADDITIONALLY_ALLOWED_TENANTS", raising=False)
-    monkeypatch.delenv("AZURE_IDENTITY_DISABLE_MULTITENANTAUTH", raising=False)
     return tmp_path
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,7 @@ OTHER = "0b1e7a2c-0000-4000-8000-0000000000bb"
 CP1 = {"xms_cc": {"values": ["cp1"]}}
 
 
-@pytest.fixture(autouse=True)
-def _no_tenant_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AZURE_ADDITIONALLY_ALLOWED_TENANTS", raising=False)
-    monkeypatch.delenv("AZURE_IDENTITY_DISABLE_MULTITENANTAUTH", raising=False)
+pytestmark = pytest.mark.usefixtures("no_tenant_variables")
 
 
 @pytest.fixture
@@ -171,6 +168,23 @@ def revoke_and_recover(tenant: Emulator, api: ApiCalls, call: Callable[[], int])
     assert tenant.request_count == requests + 1
 
 
+def revoke_and_recover_async(
+    tenant: Emulator,
+    api: ApiCalls,
+    call: Callable[[], Awaitable[int]],
+    *closing: Callable[[], Awaitable[object]],
+) -> None:
+    """:func:`revoke_and_recover` for an async client: its calls on one event loop, then the
+    ``closing`` calls on that loop."""
+    loop = asyncio.new_event_loop()
+    try:
+        revoke_and_recover(tenant, api, lambda: loop.run_until_complete(call()))
+    finally:
+        for close in closing:
+            loop.run_until_complete(close())
+        loop.close()
+
+
 def test_bearer_auth_recovers_from_the_emulators_challenge(
     tenant: Emulator, rsa_cert: Certificate
 ) -> None:
@@ -189,22 +203,16 @@ def test_async_bearer_auth_recovers_from_the_emulators_challenge(
     tenant: Emulator, rsa_cert: Certificate
 ) -> None:
     api = ApiCalls(tenant.resource_url)
-    loop = asyncio.new_event_loop()
     credential = async_credential(tenant, rsa_cert)
     client = httpx.AsyncClient(
         auth=BearerAuth(credential, SCOPE, enable_cae=True),
         event_hooks={"response": [api.ahook]},
     )
 
-    def call() -> int:
-        return loop.run_until_complete(client.get(tenant.resource_url)).status_code
+    async def call() -> int:
+        return (await client.get(tenant.resource_url)).status_code
 
-    try:
-        revoke_and_recover(tenant, api, call)
-    finally:
-        loop.run_until_complete(client.aclose())
-        loop.run_until_complete(credential.close())
-        loop.close()
+    revoke_and_recover_async(tenant, api, call, client.aclose, credential.close)
 
 
 # -- azure-core pipelines -----------------------------------------------------------------------
@@ -234,6 +242,15 @@ def counting_policy(api: ApiCalls) -> Any:
     return Count()
 
 
+def cae_pipeline(kind: Any, transport: Any, policy: Any, credential: Any, api: ApiCalls) -> Any:
+    """A real azure-core pipeline of ``kind`` (sync or async, with the matching transport and
+    bearer policy class): the bearer policy with ``enable_cae=True``, then the call counter."""
+    return kind(
+        transport=transport(),
+        policies=[policy(credential, SCOPE, enable_cae=True), counting_policy(api)],
+    )
+
+
 #: The emulator's API is plain http on loopback: azure-core's https rule is lifted per request.
 RUN = {"enforce_https": False}
 
@@ -245,12 +262,12 @@ def test_azure_core_pipeline_recovers_from_the_emulators_challenge(
     pipeline, policies, transport, rest = azure_core()
     api = ApiCalls(tenant.resource_url)
     with sync_credential(tenant, rsa_cert) as credential:
-        runner = pipeline.Pipeline(
-            transport=transport.RequestsTransport(),
-            policies=[
-                policies.BearerTokenCredentialPolicy(credential, SCOPE, enable_cae=True),
-                counting_policy(api),
-            ],
+        runner = cae_pipeline(
+            pipeline.Pipeline,
+            transport.RequestsTransport,
+            policies.BearerTokenCredentialPolicy,
+            credential,
+            api,
         )
         with runner:
 
@@ -267,26 +284,20 @@ def test_azure_core_async_pipeline_recovers_from_the_emulators_challenge(
 ) -> None:
     pipeline, policies, transport, rest = azure_core()
     api = ApiCalls(tenant.resource_url)
-    loop = asyncio.new_event_loop()
     credential = async_credential(tenant, rsa_cert)
-    runner = pipeline.AsyncPipeline(
-        transport=transport.AsyncioRequestsTransport(),
-        policies=[
-            policies.AsyncBearerTokenCredentialPolicy(credential, SCOPE, enable_cae=True),
-            counting_policy(api),
-        ],
+    runner = cae_pipeline(
+        pipeline.AsyncPipeline,
+        transport.AsyncioRequestsTransport,
+        policies.AsyncBearerTokenCredentialPolicy,
+        credential,
+        api,
     )
 
-    def call() -> int:
-        request = rest.HttpRequest("GET", tenant.resource_url)
-        return int(loop.run_until_complete(runner.run(request, **RUN)).http_response.status_code)
+    async def call() -> int:
+        response = await runner.run(rest.HttpRequest("GET", tenant.resource_url), **RUN)
+        return int(response.http_response.status_code)
 
-    try:
-        revoke_and_recover(tenant, api, call)
-    finally:
-        loop.run_until_complete(runner.__aexit__())
-        loop.run_until_complete(credential.close())
-        loop.close()
+    revoke_and_recover_async(tenant, api, call, runner.__aexit__, credential.close)
 
 
 # -- without CAE --------------------------------------------------------------------------------
