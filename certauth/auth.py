@@ -13,19 +13,32 @@ token, so it is dropped and the request retried once with a new one:
   ``invalid_token``), or a challenge that does not parse: a new token as before.
 
 A second 401 is the caller's: the flow never loops.
+
+The token a claims challenge got is kept for the requests that follow, as azure-core's
+``BearerTokenCredentialPolicy`` keeps it, until it nears expiry or the API refuses it. The
+credential does not cache a token asked for with claims, and the token it would serve
+instead does not satisfy the challenge (after a CAE revocation, Entra backdates a new token's
+``iat`` to before the revocation time; a step-up's claims are not in a plain token), so
+without it every request would be refused and retried again.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncGenerator, Generator
 from typing import Any
 
 from certauth._httpx import httpx
 from certauth.cae import claims_from_challenge
 from certauth.credential.shells import AsyncCredential, SyncCredential
+from certauth.credential.types import AccessToken
 from certauth.errors import InvalidArgumentError
 
 __all__ = ["BearerAuth"]
+
+#: A kept challenge token is given up this many seconds before it expires (azure-core's
+#: policy renews its token five minutes ahead too).
+_KEEP_MARGIN = 300
 
 
 class BearerAuth(httpx.Auth):
@@ -34,7 +47,8 @@ class BearerAuth(httpx.Auth):
     Works with httpx.Client (sync credential) and httpx.AsyncClient (async credential, or a
     sync one run in a worker thread so the event loop never blocks). On a 401 from the API it
     drops the cached token, fetches a new one (with the claims of a claims challenge, as a
-    CAE-capable client) and retries the request once. ``enable_cae=True`` asks for CAE tokens
+    CAE-capable client) and retries the request once; a token that satisfied a challenge is
+    kept for the next requests. ``enable_cae=True`` asks for CAE tokens
     on every request (long-lived, revocable, cached apart from the others), for APIs that
     evaluate access continuously such as Microsoft Graph.
     """
@@ -53,6 +67,7 @@ class BearerAuth(httpx.Auth):
         self.credential = credential
         self.scopes = scopes
         self.enable_cae = enable_cae
+        self._challenge_token: AccessToken | None = None
 
     def _retry_options(self, response: httpx.Response) -> dict[str, Any]:
         """How to ask for the retry's token after a 401: the one decision both flows share."""
@@ -61,6 +76,23 @@ class BearerAuth(httpx.Auth):
             return {"enable_cae": self.enable_cae}
         return {"claims": claims, "enable_cae": True}
 
+    def _kept(self) -> AccessToken | None:
+        """The token the last satisfied claims challenge got, while it is good to send."""
+        kept = self._challenge_token
+        if kept is not None and time.time() < kept.expires_on - _KEEP_MARGIN:
+            return kept
+        return None
+
+    def _refused(self, sent: AccessToken) -> None:
+        # Only the token this request sent: another request may have kept a newer one since.
+        if self._challenge_token is sent:
+            self._challenge_token = None
+
+    def _retried(self, options: dict[str, Any], token: AccessToken, status: int) -> None:
+        """After the retry: keep its token if it satisfied a claims challenge."""
+        if "claims" in options and status != 401:
+            self._challenge_token = token
+
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
@@ -68,24 +100,28 @@ class BearerAuth(httpx.Auth):
         credential = self.credential
         if not isinstance(credential, SyncCredential):
             raise TypeError("an async credential needs an httpx.AsyncClient")
-        token = credential.get_token(*self.scopes, enable_cae=self.enable_cae)
+        token = self._kept() or credential.get_token(*self.scopes, enable_cae=self.enable_cae)
         request.headers["Authorization"] = f"Bearer {token.token}"
         response = yield request
         if response.status_code == 401:
+            self._refused(token)
             options = self._retry_options(response)
             credential.invalidate(*self.scopes, enable_cae=self.enable_cae)
             token = credential.get_token(*self.scopes, **options)
             request.headers["Authorization"] = f"Bearer {token.token}"
-            yield request
+            response = yield request
+            self._retried(options, token, response.status_code)
 
     async def async_auth_flow(
         self, request: httpx.Request
     ) -> AsyncGenerator[httpx.Request, httpx.Response]:
         """The flow httpx.AsyncClient runs."""
         options: dict[str, Any] = {"enable_cae": self.enable_cae}
-        request.headers["Authorization"] = f"Bearer {await self._async_token(options)}"
+        token = self._kept() or await self._async_token(options)
+        request.headers["Authorization"] = f"Bearer {token.token}"
         response = yield request
         if response.status_code == 401:
+            self._refused(token)
             retry = self._retry_options(response)
             credential = self.credential
             if isinstance(credential, SyncCredential):
@@ -95,14 +131,15 @@ class BearerAuth(httpx.Auth):
                 await asyncio.to_thread(credential.invalidate, *self.scopes, **options)
             else:
                 credential.invalidate(*self.scopes, **options)
-            request.headers["Authorization"] = f"Bearer {await self._async_token(retry)}"
-            yield request
+            token = await self._async_token(retry)
+            request.headers["Authorization"] = f"Bearer {token.token}"
+            response = yield request
+            self._retried(retry, token, response.status_code)
 
-    async def _async_token(self, options: dict[str, Any]) -> str:
+    async def _async_token(self, options: dict[str, Any]) -> AccessToken:
         credential = self.credential
         if isinstance(credential, AsyncCredential):
-            return (await credential.get_token(*self.scopes, **options)).token
+            return await credential.get_token(*self.scopes, **options)
         import asyncio
 
-        result = await asyncio.to_thread(credential.get_token, *self.scopes, **options)
-        return result.token
+        return await asyncio.to_thread(credential.get_token, *self.scopes, **options)

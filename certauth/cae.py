@@ -31,6 +31,7 @@ __all__ = [
     "CLIENT_CAPABILITY",
     "Challenge",
     "claims_from_challenge",
+    "declares_cae",
     "parse_claims",
     "parse_www_authenticate",
     "token_request_claims",
@@ -39,6 +40,20 @@ __all__ = [
 #: The client capability that says "this client handles claims challenges" (CAE), as
 #: Microsoft's claims-challenge page writes it.
 CLIENT_CAPABILITY = "cp1"
+
+
+def declares_cae(capabilities: object) -> bool:
+    """Whether ``xms_cc`` capability values hold ``cp1`` (in any case; a single string counts
+    as one value, as some clients write it).
+
+    The one test of "this client handles claims challenges", whether a credential is about to
+    declare it, the emulator reads it from a token request, or its API from a token.
+    """
+    values = [capabilities] if isinstance(capabilities, str) else capabilities
+    return isinstance(values, list | tuple) and any(
+        isinstance(value, str) and value.lower() == CLIENT_CAPABILITY for value in values
+    )
+
 
 # -- the claims request parameter ---------------------------------------------------------------
 
@@ -86,7 +101,7 @@ def token_request_claims(claims: object, *, cae: bool) -> str | None:
             )
         return claims if isinstance(claims, str) else None
     values = _capability_values(access.get("xms_cc"))
-    if CLIENT_CAPABILITY not in (value.lower() for value in values):
+    if not declares_cae(values):
         values.append(CLIENT_CAPABILITY)
     merged = dict(parsed or {})
     merged["access_token"] = {**access, "xms_cc": {"values": values}}

@@ -2,12 +2,14 @@
 sends, and a small protected API on loopback that challenges revoked tokens as a CAE resource
 such as Microsoft Graph does.
 
-The API is test-local on purpose: the emulator's own CAE side (tokens carrying ``xms_cc``,
-``Emulator.revoke``, a protected resource) is being built separately. Here "revoked" means
-"issued before the revocation time": the API answers such a token with an
-``insufficient_claims`` challenge whose claims require ``nbf`` at or after that time, and
-accepts a token the emulator issued later (its ``iat``, which the emulator backdates by five
-minutes as Entra ID does).
+The emulator has its own CAE-aware API (``Emulator.resource_url``, used by
+tests/test_cae_end_to_end.py); this test-local one stays for what that cannot do: refuse
+every token (``refuse_all``) and answer with any ``WWW-Authenticate`` (``challenge``), for the
+no-loop and malformed-challenge cases. Here "revoked" means "issued before the revocation
+time", the issue time being the token's ``iat`` plus the five minutes the emulator backdates
+it, so a token fetched just after ``revoke()`` passes here; the emulator's API compares ``iat``
+itself, which is what shows whether a client keeps the token that satisfied a
+challenge.
 """
 
 from __future__ import annotations

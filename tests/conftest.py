@@ -19,6 +19,15 @@ def other_rsa_cert() -> Certificate:
     return generate_certificate("CN=certauth-other", key_type="rsa2048")
 
 
+@pytest.fixture
+def no_tenant_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remove the variables that change which tenants a credential serves, which a
+    developer's shell may set: ``AZURE_ADDITIONALLY_ALLOWED_TENANTS`` and
+    ``AZURE_IDENTITY_DISABLE_MULTITENANTAUTH``."""
+    monkeypatch.delenv("AZURE_ADDITIONALLY_ALLOWED_TENANTS", raising=False)
+    monkeypatch.delenv("AZURE_IDENTITY_DISABLE_MULTITENANTAUTH", raising=False)
+
+
 @pytest.fixture(scope="session")
 def ec_cert() -> Certificate:
     """An EC P-256 certificate (fine for generic OAuth servers, refused by Entra ID)."""

@@ -49,10 +49,7 @@ def refusal(tenant: str) -> str:
     )
 
 
-@pytest.fixture(autouse=True)
-def _no_tenant_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AZURE_ADDITIONALLY_ALLOWED_TENANTS", raising=False)
-    monkeypatch.delenv("AZURE_IDENTITY_DISABLE_MULTITENANTAUTH", raising=False)
+pytestmark = pytest.mark.usefixtures("no_tenant_variables")
 
 
 @pytest.fixture

@@ -34,22 +34,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from certauth.cae import declares_cae
 from certauth.emulator.entra_errors import EntraError
 
 __all__ = [
     "CAE_TOKEN_LIFETIME",
-    "CLIENT_CAPABILITY_CAE",
     "NO_CLAIMS",
     "ClaimsRequest",
     "RevocationList",
+    "bearer_challenge",
     "challenge_claims",
     "claims_challenge_header",
     "merge_issued_at",
     "parse_claims_request",
 ]
-
-#: The client capability that declares a client can handle claims challenges (CAE).
-CLIENT_CAPABILITY_CAE = "cp1"
 
 #: Lifetime (seconds) of a token issued to a CAE-capable client: 24 hours less one second,
 #: as Entra answers 3599 for its one-hour default. "Continuous access evaluation for workload
@@ -76,7 +74,7 @@ class ClaimsRequest:
     @property
     def cae(self) -> bool:
         """Whether the client declared the CAE capability (``cp1``, case-insensitive)."""
-        return any(value.lower() == CLIENT_CAPABILITY_CAE for value in self.capabilities)
+        return declares_cae(self.capabilities)
 
 
 #: A token request without ``claims``: asks for nothing.
@@ -203,15 +201,20 @@ def challenge_claims(revoked_at: int) -> str:
     return '{"access_token":{"nbf":{"essential":true, "value":' + value + "}}}"
 
 
+def bearer_challenge(authorization_uri: str, **params: str) -> str:
+    """A ``WWW-Authenticate`` ``Bearer`` challenge as Microsoft's APIs write it: ``realm``
+    (empty when authentication goes through the common endpoint), ``authorization_uri``, then
+    ``params`` in order, every value quoted (RFC 6750 section 3). Values must hold no ``"`` or
+    ``\\``: callers pass URLs, error codes, base64 and sanitised descriptions."""
+    items = {"realm": "", "authorization_uri": authorization_uri, **params}
+    return "Bearer " + ", ".join(f'{name}="{value}"' for name, value in items.items())
+
+
 def claims_challenge_header(authorization_uri: str, revoked_at: int) -> str:
     """``WWW-Authenticate`` of a CAE claims challenge, as Microsoft Graph sends it.
 
-    "Claims challenges, claims requests, and client capabilities": ``realm`` is empty when
-    authentication goes through the common endpoint, ``claims`` is the claims request in
-    standard base64 (the documented examples end in ``=`` padding).
+    "Claims challenges, claims requests, and client capabilities": ``claims`` is the claims
+    request in standard base64 (the documented examples end in ``=`` padding).
     """
     encoded = base64.b64encode(challenge_claims(revoked_at).encode("utf-8")).decode("ascii")
-    return (
-        f'Bearer realm="", authorization_uri="{authorization_uri}", '
-        f'error="insufficient_claims", claims="{encoded}"'
-    )
+    return bearer_challenge(authorization_uri, error="insufficient_claims", claims=encoded)

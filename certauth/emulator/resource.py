@@ -34,7 +34,8 @@ import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
-from certauth.emulator.cae import CLIENT_CAPABILITY_CAE, RevocationList, claims_challenge_header
+from certauth.cae import declares_cae
+from certauth.emulator.cae import RevocationList, bearer_challenge, claims_challenge_header
 from certauth.emulator.clock import Clock
 from certauth.emulator.registry import EMULATOR_ROUTES, Registry
 from certauth.emulator.responses import json_response
@@ -92,19 +93,14 @@ class EmulatorApi:
         scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
-            return _unauthorized(
-                f'Bearer realm="", authorization_uri="{authorization_uri}"',
-                "Access token is empty.",
-            )
+            return _unauthorized(bearer_challenge(authorization_uri), "Access token is empty.")
         try:
             claims = self._verify(token, request.base_url)
         except TokenValidationError as exc:
-            reason = _header_text(str(exc))
-            return _unauthorized(
-                f'Bearer realm="", authorization_uri="{authorization_uri}", '
-                f'error="invalid_token", error_description="{reason}"',
-                str(exc),
+            challenge = bearer_challenge(
+                authorization_uri, error="invalid_token", error_description=_header_text(str(exc))
             )
+            return _unauthorized(challenge, str(exc))
         tenant_id = str(claims.get("tid", ""))
         client_id = str(claims.get("azp") or claims.get("appid") or "")
         revoked_at = self.revocations.revoked_at(tenant_id, client_id)
@@ -224,12 +220,7 @@ def revoke_client(
 
 
 def _is_cae(claims: Mapping[str, Any]) -> bool:
-    values = claims.get("xms_cc")
-    if isinstance(values, str):
-        values = [values]
-    return isinstance(values, list) and any(
-        isinstance(v, str) and v.lower() == CLIENT_CAPABILITY_CAE for v in values
-    )
+    return declares_cae(claims.get("xms_cc"))
 
 
 def _unauthorized(challenge: str, message: str) -> HttpResponse:
