@@ -1,8 +1,9 @@
 """Which part of the emulator answers a request, and the metadata routes.
 
-The token endpoints go to :class:`~certauth.emulator.token_endpoint.TokenEndpoint`; this module
-answers the rest as Entra ID does: OIDC discovery (v2, v1 and B2C policies), the signing key
-sets (JWKS) and instance discovery. Unknown tenants get AADSTS90002, other paths a 404.
+The token endpoints go to :class:`~certauth.emulator.token_endpoint.TokenEndpoint` and
+``/graph/...`` to :class:`~certauth.emulator.graph.GraphAPI`; this module answers the rest
+as Entra ID does: OIDC discovery (v2, v1 and B2C policies), the signing key sets (JWKS) and
+instance discovery. Unknown tenants get AADSTS90002, other paths a 404.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from certauth.emulator.discovery import (
     v1_openid_configuration,
     v2_openid_configuration,
 )
+from certauth.emulator.graph import GraphAPI
 from certauth.emulator.registry import MULTI_TENANT_NAMES, Registry
 from certauth.emulator.responses import correlation_id, error_response, json_response
 from certauth.emulator.server import HttpRequest, HttpResponse
@@ -44,6 +46,7 @@ class Router:
         token_endpoint: TokenEndpoint,
         port: Callable[[], int],
         default_tenant_id: str,
+        graph: GraphAPI | None = None,
     ) -> None:
         self.registry = registry
         self.keys = keys
@@ -51,12 +54,15 @@ class Router:
         self.token_endpoint = token_endpoint
         self._port = port
         self._default_tenant_id = default_tenant_id
+        self.graph = graph
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to one request."""
         segments = [urllib.parse.unquote(s) for s in request.path.split("/") if s]
         lowered = [s.lower() for s in segments]
         tail = lowered[1:]
+        if self.graph is not None and lowered[:1] == ["graph"]:
+            return self.graph.handle(request, segments[1:])
         token = self.token_endpoint
         if len(segments) >= 3 and tail[-2:] == ["oauth2", "token"] and len(segments) == 3:
             return token.handle(request, "v1", segments[0], None)

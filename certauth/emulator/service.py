@@ -22,6 +22,8 @@ from certauth.certificates import Certificate, load_certificate
 from certauth.emulator.checks import DEFAULT_MAX_ASSERTION_LIFETIME, DEFAULT_SKEW, Policy
 from certauth.emulator.clock import Clock
 from certauth.emulator.config import EmulatorConfig, load_config
+from certauth.emulator.graph import GraphAPI
+from certauth.emulator.graph_checks import DEFAULT_MAX_KEY_CREDENTIALS, key_credential_json
 from certauth.emulator.registry import (
     DEFAULT_TENANT_ID,
     FEDERATED_AUDIENCE,
@@ -62,6 +64,11 @@ class Emulator:
     time); ``tenant.clock.advance(seconds)`` moves time in either case. ``config`` is a path to
     a TOML/JSON file or a parsed :class:`~certauth.emulator.config.EmulatorConfig`; explicit
     arguments win over its settings.
+
+    Microsoft Graph's application ``keyCredentials``, ``addKey`` and ``removeKey`` are served
+    under :attr:`graph_url` (see :mod:`certauth.emulator.graph`). ``propagation_delay``
+    (seconds, default 0) is how long a key added or removed there takes to reach the token
+    endpoint; ``max_key_credentials`` caps an app's keys for addKey (default 1000).
     """
 
     def __init__(
@@ -79,6 +86,8 @@ class Emulator:
         skew: int = DEFAULT_SKEW,
         max_assertion_lifetime: int = DEFAULT_MAX_ASSERTION_LIFETIME,
         limits: ServerLimits | None = None,
+        propagation_delay: float | None = None,
+        max_key_credentials: int | None = None,
     ) -> None:
         parsed = (
             config if isinstance(config, EmulatorConfig) or config is None else load_config(config)
@@ -89,6 +98,12 @@ class Emulator:
             raise InvalidArgumentError(f"token lifetime must be seconds above 0: {lifetime!r}")
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidArgumentError(f"port must be 0-65535, got {port!r}")
+        if propagation_delay is None:
+            propagation_delay = parsed.propagation_delay if parsed else None
+        delay = _seconds(propagation_delay or 0.0, "propagation_delay")
+        cap = DEFAULT_MAX_KEY_CREDENTIALS if max_key_credentials is None else max_key_credentials
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise InvalidArgumentError(f"max_key_credentials must be 1 or more: {cap!r}")
         self.host = host
         self.clock = clock if isinstance(clock, Clock) else Clock(clock)
         policy = Policy(
@@ -114,6 +129,14 @@ class Emulator:
             policy=policy,
             token_lifetime=lifetime,
         )
+        self._graph = GraphAPI(
+            registry=self.registry,
+            keys=self._keys,
+            clock=self.clock,
+            skew=lambda: self._token_endpoint.policy.skew,
+            propagation_delay=delay,
+            max_key_credentials=cap,
+        )
         self._router = Router(
             registry=self.registry,
             keys=self._keys,
@@ -121,6 +144,7 @@ class Emulator:
             token_endpoint=self._token_endpoint,
             port=lambda: self.port,
             default_tenant_id=self._default_tenant.tenant_id,
+            graph=self._graph,
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -144,6 +168,17 @@ class Emulator:
     @token_lifetime.setter
     def token_lifetime(self, seconds: int) -> None:
         self._token_endpoint.token_lifetime = seconds
+
+    @property
+    def propagation_delay(self) -> float:
+        """Seconds before a key added or removed through Graph (addKey, removeKey) is accepted,
+        or refused, by the token endpoint; Graph's own reads see the change at once. A new
+        value applies to the next change."""
+        return self._graph.propagation_delay
+
+    @propagation_delay.setter
+    def propagation_delay(self, seconds: float) -> None:
+        self._graph.propagation_delay = _seconds(seconds, "propagation_delay")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -276,6 +311,12 @@ class Emulator:
         return f"{self.authority_host}/{self.tenant_id}/v2.0/.well-known/openid-configuration"
 
     @property
+    def graph_url(self) -> str:
+        """``{authority_host}/graph``: the emulator's Microsoft Graph, called as
+        ``{graph_url}/v1.0/applications/{id}/addKey`` like ``https://graph.microsoft.com``."""
+        return f"{self.authority_host}/graph"
+
+    @property
     def ca_file(self) -> str | None:
         """With ``tls=True``: the PEM file of the CA that signed the server certificate."""
         return str(self._ca_file) if self._ca_file is not None else None
@@ -288,6 +329,7 @@ class Emulator:
             "token_endpoint": self.token_endpoint,
             "jwks_uri": self.jwks_uri,
             "authority_host": self.authority_host,
+            "graph_url": self.graph_url,
         }
         if self.ca_file is not None:
             result["ca_file"] = self.ca_file
@@ -369,6 +411,24 @@ class Emulator:
         credential = FederatedCredential(issuer, subject, (audience,), federated_keys(keys))
         return self.registry.register_app(self._tenant(tenant), client_id, federated=[credential])
 
+    def _app(self, client_id: str, tenant: str | None) -> App:
+        found = self._tenant(tenant).app(client_id)
+        if found is None:
+            raise InvalidArgumentError(
+                f"no app {client_id!r} is registered in tenant {self._tenant(tenant).tenant_id}"
+            )
+        return found
+
+    def app_object_id(self, client_id: str, *, tenant: str | None = None) -> str:
+        """The application's object id (Graph's ``id``, the ``iss`` of a proof of possession):
+        a stable GUID, not the client id."""
+        return self._app(client_id, tenant).object_id
+
+    def key_credentials(self, client_id: str, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The app's ``keyCredentials`` as Graph shows them now (``key`` null): added or
+        removed through Graph at once, whatever the propagation delay."""
+        return [key_credential_json(c) for c in self._app(client_id, tenant).certificates]
+
     def add_resource(
         self, uri: str, *, roles: Sequence[str] = (), tenant: str | None = None
     ) -> Resource:
@@ -449,3 +509,9 @@ class Emulator:
     def _handle(self, request: HttpRequest) -> HttpResponse:
         # The HTTP server's callback (tests also call it directly, without a socket).
         return self._router.handle(request)
+
+
+def _seconds(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise InvalidArgumentError(f"{name} must be seconds, 0 or more: {value!r}")
+    return float(value)
