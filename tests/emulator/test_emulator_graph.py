@@ -123,6 +123,14 @@ def test_reading_needs_a_graph_permission(
                        "Authorization_RequestDenied", DENIED)  # fmt: skip
 
 
+def test_without_permission_an_unknown_application_is_denied_not_missing(
+    tenant: Emulator, other_rsa_cert: Certificate
+) -> None:
+    plain = Graph(tenant, graph_token(tenant, other_rsa_cert, OTHER))
+    assert_graph_error(plain.get(f"applications/{uuid.uuid4()}"), 403,
+                       "Authorization_RequestDenied", DENIED)  # fmt: skip
+
+
 def test_unknown_application_is_not_found(graph: Graph) -> None:
     missing = str(uuid.uuid4())
     for address in (f"applications/{missing}", f"applications(appId='{missing}')"):
@@ -191,11 +199,45 @@ def test_bearer_token_is_checked(
         assert response.headers["www-authenticate"].startswith('Bearer realm=""')
 
 
+@pytest.mark.parametrize("header", ["Basic YTpi", "Bearer", "PoP abc.def.ghi"])
+def test_authorization_that_is_not_a_bearer_token(tenant: Emulator, header: str) -> None:
+    response = httpx.get(f"{tenant.graph_url}/v1.0/applications(appId='{APP}')",
+                         headers={"Authorization": header})  # fmt: skip
+    assert_graph_error(response, 401, "InvalidAuthenticationToken", "Access token is empty.")
+
+
 def test_expired_bearer_token(tenant: Emulator, graph: Graph) -> None:
     tenant.clock.advance(3599 + 301)  # past exp and the five-minute skew
     assert_graph_error(graph.get(f"applications(appId='{APP}')"), 401,
                        "InvalidAuthenticationToken",
                        "Lifetime validation failed, the token is expired.")  # fmt: skip
+
+
+def test_bearer_token_not_yet_valid(tenant: Emulator, graph: Graph) -> None:
+    tenant.clock.advance(-700)  # nbf is now - 300; before nbf - skew (300 s)
+    assert_graph_error(graph.get(f"applications(appId='{APP}')"), 401,
+                       "InvalidAuthenticationToken",
+                       "Lifetime validation failed, the token is not yet valid.")  # fmt: skip
+
+
+def test_bearer_token_from_a_b2c_policy_is_not_a_graph_token(tenant: Emulator) -> None:
+    tenant.register_secret(APP, "b2c-secret-value")
+    form = {"grant_type": "client_credentials", "client_id": APP,
+            "client_secret": "b2c-secret-value", "scope": f"{GRAPH}/.default"}  # fmt: skip
+    token = httpx.post(tenant.b2c_token_endpoint(), data=form).json()["access_token"]
+    assert_graph_error(Graph(tenant, token).get(f"applications(appId='{APP}')"), 401,
+                       "InvalidAuthenticationToken",
+                       "Access token validation failure. Invalid issuer.")  # fmt: skip
+
+
+def test_bearer_token_without_appid(tenant: Emulator, rsa_cert: Certificate) -> None:
+    claims = jwt.decode(graph_token(tenant, rsa_cert), options={"verify_signature": False})
+    del claims["appid"], claims["azp"]
+    key = tenant._keys.current  # the emulator's own signing key: only the appid is wrong
+    token = jwt.encode(claims, key.private_key, algorithm="RS256", headers={"kid": key.kid})
+    assert_graph_error(Graph(tenant, token).get(f"applications(appId='{APP}')"), 401,
+                       "InvalidAuthenticationToken",
+                       "Access token validation failure. The token has no appid.")  # fmt: skip
 
 
 # -- addKey -------------------------------------------------------------------------------------
@@ -248,6 +290,14 @@ def test_remove_key_refusals(tenant: Emulator, graph: Graph, rsa_cert: Certifica
 
 def test_routes_methods_and_request_ids(tenant: Emulator, graph: Graph) -> None:
     object_id = tenant.app_object_id(APP)
+    assert_graph_error(
+        graph.client.get(f"{tenant.graph_url}/v2/applications/{object_id}"),
+        400, "BadRequest", "Invalid version: use /v1.0/ (or /beta/).",
+    )  # fmt: skip
+    assert graph.get(f"applications/{object_id}").status_code == 200
+    beta = graph.client.get(f"{tenant.graph_url}/beta/applications/{object_id}",
+                            headers=graph.headers)  # fmt: skip
+    assert beta.json()["@odata.context"].startswith(f"{tenant.graph_url}/beta/$metadata")
     assert_graph_error(graph.get("users"), 400, "BadRequest",
                        "Resource not found for the segment 'users'. (The emulator serves "
                        "applications/{id}, applications(appId='{appId}'), addKey and "

@@ -84,6 +84,15 @@ def test_add_key_without_display_name_names_the_subject_and_shortens_long_names(
     assert long.json()["displayName"] == "x" * 90  # "Longer values are accepted but shortened."
 
 
+def test_custom_key_identifier_is_kept_as_given(
+    tenant: Emulator, graph: Graph, rsa_cert: Certificate, new_cert: Certificate
+) -> None:
+    object_id = tenant.app_object_id(APP)
+    body = key_body(new_cert, make_proof(rsa_cert, object_id), customKeyIdentifier="bmV4dA==")
+    assert graph.add_key(object_id, body).json()["customKeyIdentifier"] == "bmV4dA=="
+    assert tenant.key_credentials(APP)[1]["customKeyIdentifier"] == "bmV4dA=="
+
+
 def test_proof_in_the_dotnet_form_and_graph_app_id_audience(
     tenant: Emulator, graph: Graph, rsa_cert: Certificate, new_cert: Certificate
 ) -> None:
@@ -113,6 +122,9 @@ def _padded(proof: str) -> str:
 # (case, proof builder given (cert, stranger, object_id, now), message after Graph's sentence)
 PROOF_CASES: list[tuple[str, Callable[[Certificate, Certificate, str, float], Any], str]] = [
     ("missing", lambda c, s, o, n: None,
+     "The request has no 'proof': a JWT signed with one of the application's valid "
+     "certificates."),
+    ("empty", lambda c, s, o, n: "  ",
      "The request has no 'proof': a JWT signed with one of the application's valid "
      "certificates."),
     ("padded segment", lambda c, s, o, n: _padded(make_proof(c, o, now=n)),
@@ -280,6 +292,15 @@ BODY_CASES: list[tuple[str, Callable[[dict[str, Any], Certificate], Any], int, s
      400, "Request_BadRequest",
      "Invalid value specified for property 'key' of resource 'KeyCredential': it must be the "
      "certificate's DER bytes in base64 (the public part only)."),
+    ("displayName not text", lambda b, c: {**b, "keyCredential": {**b["keyCredential"],
+                                                                  "displayName": 5}},
+     400, "Request_BadRequest",
+     "Invalid value specified for property 'displayName' of resource 'KeyCredential'."),
+    ("customKeyIdentifier not text", lambda b, c: {**b, "keyCredential": {
+        **b["keyCredential"], "customKeyIdentifier": ["x"]}},
+     400, "Request_BadRequest",
+     "Invalid value specified for property 'customKeyIdentifier' of resource "
+     "'KeyCredential'."),
 ]  # fmt: skip
 
 
