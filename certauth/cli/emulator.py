@@ -30,9 +30,9 @@ Examples:
 
 \b
 At start it prints one "name: value" line each for tenant, issuer, token_endpoint, jwks_uri,
-authority_host (and ca_file with --tls); --ready-file gets the same as JSON once it accepts
-connections. --print-env prints instead, and --env-file FILE writes, the shell export lines a
-client needs (AZURE_TENANT_ID, AZURE_AUTHORITY_HOST, AZURE_CLIENT_ID and
+authority_host, graph_url (and ca_file with --tls); --ready-file gets the same as JSON once it
+accepts connections. --print-env prints instead, and --env-file FILE writes, the shell export
+lines a client needs (AZURE_TENANT_ID, AZURE_AUTHORITY_HOST, AZURE_CLIENT_ID and
 AZURE_CLIENT_CERTIFICATE_PATH for one --register, SSL_CERT_FILE with --tls):
   certauth emulator --port 0 --register APP=certs/app.pem --env-file emulator.env &
   until [ -s emulator.env ]; do sleep 0.2; done; . ./emulator.env; certauth token --scope api://x
@@ -169,6 +169,13 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     help="Access token lifetime (default 3599, as Entra ID; at most 86400).",
 )
 @click.option(
+    "--propagation-delay",
+    type=click.FloatRange(min=0, max=86400),
+    metavar="SECONDS",
+    help="Seconds before a key added or removed through the emulator's Graph (addKey, "
+    "removeKey) is accepted, or refused, by the token endpoint (default 0).",
+)
+@click.option(
     "--ready-file",
     metavar="FILE",
     type=PathText(),
@@ -207,6 +214,7 @@ def emulator(
     tls: bool,
     tls_dir: str | None,
     token_lifetime: int | None,
+    propagation_delay: float | None,
     ready_file: str | None,
     env_file: str | None,
     print_env: bool,
@@ -216,7 +224,8 @@ def emulator(
     """Run a local Entra ID tenant that checks client assertions the way Entra ID does.
 
     It serves OIDC discovery, JWKS, instance discovery and the v2, v1 and B2C token endpoints,
-    and issues RS256 access tokens. Stops cleanly on Ctrl-C or SIGTERM (exit 0).
+    issues RS256 access tokens, and serves Graph's application keyCredentials, addKey and
+    removeKey under graph_url. Stops cleanly on Ctrl-C or SIGTERM (exit 0).
     """
     from certauth.emulator import DEFAULT_TENANT_ID, Emulator
 
@@ -249,6 +258,7 @@ def emulator(
         tls_dir=tls_dir,
         token_lifetime=token_lifetime,
         config=config_file,
+        propagation_delay=propagation_delay,
     )
     for client_id, path in registered:
         tenant.register(client_id, path)

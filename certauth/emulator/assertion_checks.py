@@ -156,6 +156,7 @@ def check_assertion(
         registered = app.find_certificate(
             sha256=digest if form_name == "x5t#S256" else None,
             sha1=digest if form_name == "x5t" else None,
+            accepted_at=now,  # Graph's key changes reach the token endpoint after a delay
         )
         if registered is not None:
             break

@@ -37,6 +37,7 @@ from certauth.emulator.assertion_checks import SUPPORTED_ASSERTION_ALGORITHMS, c
 from certauth.emulator.cae import parse_claims_request
 from certauth.emulator.entra_errors import EntraError, missing_parameter
 from certauth.emulator.registry import (
+    GRAPH_RESOURCE,
     MULTI_TENANT_NAMES,
     App,
     Registry,
@@ -221,7 +222,8 @@ def _grant(
 ) -> Grant:
     key = normalize_resource(resource)
     declared = tenant.resources.get(key)
-    if tenant.resources and declared is None:
+    # Microsoft Graph's service principal is in every tenant: never "not found".
+    if tenant.resources and declared is None and key != GRAPH_RESOURCE:
         raise EntraError(
             500011,
             f"The resource principal named {resource} was not found in the tenant named "

@@ -65,6 +65,8 @@ class EmulatorConfig:
     tenants: list[TenantConfig] = field(default_factory=list)
     token_lifetime: int | None = None
     strict: bool | None = None
+    #: Seconds before Graph's key changes reach the token endpoint.
+    propagation_delay: float | None = None
 
     def apply(self, registry: Registry, default_tenant: Tenant) -> None:
         """Register everything in ``registry``; a first tenant without an id is the default."""
@@ -95,6 +97,7 @@ class EmulatorConfig:
 _TOP_KEYS = {
     "token_lifetime",
     "strict",
+    "propagation_delay",
     "tenants",
     "tenant_id",
     "id",
@@ -125,6 +128,7 @@ def load_config(path: str | os.PathLike[str]) -> EmulatorConfig:
     files (``file``), never from the configuration itself. Example (TOML)::
 
         token_lifetime = 3600
+        propagation_delay = 2   # seconds before Graph's addKey/removeKey reach the token endpoint
         tenant_id = "c3a7c0de-0000-4000-8000-000000000001"
         domains = ["contoso.onmicrosoft.com"]
 
@@ -224,6 +228,11 @@ def _parse_config(data: dict[str, Any], name: str, base: Path) -> EmulatorConfig
         if not isinstance(strict, bool):
             raise ConfigurationError(f"{name}: 'strict' must be true or false")
         config.strict = strict
+    delay = data.get("propagation_delay")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, int | float) or not 0 <= delay < 1e9:
+            raise ConfigurationError(f"{name}: 'propagation_delay' must be seconds, 0 or more")
+        config.propagation_delay = float(delay)
     top = {k: v for k, v in data.items() if k in _TENANT_KEYS}
     if top:
         config.tenants.append(_parse_tenant(top, name, base))

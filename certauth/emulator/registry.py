@@ -65,13 +65,21 @@ def derived_guid(*parts: str) -> str:
     return str(uuid.uuid5(_NAMESPACE, "/".join(p.lower() for p in parts)))
 
 
+#: Microsoft Graph: its application id URI and its application id name one resource principal
+#: (a scope may use either: "Microsoft Graph permissions reference",
+#: https://learn.microsoft.com/graph/permissions-reference).
+GRAPH_RESOURCE = "https://graph.microsoft.com"
+GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
+
+
 def normalize_resource(uri: str) -> str:
     """The key a resource is looked up by: case-insensitive, without a trailing slash.
 
     ``https://management.azure.com/`` and ``https://management.azure.com`` name one resource,
-    as they do in Entra ID.
+    as they do in Entra ID; so do Microsoft Graph's URI and its application id.
     """
-    return uri.strip().rstrip("/").lower()
+    key = uri.strip().rstrip("/").lower()
+    return GRAPH_RESOURCE if key == GRAPH_APP_ID else key
 
 
 def as_utc(when: dt.datetime) -> dt.datetime:
@@ -92,18 +100,35 @@ class RegisteredCertificate:
     sha256: bytes
     not_before: dt.datetime
     not_after: dt.datetime
+    #: Graph's ``keyId`` (a GUID); derived from the thumbprint unless Graph's addKey gave one.
+    key_id: str = ""
+    #: Graph's ``displayName`` (``None``: the certificate's subject).
+    display_name: str | None = None
+    #: Graph's ``customKeyIdentifier`` as given to addKey (``None``: the SHA-1 thumbprint).
+    custom_key_identifier: str | None = None
 
     @classmethod
-    def from_certificate(cls, certificate: Certificate) -> RegisteredCertificate:
+    def from_certificate(
+        cls,
+        certificate: Certificate,
+        *,
+        key_id: str | None = None,
+        display_name: str | None = None,
+        custom_key_identifier: str | None = None,
+    ) -> RegisteredCertificate:
         """Parse what every token request needs once, now."""
         der = certificate.der
+        sha256 = hashlib.sha256(der).digest()
         return cls(
             certificate=certificate,
             public_key=certificate.public_key,
             sha1=hashlib.sha1(der, usedforsecurity=False).digest(),
-            sha256=hashlib.sha256(der).digest(),
+            sha256=sha256,
             not_before=certificate.not_before,
             not_after=certificate.not_after,
+            key_id=key_id or derived_guid("key", sha256.hex()),
+            display_name=display_name,
+            custom_key_identifier=custom_key_identifier,
         )
 
     @property
@@ -205,12 +230,32 @@ class App:
     roles: frozenset[str] = frozenset()
     #: Roles granted on one resource (key: :func:`normalize_resource`).
     resource_roles: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Keys added through Graph that the token endpoint accepts only from a time (epoch
+    #: seconds), by SHA-256: a change takes a while to reach the token service.
+    arriving: Mapping[bytes, float] = field(default_factory=dict)
+    #: Keys removed through Graph that the token endpoint still accepts until a time.
+    departing: tuple[tuple[RegisteredCertificate, float], ...] = ()
 
     def find_certificate(
-        self, *, sha1: bytes | None = None, sha256: bytes | None = None
+        self,
+        *,
+        sha1: bytes | None = None,
+        sha256: bytes | None = None,
+        accepted_at: float | None = None,
     ) -> RegisteredCertificate | None:
-        """The key credential with this SHA-1 or SHA-256 thumbprint (raw digest bytes)."""
-        for cert in self.certificates:
+        """The key credential with this SHA-1 or SHA-256 thumbprint (raw digest bytes).
+
+        Without ``accepted_at``: the directory's keys (what Graph shows). With it: the keys the
+        token endpoint accepts at that time (epoch seconds), which lag Graph's addKey and
+        removeKey by the emulator's propagation delay.
+        """
+        candidates: tuple[RegisteredCertificate, ...] = self.certificates
+        if accepted_at is not None:
+            arriving, departing = self.arriving, self.departing
+            candidates = tuple(
+                c for c in candidates if arriving.get(c.sha256, 0.0) <= accepted_at
+            ) + tuple(c for c, until in departing if until > accepted_at)
+        for cert in candidates:
             if (sha256 is not None and cert.sha256 == sha256) or (
                 sha1 is not None and cert.sha1 == sha1
             ):
@@ -350,6 +395,35 @@ class Registry:
                 app.roles = app.roles | _role_names(roles)
             return app
 
+    def add_key(
+        self, app: App, key: RegisteredCertificate, *, accepted_from: float, now: float
+    ) -> None:
+        """Add a key credential now (Graph's addKey); the token endpoint accepts it from
+        ``accepted_from`` (epoch seconds)."""
+        with self._lock:
+            app.certificates = (*app.certificates, key)
+            arriving = _pending(app.arriving, now)
+            if accepted_from > now:
+                arriving[key.sha256] = accepted_from
+            app.arriving = arriving
+
+    def remove_key(
+        self, app: App, key_id: str, *, accepted_until: float, now: float
+    ) -> RegisteredCertificate | None:
+        """Remove the key credential ``key_id`` now (Graph's removeKey); the token endpoint
+        keeps accepting it until ``accepted_until``. ``None`` when the app has no such key."""
+        with self._lock:
+            found = next((c for c in app.certificates if c.key_id == key_id.lower()), None)
+            if found is None:
+                return None
+            app.certificates = tuple(c for c in app.certificates if c is not found)
+            app.arriving = _pending(app.arriving, now, drop=found.sha256)
+            departing = tuple((c, until) for c, until in app.departing if until > now)
+            if accepted_until > now:
+                departing += ((found, accepted_until),)
+            app.departing = departing
+            return found
+
     def add_resource(self, tenant: Tenant, uri: str, roles: Sequence[str] = ()) -> Resource:
         """Declare a resource; once any is declared, unknown ones get AADSTS500011."""
         if not uri.strip() or any(c.isspace() for c in uri.strip()):
@@ -372,3 +446,10 @@ def _role_names(names: Iterable[str] | str) -> frozenset[str]:
             raise InvalidArgumentError(f"role {name!r} is not a role name (no spaces allowed)")
         result.add(name.strip())
     return frozenset(result)
+
+
+def _pending(
+    arriving: Mapping[bytes, float], now: float, drop: bytes | None = None
+) -> dict[bytes, float]:
+    # The arrivals still ahead: a copy (readers hold the old mapping without a lock).
+    return {sha: when for sha, when in arriving.items() if when > now and sha != drop}

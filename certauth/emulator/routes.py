@@ -1,10 +1,11 @@
 """Which part of the emulator answers a request, and the metadata routes.
 
-The token endpoints go to :class:`~certauth.emulator.token_endpoint.TokenEndpoint`; this module
-answers the rest as Entra ID does: OIDC discovery (v2, v1 and B2C policies), the signing key
-sets (JWKS) and instance discovery. Unknown tenants get AADSTS90002, other paths a 404. The
-emulator's own routes (``/_emulator/...``: a CAE-aware test API, revocation) go to
-:class:`~certauth.emulator.resource.EmulatorApi`.
+The token endpoints go to :class:`~certauth.emulator.token_endpoint.TokenEndpoint`,
+``/graph/...`` to :class:`~certauth.emulator.graph.GraphAPI` and the emulator's own routes
+(``/_emulator/...``: a CAE-aware test API, revocation) to
+:class:`~certauth.emulator.resource.EmulatorApi`; this module answers the rest as Entra ID
+does: OIDC discovery (v2, v1 and B2C policies), the signing key sets (JWKS) and instance
+discovery. Unknown tenants get AADSTS90002, other paths a 404.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from certauth.emulator.discovery import (
     v1_openid_configuration,
     v2_openid_configuration,
 )
+from certauth.emulator.graph import GraphAPI
 from certauth.emulator.registry import MULTI_TENANT_NAMES, Registry
 from certauth.emulator.resource import PREFIX, EmulatorApi
 from certauth.emulator.responses import correlation_id, error_response, json_response
@@ -48,6 +50,7 @@ class Router:
         port: Callable[[], int],
         default_tenant_id: str,
         api: EmulatorApi,
+        graph: GraphAPI | None = None,
     ) -> None:
         self.registry = registry
         self.keys = keys
@@ -56,6 +59,7 @@ class Router:
         self._port = port
         self._default_tenant_id = default_tenant_id
         self.api = api
+        self.graph = graph
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to one request."""
@@ -64,6 +68,8 @@ class Router:
         tail = lowered[1:]
         if lowered[:1] == [PREFIX]:
             return self.api.handle(request, lowered[1:])
+        if self.graph is not None and lowered[:1] == ["graph"]:
+            return self.graph.handle(request, segments[1:])
         token = self.token_endpoint
         if len(segments) >= 3 and tail[-2:] == ["oauth2", "token"] and len(segments) == 3:
             return token.handle(request, "v1", segments[0], None)

@@ -25,6 +25,8 @@ from certauth.emulator.cae import CAE_TOKEN_LIFETIME, RevocationList
 from certauth.emulator.checks import DEFAULT_MAX_ASSERTION_LIFETIME, DEFAULT_SKEW, Policy
 from certauth.emulator.clock import Clock
 from certauth.emulator.config import EmulatorConfig, load_config
+from certauth.emulator.graph import GraphAPI
+from certauth.emulator.graph_checks import DEFAULT_MAX_KEY_CREDENTIALS, key_credential_json
 from certauth.emulator.registry import (
     DEFAULT_TENANT_ID,
     FEDERATED_AUDIENCE,
@@ -71,6 +73,11 @@ class Emulator:
     capability gets a token with ``xms_cc`` living ``cae_token_lifetime`` seconds (default 24
     hours less a second); :meth:`revoke` and :attr:`resource_url` (a CAE-aware test API) let a
     test see a claims challenge and its recovery (see :mod:`certauth.emulator.cae`).
+
+    Microsoft Graph's application ``keyCredentials``, ``addKey`` and ``removeKey`` are served
+    under :attr:`graph_url` (see :mod:`certauth.emulator.graph`). ``propagation_delay``
+    (seconds, default 0) is how long a key added or removed there takes to reach the token
+    endpoint; ``max_key_credentials`` caps an app's keys for addKey (default 1000).
     """
 
     def __init__(
@@ -89,6 +96,8 @@ class Emulator:
         max_assertion_lifetime: int = DEFAULT_MAX_ASSERTION_LIFETIME,
         limits: ServerLimits | None = None,
         cae_token_lifetime: int = CAE_TOKEN_LIFETIME,
+        propagation_delay: float | None = None,
+        max_key_credentials: int | None = None,
     ) -> None:
         parsed = (
             config if isinstance(config, EmulatorConfig) or config is None else load_config(config)
@@ -107,6 +116,12 @@ class Emulator:
             )
         if not isinstance(port, int) or not 0 <= port <= 65535:
             raise InvalidArgumentError(f"port must be 0-65535, got {port!r}")
+        if propagation_delay is None:
+            propagation_delay = parsed.propagation_delay if parsed else None
+        delay = _seconds(propagation_delay or 0.0, "propagation_delay")
+        cap = DEFAULT_MAX_KEY_CREDENTIALS if max_key_credentials is None else max_key_credentials
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise InvalidArgumentError(f"max_key_credentials must be 1 or more: {cap!r}")
         self.host = host
         self.clock = clock if isinstance(clock, Clock) else Clock(clock)
         policy = Policy(
@@ -134,6 +149,14 @@ class Emulator:
             cae_token_lifetime=cae_token_lifetime,
         )
         self._revocations = RevocationList()
+        self._graph = GraphAPI(
+            registry=self.registry,
+            keys=self._keys,
+            clock=self.clock,
+            skew=lambda: self._token_endpoint.policy.skew,
+            propagation_delay=delay,
+            max_key_credentials=cap,
+        )
         self._router = Router(
             registry=self.registry,
             keys=self._keys,
@@ -147,6 +170,7 @@ class Emulator:
                 clock=self.clock,
                 revocations=self._revocations,
             ),
+            graph=self._graph,
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -180,6 +204,17 @@ class Emulator:
     @cae_token_lifetime.setter
     def cae_token_lifetime(self, seconds: int) -> None:
         self._token_endpoint.cae_token_lifetime = seconds
+
+    @property
+    def propagation_delay(self) -> float:
+        """Seconds before a key added or removed through Graph (addKey, removeKey) is accepted,
+        or refused, by the token endpoint; Graph's own reads see the change at once. A new
+        value applies to the next change."""
+        return self._graph.propagation_delay
+
+    @propagation_delay.setter
+    def propagation_delay(self, seconds: float) -> None:
+        self._graph.propagation_delay = _seconds(seconds, "propagation_delay")
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -325,6 +360,12 @@ class Emulator:
         return f"{self.authority_host}/_emulator/revoke"
 
     @property
+    def graph_url(self) -> str:
+        """``{authority_host}/graph``: the emulator's Microsoft Graph, called as
+        ``{graph_url}/v1.0/applications/{id}/addKey`` like ``https://graph.microsoft.com``."""
+        return f"{self.authority_host}/graph"
+
+    @property
     def ca_file(self) -> str | None:
         """With ``tls=True``: the PEM file of the CA that signed the server certificate."""
         return str(self._ca_file) if self._ca_file is not None else None
@@ -337,6 +378,7 @@ class Emulator:
             "token_endpoint": self.token_endpoint,
             "jwks_uri": self.jwks_uri,
             "authority_host": self.authority_host,
+            "graph_url": self.graph_url,
         }
         if self.ca_file is not None:
             result["ca_file"] = self.ca_file
@@ -417,6 +459,24 @@ class Emulator:
         """
         credential = FederatedCredential(issuer, subject, (audience,), federated_keys(keys))
         return self.registry.register_app(self._tenant(tenant), client_id, federated=[credential])
+
+    def _app(self, client_id: str, tenant: str | None) -> App:
+        found = self._tenant(tenant).app(client_id)
+        if found is None:
+            raise InvalidArgumentError(
+                f"no app {client_id!r} is registered in tenant {self._tenant(tenant).tenant_id}"
+            )
+        return found
+
+    def app_object_id(self, client_id: str, *, tenant: str | None = None) -> str:
+        """The application's object id (Graph's ``id``, the ``iss`` of a proof of possession):
+        a stable GUID, not the client id."""
+        return self._app(client_id, tenant).object_id
+
+    def key_credentials(self, client_id: str, *, tenant: str | None = None) -> list[dict[str, Any]]:
+        """The app's ``keyCredentials`` as Graph shows them now (``key`` null): added or
+        removed through Graph at once, whatever the propagation delay."""
+        return [key_credential_json(c) for c in self._app(client_id, tenant).certificates]
 
     def add_resource(
         self, uri: str, *, roles: Sequence[str] = (), tenant: str | None = None
@@ -536,3 +596,9 @@ class Emulator:
     def _handle(self, request: HttpRequest) -> HttpResponse:
         # The HTTP server's callback (tests also call it directly, without a socket).
         return self._router.handle(request)
+
+
+def _seconds(value: float, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e9:
+        raise InvalidArgumentError(f"{name} must be seconds, 0 or more: {value!r}")
+    return float(value)

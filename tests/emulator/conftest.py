@@ -73,3 +73,15 @@ def future_cert() -> Certificate:
     return generate_certificate(
         "CN=future", days=30, now=dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=10)
     )
+
+
+@pytest.fixture(scope="session")
+def new_cert() -> Certificate:
+    """The certificate a key rotation adds (Graph addKey tests)."""
+    return generate_certificate("CN=certauth-next", key_type="rsa2048")
+
+
+@pytest.fixture(scope="session")
+def stranger_cert() -> Certificate:
+    """A certificate no app has (Graph addKey tests)."""
+    return generate_certificate("CN=certauth-stranger", key_type="rsa2048")

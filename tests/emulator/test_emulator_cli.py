@@ -21,7 +21,7 @@ from certauth.certificates import Certificate
 from certauth.cli.main import main
 from certauth.emulator import DEFAULT_TENANT_ID, Emulator
 
-READY_KEYS = {"tenant", "issuer", "token_endpoint", "jwks_uri", "authority_host"}
+READY_KEYS = {"tenant", "issuer", "token_endpoint", "jwks_uri", "authority_host", "graph_url"}
 
 
 @contextmanager
