@@ -78,6 +78,7 @@ _SOURCES = {
     "authority host": "authority= / AZURE_AUTHORITY_HOST",
     "issuer": "issuer=",
     "jwks_uri": "jwks_uri=",
+    "graph_url": "graph_url=",
 }
 #: RFC 3986 section 3.2: the authority ends at the first "/", "?" or "#"; WHATWG URL parsers
 #: (browsers, some proxies) also end it at a backslash.

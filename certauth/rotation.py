@@ -37,8 +37,9 @@ from typing import Any
 
 from certauth import _graph
 from certauth._files import OutputFile, ensure_private_dir, write_files_atomically
-from certauth._http import new_sync_client, run_sync
+from certauth._http import new_sync_client, resolve_verify, run_sync
 from certauth._keyfiles import Password
+from certauth.authority import check_endpoint_url, resolve_authority
 from certauth.certificates import Certificate, check_validity_days, generate_certificate
 from certauth.certificates import load_certificate as _load
 from certauth.errors import (
@@ -158,6 +159,15 @@ def rotate_certificate(
         raise InvalidArgumentError(
             f"propagation_timeout={propagation_timeout!r}: give seconds from 1 to 86400"
         )
+    if not client_id:
+        raise InvalidArgumentError("client id is empty; give client_id=")
+    # Every setting is checked before anything is written or sent, a dry run's included: the
+    # one resolution of tenant and cloud the credentials use, Graph's URL, the output folder.
+    resolve_authority(tenant_id, host=authority)
+    graph_url = check_endpoint_url(graph_url or _graph.graph_for(authority), what="graph_url")
+    _check_out_dir(Path(out_dir))
+    if verify is not None:
+        verify = resolve_verify(verify)  # a CA file that cannot be used fails here, not later
     run = _Rotation(
         served=_Served(Path(cert_path), Path(key_path) if key_path else None),
         out=Path(out_dir),
@@ -169,7 +179,7 @@ def rotate_certificate(
         wait=wait,
         object_id=app_object_id,
         authority=authority,
-        graph_url=(graph_url or _graph.graph_for(authority)).rstrip("/"),
+        graph_url=graph_url.rstrip("/"),
         verify=verify,
         propagation_timeout=propagation_timeout,
         keep_old=keep_old,
@@ -205,6 +215,25 @@ class _Served:
         if self.key:
             return "pair"
         return "pfx" if self.cert.suffix.lower() in (".pfx", ".p12") else "bundle"
+
+
+def _check_out_dir(folder: Path) -> None:
+    """Refuse an output folder that is a file, or lies under one (the first existing level
+    must be a directory); a missing folder is created when the rotation starts."""
+    level = folder
+    try:
+        while not level.exists() and level.parent != level:
+            level = level.parent
+        usable = level.is_dir()
+    except OSError as exc:  # a name too long, a loop of links
+        raise LocalInputError(
+            f"{folder}: cannot use as the output folder ({exc.strerror or exc})"
+        ) from None
+    if not usable:
+        raise LocalInputError(
+            f"{folder}: cannot be the output folder: {level} is not a directory; choose another "
+            "out_dir="
+        )
 
 
 def _date(now: float) -> str:

@@ -21,6 +21,9 @@ from certauth.errors import CertificateError, InvalidArgumentError
 ROOT = Path(__file__).resolve().parents[1]
 #: A CLI option in a message: "--key", "--no-cache".
 _OPTION = re.compile(r"(?<![\w-])--[a-z]")
+#: Another tool's command line quoted as the fix ("az ad app credential reset ... --append"):
+#: its options are that tool's, not certauth's.
+_OTHER_TOOL = re.compile(r"\baz [a-z]+(?: [a-z-]+)*(?: (?:--?[\w-]+|@?[\w./@-]+))*")
 
 
 @pytest.fixture
@@ -55,9 +58,15 @@ def test_every_keyword_it_knows_is_a_real_parameter_or_option() -> None:
 
     from certauth import build_client_assertion
     from certauth.certificates import generate_certificate as generate
+    from certauth.rotation import rotate_certificate
 
     names: set[str] = set()
-    for function in (CertificateCredential.__init__, build_client_assertion, generate):
+    for function in (
+        CertificateCredential.__init__,
+        build_client_assertion,
+        generate,
+        rotate_certificate,
+    ):
         names |= set(inspect.signature(function).parameters)
     assert set(CLI_WORDING) - names <= {"jwks_uri"}  # verify_access_token's
     from certauth import verify_access_token
@@ -138,6 +147,6 @@ def test_no_library_message_speaks_of_a_cli_option() -> None:
             if isinstance(node, ast.Constant)
             and isinstance(node.value, str)
             and id(node) not in docstrings
-            and _OPTION.search(node.value)
+            and _OPTION.search(_OTHER_TOOL.sub("", node.value))
         ]
     assert not found, "library messages name CLI options; name the keyword:\n" + "\n".join(found)

@@ -141,6 +141,10 @@ KINDS: dict[str, str] = {
     "cert bundle CERT": "infile",
     "cert bundle KEY": "infile",
     "cert bundle --out": "outfile",
+    "--grace": "number",
+    "--propagation-timeout": "number",
+    "--app-object-id": "text",
+    "--graph-url": "url",
     "--key-password-file": "infile",
     "--key-password-env": "envvar",
     "decode TOKEN|-": "token",
@@ -377,6 +381,11 @@ EXPECTED: dict[tuple[str, str, str], frozenset[int]] = {
     # redis-py ignores a database path that is not a number (database 0); refusing it is
     # _redis.py's to decide. The unreachable cache is then only warned about.
     ("token", "--cache", "bad-db"): frozenset({0, 2}),
+    # `cert rotate --dry-run` sends nothing: a closed port is never contacted, and a tenant
+    # the cloud would not know is still well formed.
+    ("cert rotate", "--authority-host", "closed-port"): frozenset({0}),
+    ("cert rotate", "--graph-url", "closed-port"): frozenset({0}),
+    ("cert rotate", "--tenant", "label"): frozenset({0, 2}),
 }
 #: Options checked against a token: a value the token does not satisfy fails verification.
 for _checked in ("--audience", "--require-scope", "--require-role"):
@@ -534,6 +543,15 @@ def _baseline(command: str, world: World) -> list[tuple[str, str | None]]:
         "cert check": [("FILE", f["cert"])],
         "cert manifest": [("FILE", f["cert"])],
         "cert bundle": [("CERT", f["cert"]), ("KEY", f["keyfile"]), ("--out", "{tmp}/out.pem")],
+        # A dry run checks every setting and sends nothing (the rotation itself is tested
+        # end to end in tests/rotation/).
+        "cert rotate": [
+            ("--tenant", emulator.tenant_id),
+            ("--client-id", CLIENT_ID),
+            ("--cert", f["bundle"]),
+            ("--out", "{tmp}/rotation"),
+            ("--dry-run", None),
+        ],
         "decode": [("TOKEN|-", world.token)],
         "verify": [
             ("TOKEN|-", world.token),
