@@ -22,6 +22,7 @@ __all__ = [
     "LocalInputError",
     "OutputExistsError",
     "PasswordError",
+    "SignerError",
     "TenantNotAllowedError",
     "TokenRequestError",
     "TokenValidationError",
@@ -74,6 +75,21 @@ class KeyMismatchError(CertificateError):
 
 class UnsupportedKeyError(CertificateError):
     """The key type or size cannot be used (for example an EC key or RSA < 2048 for Entra ID)."""
+
+
+class SignerError(LocalInputError):
+    """A signer could not sign (CLI exit 3): a PKCS#11 token removed or locked, a wrong PIN, a
+    Key Vault key missing or not allowed to sign, the vault unreachable or throttling.
+
+    ``backend`` names it (``pkcs11``, ``keyvault``, ...); ``transient`` says whether a retry
+    may help (a throttled or unreachable vault), so callers retry it with the same policy as
+    the token endpoint. The message never holds a PIN, a vault token or key material.
+    """
+
+    def __init__(self, message: str, *, backend: str, transient: bool = False) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.transient = transient
 
 
 class OutputExistsError(LocalInputError):
