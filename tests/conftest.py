@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from certauth.certificates import Certificate, generate_certificate
@@ -26,6 +29,16 @@ def no_tenant_variables(monkeypatch: pytest.MonkeyPatch) -> None:
     ``AZURE_IDENTITY_DISABLE_MULTITENANTAUTH``."""
     monkeypatch.delenv("AZURE_ADDITIONALLY_ALLOWED_TENANTS", raising=False)
     monkeypatch.delenv("AZURE_IDENTITY_DISABLE_MULTITENANTAUTH", raising=False)
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A CLI run as on a clean machine: no ``AZURE_*`` or ``CERTAUTH_*`` variable from the
+    developer's shell, and a token cache folder of the test's own."""
+    for name in list(os.environ):
+        if name.startswith(("AZURE_", "CERTAUTH_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("CERTAUTH_CACHE_DIR", str(tmp_path / "cache"))
 
 
 @pytest.fixture(scope="session")

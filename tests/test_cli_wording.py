@@ -5,7 +5,6 @@ CLI shows the same error with the option that sets it (``--key``), through
 from __future__ import annotations
 
 import ast
-import os
 import re
 from pathlib import Path
 
@@ -24,14 +23,6 @@ _OPTION = re.compile(r"(?<![\w-])--[a-z]")
 #: Another tool's command line quoted as the fix ("az ad app credential reset ... --append"):
 #: its options are that tool's, not certauth's.
 _OTHER_TOOL = re.compile(r"\baz [a-z]+(?: [a-z-]+)*(?: (?:--?[\w-]+|@?[\w./@-]+))*")
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("AZURE_", "CERTAUTH_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CERTAUTH_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def test_keywords_become_options_and_nothing_else_changes() -> None:

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from _emulator_helpers import CLIENT_ID
+from _graph_helpers import APP, GRAPH, OTHER, Graph, graph_token
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -85,3 +86,21 @@ def new_cert() -> Certificate:
 def stranger_cert() -> Certificate:
     """A certificate no app has (Graph addKey tests)."""
     return generate_certificate("CN=certauth-stranger", key_type="rsa2048")
+
+
+# -- Graph (tests/emulator/test_emulator_graph*.py) ----------------------------------------------
+
+
+@pytest.fixture
+def tenant(rsa_cert: Certificate, other_rsa_cert: Certificate) -> Iterator[Emulator]:
+    """APP (may read applications) and OTHER (no Graph permission), one certificate each."""
+    with Emulator() as emulator:
+        emulator.register(APP, rsa_cert, roles={GRAPH: ["Application.Read.All"]})
+        emulator.register(OTHER, other_rsa_cert)
+        yield emulator
+
+
+@pytest.fixture
+def graph(tenant: Emulator, rsa_cert: Certificate) -> Graph:
+    """Graph as APP."""
+    return Graph(tenant, graph_token(tenant, rsa_cert))

@@ -12,7 +12,7 @@ import json
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -37,22 +37,6 @@ from _graph_helpers import (
 from certauth.certificates import Certificate
 from certauth.emulator import Emulator
 from certauth.errors import ConfigurationError, InvalidArgumentError
-
-
-@pytest.fixture
-def tenant(rsa_cert: Certificate, other_rsa_cert: Certificate) -> Iterator[Emulator]:
-    """APP (may read applications) and OTHER (no Graph permission), one certificate each."""
-    with Emulator() as emulator:
-        emulator.register(APP, rsa_cert, roles={GRAPH: ["Application.Read.All"]})
-        emulator.register(OTHER, other_rsa_cert)
-        yield emulator
-
-
-@pytest.fixture
-def graph(tenant: Emulator, rsa_cert: Certificate) -> Graph:
-    """Graph as APP."""
-    return Graph(tenant, graph_token(tenant, rsa_cert))
-
 
 # -- reading an application ---------------------------------------------------------------------
 

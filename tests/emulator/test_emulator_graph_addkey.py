@@ -8,7 +8,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -34,21 +34,6 @@ from _graph_helpers import (
 from certauth.certificates import Certificate
 from certauth.emulator import Emulator
 from certauth.errors import InvalidArgumentError
-
-
-@pytest.fixture
-def tenant(rsa_cert: Certificate, other_rsa_cert: Certificate) -> Iterator[Emulator]:
-    """APP (may read applications) and OTHER (no Graph permission), one certificate each."""
-    with Emulator() as emulator:
-        emulator.register(APP, rsa_cert, roles={GRAPH: ["Application.Read.All"]})
-        emulator.register(OTHER, other_rsa_cert)
-        yield emulator
-
-
-@pytest.fixture
-def graph(tenant: Emulator, rsa_cert: Certificate) -> Graph:
-    """Graph as APP."""
-    return Graph(tenant, graph_token(tenant, rsa_cert))
 
 
 def test_add_key_with_a_proof(

@@ -11,7 +11,6 @@ the emulator (its fault injection sends the exact bytes) on loopback.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,14 +131,6 @@ def pem(rsa_cert: Certificate, tmp_path: Path) -> Path:
     path = tmp_path / "app.pem"
     path.write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
     return path
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    for name in list(os.environ):
-        if name.startswith(("AZURE_", "CERTAUTH_")):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("CERTAUTH_CACHE_DIR", str(tmp_path / "cache"))
 
 
 HOSTILE_ANSWERS = {

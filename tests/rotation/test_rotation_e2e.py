@@ -278,10 +278,8 @@ class Crash(BaseException):
     """A process dying (not an error the rotation could catch)."""
 
 
-@pytest.mark.parametrize("point", CRASH_POINTS)
-def test_a_rotation_cut_off_before_recording_a_step_converges(
-    setup: Setup, point: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _cut_off_before_recording(point: str, setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run a rotation that dies just before it records ``point`` (its work done)."""
     original = _Rotation._save
 
     def dying_save(self: _Rotation, step: str | None = None) -> None:
@@ -293,6 +291,13 @@ def test_a_rotation_cut_off_before_recording_a_step_converges(
     with pytest.raises(Crash):
         setup.rotate(grace=0)
     monkeypatch.setattr(_Rotation, "_save", original)
+
+
+@pytest.mark.parametrize("point", CRASH_POINTS)
+def test_a_rotation_cut_off_before_recording_a_step_converges(
+    setup: Setup, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _cut_off_before_recording(point, setup, monkeypatch)
     result = setup.rotate(grace=0)
     _assert_converged(setup, result.new_thumbprint)
 
@@ -347,17 +352,7 @@ def test_a_certificate_for_another_app_is_never_rotated_in(
 ) -> None:
     # The served file changed under a rotation (someone restored another certificate): the
     # rerun refuses instead of rolling a key it did not start from.
-    original = _Rotation._save
-
-    def dying(self: _Rotation, step: str | None = None) -> None:
-        if step == "created":
-            raise Crash(step)
-        original(self, step)
-
-    monkeypatch.setattr(_Rotation, "_save", dying)
-    with pytest.raises(Crash):
-        setup.rotate(grace=0)
-    monkeypatch.setattr(_Rotation, "_save", original)
+    _cut_off_before_recording("created", setup, monkeypatch)
     other = generate_certificate("CN=someone-else")
     setup.served.write_bytes(other.private_key_pem() + other.pem)
     from certauth.rotation import RotationError
