@@ -59,6 +59,10 @@ class _Shell:
         def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None: ...
 
 
+#: The cloud's login host when ``authority=`` is not given, as azure-identity reads it.
+AUTHORITY_HOST_ENV = "AZURE_AUTHORITY_HOST"
+
+
 def _planner(
     tenant_id: str | None,
     client_id: str | None,
@@ -78,6 +82,12 @@ def _planner(
     """The planning core for the arguments every credential shares."""
     if timeout <= 0:
         raise InvalidArgumentError(f"timeout must be above 0 seconds, got {timeout}")
+    if authority is None and not (token_endpoint or issuer):
+        # azure-identity's default authority: AZURE_AUTHORITY_HOST, else the public cloud (its
+        # credentials take it from get_default_authority() when authority= is not given), so
+        # a drop-in works unchanged in a sovereign cloud's pipeline. A credential naming its
+        # server by token_endpoint=/issuer= has no use for a cloud host.
+        authority = os.environ.get(AUTHORITY_HOST_ENV, "").strip() or None
     resolved = resolve_authority(
         tenant_id,
         host=authority,
