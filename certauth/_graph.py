@@ -42,6 +42,16 @@ GRAPH_BY_AUTHORITY = {
     "login.partner.microsoftonline.cn": "https://microsoftgraph.chinacloudapi.cn",
 }
 DEFAULT_GRAPH = "https://graph.microsoft.com"
+#: Every Graph service root (the US Government DoD cloud signs in at login.microsoftonline.us
+#: like L4, but its Graph is dod-graph.microsoft.us: give it as graph_url=).
+GRAPH_HOSTS = frozenset(
+    {
+        "graph.microsoft.com",
+        "graph.microsoft.us",
+        "dod-graph.microsoft.us",
+        "microsoftgraph.chinacloudapi.cn",
+    }
+)
 
 
 def graph_for(authority_host: str | None) -> str:
@@ -52,6 +62,43 @@ def graph_for(authority_host: str | None) -> str:
         return DEFAULT_GRAPH
     host = urlsplit(authority_host if "//" in authority_host else f"//{authority_host}").hostname
     return GRAPH_BY_AUTHORITY.get((host or "").lower(), DEFAULT_GRAPH)
+
+
+def graph_resource(graph_url: str | None, authority_host: str | None) -> str:
+    """The resource a Graph token is asked for: ``graph_url`` when it is a Graph service root
+    (DoD's included), else the cloud's Graph by ``authority_host`` (an emulator's URL gets the
+    public cloud's resource, as its tokens name it)."""
+    if graph_url:
+        parts = urlsplit(graph_url)
+        if (parts.hostname or "").lower() in GRAPH_HOSTS:
+            return f"{parts.scheme}://{parts.hostname}"
+    return graph_for(authority_host)
+
+
+def key_id(application: Mapping[str, Any] | None, thumbprint: str) -> str | None:
+    """The ``keyId`` of ``application``'s key credential for the certificate with SHA-1
+    ``thumbprint``: by its ``key`` (the certificate's DER, when Graph sends it) or else by its
+    ``customKeyIdentifier``."""
+    for credential in (application or {}).get("keyCredentials") or []:
+        if not isinstance(credential, Mapping):
+            continue
+        found = _thumbprint_of_key(credential.get("key")) or thumbprint_of(credential)
+        identifier = credential.get("keyId")
+        if found == thumbprint and isinstance(identifier, str):
+            return identifier
+    return None
+
+
+def _thumbprint_of_key(value: object) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    import hashlib
+
+    try:
+        der = base64.b64decode(value, validate=True)
+    except ValueError:
+        return None
+    return hashlib.sha1(der).hexdigest().upper()  # noqa: S324 - the portal's thumbprint
 
 
 def build_proof(certificate: Certificate, object_id: str, *, now: float | None = None) -> str:

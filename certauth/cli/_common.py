@@ -470,8 +470,9 @@ class Duration(ParamType):
     name = "duration"
     _UNITS: ClassVar[dict[str, int]] = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
-    def __init__(self, maximum: float) -> None:
+    def __init__(self, maximum: float, minimum: float = 0.0) -> None:
         self.maximum = maximum
+        self.minimum = minimum
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """Seconds as a float, or a usage error naming the option and the forms it takes."""
@@ -489,6 +490,8 @@ class Duration(ParamType):
             self.fail(f"{shown!r} is not a duration (e.g. 90, 90s, 10m, 1h, 2d)", param, ctx)
         if seconds > self.maximum:
             self.fail(f"{shown!r} is more than {self.maximum:.0f} seconds", param, ctx)
+        if seconds < self.minimum:
+            self.fail(f"{shown!r} is less than {self.minimum:.0f} seconds", param, ctx)
         return seconds
 
 
@@ -547,9 +550,9 @@ def _prefix_option(exc: CertauthError, context: click.Context) -> None:
             if not isinstance(value, str) or not value:
                 continue
             # A CLIENT_ID=FILE pair names its file after the '='; a library may have
-            # normalised a path ("dir/" -> "dir").
+            # normalised a path ("dir/" -> "dir") or made it absolute (cert rotate's state).
             right = value.partition("=")[2].strip()
-            candidates = {value, right, os.path.normpath(value)} - {""}
+            candidates = {value, right, os.path.normpath(value), os.path.abspath(value)} - {""}
             if path in candidates or any(message.startswith(f"{c}:") for c in candidates):
                 flag = max(param.opts, key=len)
                 exc.message = f"{flag} {message}"

@@ -74,7 +74,7 @@ def _env(name: str) -> str | None:
 )
 @click.option(
     "--propagation-timeout",
-    type=Duration(maximum=86400),
+    type=Duration(maximum=86400, minimum=1),
     default="10m",
     show_default=True,
     help="How long to wait for the token endpoint to accept the new certificate.",
@@ -101,6 +101,13 @@ def _env(name: str) -> str | None:
     "--delete-old",
     is_flag=True,
     help="Delete the old certificate's files at the end (default: keep them, renamed).",
+)
+@click.option(
+    "--switch-command",
+    metavar="COMMAND",
+    type=Text(),
+    help="A shell command run right after the switch, before it is recorded (e.g. kubectl "
+    "apply of the new secret); if it fails, the rotation stops before removing anything.",
 )
 @click.option("--dry-run", is_flag=True, help="Print the plan; change and send nothing.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object summing it up.")
@@ -151,6 +158,21 @@ def rotate(**opts: Any) -> None:
     def log(line: str) -> None:
         click.echo(f"certauth: rotate: {line}", err=True)
 
+    switch_command = opts["switch_command"]
+
+    def on_switch() -> None:
+        import subprocess
+
+        from certauth.rotation import RotationError
+
+        # The operator's own command line, as cron or a CronJob would run it.
+        done = subprocess.run(switch_command, shell=True, check=False)  # noqa: S602
+        if done.returncode != 0:
+            raise RotationError(
+                f"--switch-command exited {done.returncode}; the served files are switched but "
+                "the old key stays registered: fix the command and rerun"
+            )
+
     with show_retries():
         result = rotate_certificate(
             cert_path,
@@ -168,6 +190,7 @@ def rotate(**opts: Any) -> None:
             verify=opts["ca_file"],
             propagation_timeout=opts["propagation_timeout"],
             keep_old=not opts["delete_old"],
+            on_switch=on_switch if switch_command else None,
             dry_run=opts["dry_run"],
             log=log,
         )
@@ -184,8 +207,8 @@ def rotate(**opts: Any) -> None:
     click.echo(f"{'new thumbprint:':<20}{result.new_thumbprint}")
     click.echo(f"{'new files:':<20}{', '.join(result.new_files)}")
     if result.status == "waiting" and result.remove_after:
-        from certauth.rotation import _iso
+        from certauth._rotation_run import iso
 
-        click.echo(f"{'old key removed:':<20}no: rerun after {_iso(result.remove_after)}")
+        click.echo(f"{'old key removed:':<20}no: rerun after {iso(result.remove_after)}")
     else:
         click.echo(f"{'old key removed:':<20}{'yes' if result.old_key_removed else 'no'}")

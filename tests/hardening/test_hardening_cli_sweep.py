@@ -145,6 +145,7 @@ KINDS: dict[str, str] = {
     "--propagation-timeout": "number",
     "--app-object-id": "text",
     "--graph-url": "url",
+    "--switch-command": "text",
     "--key-password-file": "infile",
     "--key-password-env": "envvar",
     "decode TOKEN|-": "token",

@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from certauth import AsyncCertificateCredential, CertificateCredential, load_certificate
+from certauth._rotation_run import RotationRun
 from certauth.certificates import Certificate, generate_certificate
 from certauth.emulator import Emulator
 from certauth.errors import TokenRequestError
-from certauth.rotation import STATE_FILE, _Rotation, rotate_certificate
+from certauth.rotation import STATE_FILE, rotate_certificate
 
 CLIENT_ID = "7a1d1b2c-0000-4000-8000-00000000a0a1"
 SCOPE = "api://billing/.default"
@@ -85,6 +86,8 @@ def setup(tmp_path: Path, rsa_cert: Certificate) -> Iterator[Setup]:
         served_dir.mkdir()
         served = served_dir / "billing-api.pem"
         served.write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
+        # As a service's file often is: readable by the service's group.
+        served.chmod(0o640)
         yield Setup(tenant, rsa_cert, served, tmp_path / "rotation")
 
 
@@ -149,8 +152,15 @@ def test_services_never_fail_through_a_whole_rotation(setup: Setup) -> None:
     time.sleep(1.0)
     try:
         result = setup.rotate()
-        # The services keep going past the removal and its propagation.
-        time.sleep(PROPAGATION + 2.5)
+        # The services keep going past the removal and its propagation, until each has made
+        # a few calls since (a loaded machine makes the CLI's processes slow: wait for them).
+        time.sleep(PROPAGATION)
+        since = [loop.ok for loop in loops]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and any(
+            loop.ok < start + 2 for loop, start in zip(loops, since, strict=True)
+        ):
+            time.sleep(0.2)
     finally:
         for loop in loops:
             loop.stop.set()
@@ -163,7 +173,7 @@ def test_services_never_fail_through_a_whole_rotation(setup: Setup) -> None:
 
     for loop in loops:
         assert loop.failures == [], f"{loop.name}: {loop.failures[:3]}"
-        assert loop.ok > 5, f"{loop.name} made only {loop.ok} calls"
+        assert loop.ok >= 3, f"{loop.name} made only {loop.ok} calls"
     new = load_certificate(result.new_files[0])
     assert result.status == "done"
     assert result.old_key_removed
@@ -176,7 +186,8 @@ def test_services_never_fail_through_a_whole_rotation(setup: Setup) -> None:
     assert load_certificate(setup.served).thumbprint() == new.thumbprint()
     retired = sorted(setup.served.parent.glob("billing-api.retired-*.pem"))
     assert [load_certificate(path).thumbprint() for path in retired] == [setup.old.thumbprint()]
-    assert oct(setup.served.stat().st_mode & 0o777) == "0o600"
+    # The served file keeps its mode (and owner: see test_the_served_files_keep_their_owner).
+    assert oct(setup.served.stat().st_mode & 0o777) == "0o640"
     assert not (setup.out / STATE_FILE).exists()
     # The services now sign with the new certificate...
     with CertificateCredential(
@@ -201,6 +212,7 @@ def test_a_symlinked_pair_is_switched_by_swapping_links(setup: Setup, tmp_path: 
     versions.mkdir()
     (versions / "v1.crt").write_bytes(setup.old.pem)
     (versions / "v1.key").write_bytes(setup.old.private_key_pem())
+    (versions / "v1.key").chmod(0o600)
     crt, key = tmp_path / "served" / "tls.crt", tmp_path / "served" / "tls.key"
     crt.symlink_to("../versions/v1.crt")
     key.symlink_to("../versions/v1.key")
@@ -280,17 +292,17 @@ class Crash(BaseException):
 
 def _cut_off_before_recording(point: str, setup: Setup, monkeypatch: pytest.MonkeyPatch) -> None:
     """Run a rotation that dies just before it records ``point`` (its work done)."""
-    original = _Rotation._save
+    original = RotationRun.save
 
-    def dying_save(self: _Rotation, step: str | None = None) -> None:
+    def dying_save(self: RotationRun, step: str | None = None) -> None:
         if step == point:
             raise Crash(point)
         original(self, step)
 
-    monkeypatch.setattr(_Rotation, "_save", dying_save)
+    monkeypatch.setattr(RotationRun, "save", dying_save)
     with pytest.raises(Crash):
         setup.rotate(grace=0)
-    monkeypatch.setattr(_Rotation, "_save", original)
+    monkeypatch.setattr(RotationRun, "save", original)
 
 
 @pytest.mark.parametrize("point", CRASH_POINTS)
@@ -389,9 +401,14 @@ def test_an_expired_certificate_is_rotated_once_the_new_one_is_uploaded_by_hand(
         assert "the current certificate is expired on " in message
         assert "Graph's addKey cannot be used" in message
         new_file = next((tmp_path / "out").glob("lapsed-*.pem"))
-        assert f"upload the certificate in {new_file} to the app registration by hand" in message
+        public = new_file.with_suffix(".crt")  # the public part, beside the new bundle
+        assert f"upload {public} (the public certificate) to the app registration by hand" in (
+            message
+        )
+        assert load_certificate(public).thumbprint() == load_certificate(new_file).thumbprint()
+        assert load_certificate(public).private_key is None
         # The operator uploads it (the portal); the rerun goes on with it and removes the old.
-        tenant.register(CLIENT_ID, load_certificate(new_file))
+        tenant.register(CLIENT_ID, load_certificate(public))
         result = rotate_certificate(served, **settings)
         assert result.status == "done"
         assert result.old_key_removed

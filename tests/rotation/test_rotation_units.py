@@ -190,12 +190,12 @@ def test_a_state_file_of_another_certificate_is_refused(
 ) -> None:
     served = _bundle(tmp_path, rsa_cert)
     (tmp_path / STATE_FILE).write_text(
-        json.dumps({"version": 1, "served": ["/elsewhere/other.pem"], "step": "created"})
+        json.dumps({"version": 2, "served": ["/elsewhere/other.pem"], "step": "created"})
     )
     with pytest.raises(RotationError, match=r"a rotation of /elsewhere/other\.pem is under way"):
         rotate_certificate(served, tenant_id="contoso.com", client_id="app", out_dir=tmp_path)
     (tmp_path / STATE_FILE).write_text("{not json")
-    with pytest.raises(Exception, match="not a rotation state certauth wrote"):
+    with pytest.raises(Exception, match="not a rotation state this certauth wrote"):
         rotate_certificate(served, tenant_id="contoso.com", client_id="app", out_dir=tmp_path)
 
 
@@ -231,7 +231,7 @@ def test_missing_settings_are_named_at_once(
 
 
 def test_ec_certificates_rotate_to_ec(tmp_path: Path) -> None:
-    from certauth.rotation import _key_type
+    from certauth._rotation_run import key_type as _key_type
 
     assert _key_type(generate_certificate("CN=x", key_type="ec-p256")) == "ec-p256"
     assert _key_type(generate_certificate("CN=x", key_type="rsa3072")) == "rsa3072"
