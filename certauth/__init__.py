@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from certauth.credential import WorkloadIdentityCredential as WorkloadIdentityCredential
     from certauth.protocol import RetryPolicy as RetryPolicy
     from certauth.protocol import Token as Token
+    from certauth.signers import AsyncSigner as AsyncSigner
+    from certauth.signers import KeyFileSigner as KeyFileSigner
+    from certauth.signers import Signer as Signer
     from certauth.verify import AsyncTokenVerifier as AsyncTokenVerifier
     from certauth.verify import TokenVerifier as TokenVerifier
     from certauth.verify import verify_access_token as verify_access_token
@@ -42,6 +45,9 @@ _EXPORTS: dict[str, str] = {
     "generate_certificate": "certauth.certificates",
     "load_certificate": "certauth.certificates",
     "build_client_assertion": "certauth.assertion",
+    "Signer": "certauth.signers",
+    "AsyncSigner": "certauth.signers",
+    "KeyFileSigner": "certauth.signers",
     "Authority": "certauth.authority",
     "RetryPolicy": "certauth.protocol",
     "Token": "certauth.protocol",

@@ -1,11 +1,12 @@
 """Sans-I/O flows: the actions a flow yields, the retry decision, and the GET-a-document flow.
 
 A flow is a generator that yields :class:`Send` (an HTTP request), :class:`Sleep` (a wait) or
-:class:`Call` (a blocking call such as a shared-cache read or a file reload) and is resumed with
-the outcome. It decides everything itself; the drivers in :mod:`certauth._http` only perform
-the actions, with blocking I/O (``run_sync``) or with asyncio (``run_async``, which runs a
-:class:`Call` in a worker thread so the event loop never blocks). Credentials (token POST,
-discovery) and verifiers (discovery, JWKS) share :func:`retry_delay` and :func:`get_json`.
+:class:`Call` (a blocking call such as a shared-cache read, a file reload or a signer's
+signature) and is resumed with the outcome. It decides everything itself; the drivers in
+:mod:`certauth._http` only perform the actions, with blocking I/O (``run_sync``) or with asyncio
+(``run_async``, which awaits a :class:`Call`'s coroutine twin when it has one and otherwise runs
+it in a worker thread, so the event loop never blocks). Credentials (token POST, discovery,
+signing) and verifiers (discovery, JWKS) share :func:`retry_delay` and :func:`get_json`.
 
 Time, too, comes from outside: the driver measures how long each attempt took and hands it
 back in the answer (``elapsed``), so a flow keeps a call's :class:`Budget` (the bound of
@@ -15,12 +16,15 @@ back in the answer (``elapsed``), so a flow keeps a call's :class:`Budget` (the 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Generator
+from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from certauth.errors import TransportError
+from certauth.errors import SignerError, TransportError
 from certauth.protocol import RetryPolicy, parse_json_document, read_oauth_error
+
+if TYPE_CHECKING:
+    from certauth.signers import Signer
 
 __all__ = [
     "Action",
@@ -34,6 +38,7 @@ __all__ = [
     "get_json",
     "log_retry",
     "retry_delay",
+    "signature",
 ]
 
 T = TypeVar("T")
@@ -68,11 +73,14 @@ class Sleep:
 
 @dataclass(frozen=True)
 class Call:
-    """Action: call ``function(*args)`` (blocking I/O: a cache store, a file) and resume the
-    flow with its result; an exception it raises is thrown into the flow."""
+    """Action: call ``function(*args)`` (blocking I/O: a cache store, a file, a signer) and
+    resume the flow with its result; an exception it raises is thrown into the flow. The asyncio
+    driver awaits ``coroutine_function(*args)`` instead when given (a remote signer's
+    ``sign_async``), else runs ``function`` in a worker thread."""
 
     function: Callable[..., Any]
     args: tuple[Any, ...] = ()
+    coroutine_function: Callable[..., Awaitable[Any]] | None = None
 
     def __repr__(self) -> str:
         return f"Call({getattr(self.function, '__qualname__', self.function)!s})"
@@ -285,3 +293,43 @@ def call(function: Callable[..., T], *args: Any) -> Generator[Call, Any, T]:
     """``result = yield from call(f, x)``: a typed way for a flow to ask for a blocking call."""
     result: T = yield Call(function, args)
     return result
+
+
+def signature(
+    signer: Signer, data: bytes, alg: str, *, retry: RetryPolicy, budget: Budget
+) -> Flow[bytes]:
+    """``signer``'s signature of ``data`` with ``alg``, as one :class:`Call` (its
+    ``sign_async`` awaited by the asyncio driver when it has one).
+
+    A :class:`~certauth.errors.SignerError` marked ``transient`` (a throttled or unreachable
+    vault) is retried like a transport failure of the token endpoint, with the same ``retry``
+    policy, within the same ``budget``; once retries run out, or for any other error, the
+    signer's own error is raised as it is (it names the backend and the fix). The signer's own
+    time is its backend's to bound (a remote signer has its own timeouts): only the waits
+    between attempts are charged to ``budget``.
+    """
+    sign_async = getattr(signer, "sign_async", None)
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            result: bytes = yield Call(
+                signer.sign, (data, alg), sign_async if callable(sign_async) else None
+            )
+            return result
+        except SignerError as exc:
+            if not exc.transient:
+                raise
+            delay = retry.delay(attempt, status=None)
+            if delay is None or _past_bound(budget, delay):
+                raise
+            retry_log.info(
+                "certauth: signing with %s failed (%s); attempt %d of %d in %s s",
+                signer.description,
+                exc,
+                attempt + 1,
+                retry.max_attempts,
+                f"{delay:.1f}" if delay >= 1 else f"{delay:.2f}",
+            )
+            budget.charge(delay)
+            yield Sleep(delay)

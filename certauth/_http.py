@@ -261,7 +261,8 @@ def _send_sync(action: Send, client: httpx.Client) -> Reply | Failure:
 
 
 async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
-    """Drive a flow with asyncio; a :class:`~certauth._flow.Call` runs in a worker thread.
+    """Drive a flow with asyncio; a :class:`~certauth._flow.Call` runs in a worker thread
+    (or, when it has a coroutine twin such as a signer's ``sign_async``, is awaited).
 
     Each :class:`~certauth._flow.Send` is one attempt run under one deadline (as in
     :func:`run_sync`) by ``asyncio.wait_for``: connect, TLS handshake, status line, headers
@@ -283,6 +284,8 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
                 answer = await _send_async(action, client)
             elif isinstance(action, Sleep):
                 await asyncio.sleep(action.seconds)
+            elif action.coroutine_function is not None:
+                answer = await action.coroutine_function(*action.args)
             else:
                 answer = await asyncio.to_thread(action.function, *action.args)
         except GeneratorExit:

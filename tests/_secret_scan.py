@@ -259,6 +259,9 @@ def instrument(registry: SecretRegistry) -> None:
 
     _wrap(certificates, "generate_certificate", keys_of)
     _wrap(assertion.AssertionSigner, "sign", assertions_of)  # build_client_assertion signs here too
+    _wrap(
+        assertion.AssertionSigner, "assemble", assertions_of
+    )  # a signer's, in a credential's flow
     _wrap(tokens, "sign_access_token", tokens_of)
     _wrap(certificates, "load_certificate", lambda f: passwords_of(f, 99))
     _wrap(certificates.Certificate, "private_key_pem", lambda f: passwords_of(f, 1))

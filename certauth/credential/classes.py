@@ -35,6 +35,7 @@ from certauth.protocol import RetryPolicy, SecretMethod
 if TYPE_CHECKING:
     from certauth._httpx import httpx
     from certauth.cache import TokenCache
+    from certauth.signers import Signer
 
 __all__ = [
     "AsyncCertificateCredential",
@@ -143,15 +144,23 @@ def _certificate_auth(
     password: str | bytes | None,
     key_path: str | os.PathLike[str] | None,
     *,
+    signer: Signer | None,
     alg: str | None,
     lifetime: int,
     send_chain: bool,
 ) -> CertificateAuth:
-    given = [x is not None for x in (certificate_path, certificate_data, certificate)]
+    given = [x is not None for x in (certificate_path, certificate_data, certificate, signer)]
     if sum(given) != 1:
         raise InvalidArgumentError(
-            "give exactly one of certificate_path, certificate_data or certificate"
+            "give exactly one of certificate_path, certificate_data, certificate or signer="
         )
+    if signer is not None:
+        if key_path is not None or password is not None:
+            raise InvalidArgumentError(
+                "key_path= and password= are for a key file; a signer= holds its own key: "
+                "give one or the other"
+            )
+        return CertificateAuth(signer=signer, alg=alg, lifetime=lifetime, send_chain=send_chain)
     files = None
     if certificate is not None:
         certificate.require_private_key()
@@ -188,6 +197,7 @@ class _CertificateArgs(_Shell):
         send_certificate_chain: bool = False,
         certificate: Certificate | None = None,
         key_path: str | os.PathLike[str] | None = None,
+        signer: Signer | None = None,
         alg: str | None = None,
         assertion_lifetime: int = DEFAULT_LIFETIME,
         token_endpoint: str | None = None,
@@ -214,6 +224,7 @@ class _CertificateArgs(_Shell):
             certificate,
             password,
             key_path,
+            signer=signer,
             alg=alg,
             lifetime=check_lifetime(assertion_lifetime, "assertion_lifetime"),
             send_chain=bool(send_certificate_chain),
@@ -233,29 +244,37 @@ class _CertificateArgs(_Shell):
             clock=clock,
             additionally_allowed_tenants=additionally_allowed_tenants,
         )
+        if not isinstance(self, AsyncCredential):
+            # A signer's test signature, once, here (blocking, as loading a key file is); an
+            # async credential never blocks for it: its first token request awaits it.
+            auth.prove()
         self._setup(core, client, _verify(verify, connection_verify), float(timeout))
 
 
 class CertificateCredential(_CertificateArgs, SyncCredential):
     """Authenticates as a service principal with a certificate (azure-identity compatible).
 
-    ``CertificateCredential(tenant_id, client_id, "cert.pem")`` works as azure-identity's.
-    The certificate is PEM (key + certificate), PFX or DER (with ``password``), given as
+    ``CertificateCredential(tenant_id, client_id, "cert.pem")`` works as azure-identity's. The
+    certificate is PEM (key + certificate), PFX or DER (with ``password``), given as
     ``certificate_path``, ``certificate_data`` (bytes) or a loaded ``certificate``; ``key_path``
-    names a separate key file. Keyword-only extras: ``authority`` (cloud host, with or without
-    ``https://``), ``token_endpoint`` or ``issuer`` (any OAuth/OIDC server), ``b2c_policy``,
-    ``alg`` (``PS256`` default for Entra, ``RS256`` elsewhere), ``send_certificate_chain``
-    (``x5c``), ``assertion_lifetime`` (seconds, <= 600), ``verify`` (a CA file, trusted
-    alone, or an ``ssl.SSLContext``; default: the system store), ``timeout`` (seconds per
-    HTTP attempt, connect to last byte of the answer), ``retry`` (a
-    :class:`~certauth.protocol.RetryPolicy`; its ``total_timeout`` bounds a whole call,
-    retries and back-off included), ``refresh_margin`` (seconds), ``cache`` (a
-    shared token cache such as :class:`~certauth.cache.FileTokenCache`), ``clock`` (for
-    tests), ``client`` (an ``httpx.Client`` to use). azure-identity's
-    ``connection_verify`` is ``verify``; its ``additionally_allowed_tenants`` (the tenants
-    besides ``tenant_id`` that ``get_token(..., tenant_id=T)`` may ask for, ``"*"`` for any;
-    ``None`` reads the semicolon-separated ``AZURE_ADDITIONALLY_ALLOWED_TENANTS``) works as
-    there (see :mod:`certauth.credential.tenants`); its ``disable_instance_discovery``,
+    names a separate key file. Or, for a key that never leaves an HSM or a vault, ``signer`` (a
+    :class:`~certauth.signers.Signer`, which brings its certificate): give exactly one of the
+    four. A signer proves once, here, with a test signature, that its key belongs to its
+    certificate; its tokens are kept in memory only (``cache`` stores nothing without a key file
+    to derive the entries' key from). Keyword-only extras: ``authority`` (cloud host, with or
+    without ``https://``), ``token_endpoint`` or ``issuer`` (any OAuth/OIDC server),
+    ``b2c_policy``, ``alg`` (``PS256`` default for Entra, ``RS256`` elsewhere),
+    ``send_certificate_chain`` (``x5c``), ``assertion_lifetime`` (seconds, <= 600), ``verify``
+    (a CA file, trusted alone, or an ``ssl.SSLContext``; default: the system store), ``timeout``
+    (seconds per HTTP attempt, connect to last byte of the answer), ``retry`` (a
+    :class:`~certauth.protocol.RetryPolicy`; its ``total_timeout`` bounds a whole call, retries
+    and back-off included), ``refresh_margin`` (seconds), ``cache`` (a shared token cache such
+    as :class:`~certauth.cache.FileTokenCache`), ``clock`` (for tests), ``client`` (an
+    ``httpx.Client`` to use). azure-identity's ``connection_verify`` is ``verify``; its
+    ``additionally_allowed_tenants`` (the tenants besides ``tenant_id`` that ``get_token(...,
+    tenant_id=T)`` may ask for, ``"*"`` for any; ``None`` reads the semicolon-separated
+    ``AZURE_ADDITIONALLY_ALLOWED_TENANTS``) works as there (see
+    :mod:`certauth.credential.tenants`); its ``disable_instance_discovery``,
     ``cache_persistence_options``, ``enable_support_logging``, ``logging_enable`` and
     ``authority_validation`` are accepted and change nothing (certauth makes no
     instance-discovery request). An unknown keyword is a ``TypeError``. Problems with the
@@ -272,7 +291,9 @@ class CertificateCredential(_CertificateArgs, SyncCredential):
 
 class AsyncCertificateCredential(_CertificateArgs, AsyncCredential):
     """The asyncio twin of :class:`CertificateCredential` (same arguments; ``client`` is an
-    ``httpx.AsyncClient``). Honours ``send_certificate_chain`` like the sync one."""
+    ``httpx.AsyncClient``). Honours ``send_certificate_chain`` like the sync one. A
+    ``signer``'s ``sign_async`` is awaited when it has one, else its ``sign`` runs in a worker
+    thread; its test signature is taken by the first token request, before anything is sent."""
 
     def __repr__(self) -> str:
         return f"AsyncCertificateCredential(client_id={self._core.client_id!r})"

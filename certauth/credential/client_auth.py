@@ -1,5 +1,6 @@
-"""How a client proves who it is at the token endpoint: a certificate (an assertion it signs),
-a federated assertion it reads from a file, or a client secret.
+"""How a client proves who it is at the token endpoint: a certificate (an assertion its signer
+signs: a key file's key, or a key in an HSM or a vault), a federated assertion it reads from a
+file, or a client secret.
 
 Each kind says which authentication method it uses (RFC 8414 section 2 names), refuses before
 anything is sent what an authority is known to reject, gives the request's credential fields,
@@ -16,11 +17,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from certauth._files import read_input_file
+from certauth._flow import Budget, Flow, call, signature
 from certauth.assertion import METHOD as ASSERTION_METHOD
-from certauth.assertion import AssertionSigner
+from certauth.assertion import PROOF_MESSAGE, AssertionSigner, resolve_signer
 from certauth.certificates import Certificate, load_certificate
-from certauth.errors import CertauthError, InputFileError, InvalidArgumentError
-from certauth.protocol import SecretMethod
+from certauth.errors import CertauthError, InputFileError, InvalidArgumentError, SignerError
+from certauth.protocol import RetryPolicy, SecretMethod
+from certauth.signers import KeyFileSigner, Signer
 
 if TYPE_CHECKING:
     from certauth.authority import Authority
@@ -46,7 +49,16 @@ class ClientAuth(Protocol):
         ...
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
-        """``assertion=`` or ``client_secret=`` (+ ``secret_method=``) for the request."""
+        """``assertion=`` or ``client_secret=`` (+ ``secret_method=``) for the request
+        (blocking: a signer signs here)."""
+        ...
+
+    def credential_flow(
+        self, audience: str, now: float, *, retry: RetryPolicy, budget: Budget
+    ) -> Flow[dict[str, str]]:
+        """:meth:`credential_fields` as a step of the token request's flow: what blocks (a
+        file, a signer's signature) is an action the shell performs, and a signer's transient
+        failure is retried with ``retry`` within ``budget``."""
         ...
 
     def cipher(self) -> EntryCipher | None:
@@ -88,32 +100,47 @@ class CertificateFiles:
         )
 
 
+def _fields(auth: ClientAuth, audience: str, now: float) -> Flow[dict[str, str]]:
+    """:meth:`ClientAuth.credential_fields` as a flow: a :class:`~certauth._flow.Call` when it
+    reads files, else called in place (no action, nothing to wait for)."""
+    if auth.reads_files:
+        return (yield from call(auth.credential_fields, audience, now))
+    return auth.credential_fields(audience, now)
+
+
 @dataclass(frozen=True)
 class _Signing:
     """Everything a request signs with, published in one assignment so that a rotation never
     shows a half-switched state to a request in another thread."""
 
-    certificate: Certificate
+    #: What signs: a key file's key (:class:`KeyFileSigner`) or a key in an HSM or a vault.
+    key: Signer
     #: ``None`` until an authority is bound (an issuer still to discover).
     signer: AssertionSigner | None = None
     alg: str | None = None
 
+    @property
+    def certificate(self) -> Certificate:
+        return self.key.certificate
+
 
 class CertificateAuth:
-    """A certificate: every request carries a freshly signed assertion (RFC 7523 section 2.2)."""
+    """A certificate: every request carries a freshly signed assertion (RFC 7523 section 2.2),
+    signed by the certificate's private key or by a :class:`~certauth.signers.Signer`."""
 
     method = ASSERTION_METHOD
 
     def __init__(
         self,
-        certificate: Certificate,
+        certificate: Certificate | None = None,
         *,
+        signer: Signer | None = None,
         alg: str | None,
         lifetime: int,
         send_chain: bool,
         reload_from: CertificateFiles | None = None,
     ) -> None:
-        certificate.require_private_key()
+        key = resolve_signer(certificate, signer)
         self._alg = alg
         self._lifetime = lifetime
         self._send_chain = send_chain
@@ -126,7 +153,7 @@ class CertificateAuth:
         self._client_id = ""
         self._authority: Authority | None = None
         self._cipher: tuple[str, EntryCipher] | None = None
-        self._publish(_Signing(certificate))
+        self._publish(_Signing(key))
 
     @property
     def certificate(self) -> Certificate:
@@ -138,22 +165,48 @@ class CertificateAuth:
         # After the state: a reader that sees the new fingerprint also sees the new signer.
         self.fingerprint = f"x5t#S256:{signing.certificate.x5t_s256}"
 
-    def _checked(self, certificate: Certificate, authority: Authority) -> _Signing:
+    def _checked(self, key: Signer, authority: Authority) -> _Signing:
         signer = AssertionSigner(
-            certificate,
+            signer=key,
             client_id=self._client_id,
             alg=self._alg,
             lifetime=self._lifetime,
             include_x5c=self._send_chain,
         )
-        return _Signing(certificate, signer, signer.check(authority))
+        return _Signing(key, signer, signer.check(authority))
 
     def bind(self, client_id: str, authority: Authority) -> None:
         self._client_id = client_id
         self._authority = authority
-        self._publish(self._checked(self.certificate, authority))
+        self._publish(self._checked(self._signing.key, authority))
+
+    def prove(self) -> None:
+        """Have a signer prove now, blocking, that its key belongs to its certificate (its
+        test signature; see :meth:`AssertionSigner.prove`): the sync credentials call it once
+        they are set up, so a wrong key fails there. Until it has passed (an async credential,
+        an issuer still to discover, a transient failure now), the first token request's flow
+        proves it, before anything is sent. A key file has nothing to prove."""
+        signing = self._signing
+        if signing.signer is None or signing.alg is None:
+            return
+        try:
+            signing.signer.prove(signing.alg)
+        except SignerError as exc:
+            if not exc.transient:
+                raise
+            log.info(
+                "certauth: %s cannot sign now (%s); its test signature is retried before the "
+                "first token request",
+                signing.key.description,
+                exc,
+            )
 
     def cipher(self) -> EntryCipher | None:
+        if not isinstance(self._signing.key, KeyFileSigner):
+            # A key that never leaves its HSM or vault gives no secret to derive the shared
+            # cache's key from: tokens stay in this process's memory (as for a federated
+            # assertion), each process fetching its own.
+            return None
         certificate = self.certificate
         cached = self._cipher
         if cached is None or cached[0] != certificate.x5t_s256:
@@ -179,7 +232,8 @@ class CertificateAuth:
             try:
                 fresh = files.load()
                 authority = self._authority
-                checked = self._checked(fresh, authority) if authority else _Signing(fresh)
+                key = KeyFileSigner(fresh)
+                checked = self._checked(key, authority) if authority else _Signing(key)
                 not_before = fresh.validity_epochs[0]
                 if now < not_before:
                     if self._waiting != signature:
@@ -218,6 +272,28 @@ class CertificateAuth:
             raise RuntimeError("CertificateAuth.bind() must run before signing")
         return {"assertion": signing.signer.sign(audience, alg=signing.alg, now=now)}
 
+    def credential_flow(
+        self, audience: str, now: float, *, retry: RetryPolicy, budget: Budget
+    ) -> Flow[dict[str, str]]:
+        signing = self._signing
+        assertions = signing.signer
+        if assertions is None or signing.alg is None:
+            raise RuntimeError("CertificateAuth.bind() must run before signing")
+        if assertions.in_process:
+            # A key file's key signs in place, exactly as it always has: no action, no checks
+            # added per token (in a worker thread when the files are watched for rotation).
+            return (yield from _fields(self, audience, now))
+        alg = signing.alg
+        if not assertions.proven(alg):
+            # Once per signer and algorithm, before anything is sent (see prove()).
+            proof = yield from signature(
+                signing.key, PROOF_MESSAGE, alg, retry=retry, budget=budget
+            )
+            assertions.accept_proof(alg, proof)
+        data = assertions.signing_input(audience, alg=alg, now=now)
+        signed = yield from signature(signing.key, data, alg, retry=retry, budget=budget)
+        return {"assertion": assertions.assemble(data, alg, signed)}
+
 
 class FileAssertionAuth:
     """A pre-made assertion (workload identity federation), re-read on every request because
@@ -238,6 +314,11 @@ class FileAssertionAuth:
 
     def maybe_reload(self, now: float) -> None:
         return None  # re-read on every request anyway
+
+    def credential_flow(
+        self, audience: str, now: float, *, retry: RetryPolicy, budget: Budget
+    ) -> Flow[dict[str, str]]:
+        return (yield from _fields(self, audience, now))
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
         data = read_input_file(self.path, what="federated token", error=InputFileError)
@@ -284,6 +365,11 @@ class SecretAuth:
 
     def maybe_reload(self, now: float) -> None:
         return None
+
+    def credential_flow(
+        self, audience: str, now: float, *, retry: RetryPolicy, budget: Budget
+    ) -> Flow[dict[str, str]]:
+        return (yield from _fields(self, audience, now))
 
     def credential_fields(self, audience: str, now: float) -> dict[str, str]:
         return {"client_secret": self.secret, "secret_method": self.method}

@@ -367,10 +367,10 @@ class Planner:
         while True:
             attempt += 1
             now = self.clock()
-            if auth.reads_files:
-                fields = yield from call(auth.credential_fields, authority.token_endpoint, now)
-            else:
-                fields = auth.credential_fields(authority.token_endpoint, now)
+            # A fresh assertion per attempt (new jti); a signer's signature is a step here.
+            fields = yield from auth.credential_flow(
+                authority.token_endpoint, now, retry=self.retry, budget=budget
+            )
             request = build_token_request(
                 authority.token_endpoint,
                 self.client_id,
