@@ -185,7 +185,7 @@ class _Token:
             if _token_matches(self.uri, lib, slot, token):
                 matches.append(token)
         if not matches:
-            listed = "; ".join(present) if present else "none"
+            listed = "; ".join(sorted(present)) if present else "none"
             raise SignerError(
                 f"{self.where}: no token matches the URI (tokens present: {listed}); check "
                 "token=, serial= and the other path attributes, or insert the token",
