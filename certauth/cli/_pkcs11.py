@@ -53,7 +53,11 @@ def check_uri(uri: str, option: str) -> None:
     machine (``ps``), so a PIN never comes from it."""
     from certauth.signers._pkcs11_uri import Pkcs11Uri
 
-    if Pkcs11Uri.parse(uri).pin_value is not None:
+    try:
+        parsed = Pkcs11Uri.parse(uri)
+    except InvalidArgumentError as exc:
+        raise InvalidArgumentError(f"{option} {exc.message}") from None
+    if parsed.pin_value is not None:
         raise InvalidArgumentError(
             f"{option}: the pkcs11: URI holds pin-value, and a command line is visible to "
             "every user of this machine; remove it and give the PIN with --pin-env VAR, "

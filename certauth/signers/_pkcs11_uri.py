@@ -210,6 +210,8 @@ def _decode(uri: str, name: str, raw: str) -> str | bytes:
 def _bad(uri: str, why: str) -> InvalidArgumentError:
     # The URI is shown only without pin-value, and never when it could not be split safely.
     shown = _without_pin_value(uri)
+    if len(shown) > 200:
+        shown = f"{shown[:100]}..."
     return InvalidArgumentError(f"{shown}: not a usable PKCS#11 URI (RFC 7512): {why}")
 
 

@@ -161,7 +161,8 @@ class _Token:
             raise SignerError(
                 f"{self.where}: cannot load the PKCS#11 module {path} ({_name(exc)}: "
                 f"{str(exc)[:200] or 'no detail'}); check that it is the vendor's PKCS#11 "
-                "module for this machine's architecture, and its configuration",
+                "module for this machine's architecture, and its configuration, or give another "
+                "with module=",
                 backend=BACKEND,
             ) from None
 
