@@ -408,17 +408,22 @@ def generate_certificate(
     key_type: KeyType | str = "rsa2048",
     days: int = 365,
     now: dt.datetime | None = None,
+    key: PrivateKey | None = None,
 ) -> Certificate:
     """Create a self-signed certificate and its private key for an app credential.
 
     RSA 2048 by default (what Entra ID expects); ``ec-p256`` works for generic OAuth servers
     only. SHA-256 signature, random serial, ``CA:false``, keyUsage digitalSignature, extended
     key usage clientAuth, a subject key identifier; notBefore is backdated five minutes for
-    hosts whose clock lags.
+    hosts whose clock lags. ``key`` certifies an existing key instead of a new one (a key
+    object whose ``sign`` a PKCS#11 token performs, see
+    :func:`certauth.signers.pkcs11.generate_certificate_in_token`); ``key_type`` is then
+    unused.
     """
     check_validity_days(days)
     name = parse_subject(subject)
-    key = _new_key(key_type)
+    if key is None:
+        key = _new_key(key_type)
     start = (now or _utcnow()) - BACKDATE
     return build_certificate(
         name,

@@ -90,7 +90,10 @@ class SecretRegistry:
             self.add(parts[2].rstrip("="), label)
 
     def add_private_key(self, key: Any, label: str) -> None:
-        """Register an RSA or EC private key by its private numbers, in every encoding."""
+        """Register an RSA or EC private key by its private numbers, in every encoding. A key
+        held by a PKCS#11 token has none to give (certauth never sees them): nothing to add."""
+        if type(key).__module__.startswith("certauth.signers"):
+            return
         if isinstance(key, rsa.RSAPrivateKey):
             numbers = key.private_numbers()
             values = [

@@ -50,6 +50,7 @@ def test_every_keyword_it_knows_is_a_real_parameter_or_option() -> None:
     from certauth import build_client_assertion
     from certauth.certificates import generate_certificate as generate
     from certauth.rotation import rotate_certificate
+    from certauth.signers.pkcs11 import Pkcs11Signer
 
     names: set[str] = set()
     for function in (
@@ -57,6 +58,7 @@ def test_every_keyword_it_knows_is_a_real_parameter_or_option() -> None:
         build_client_assertion,
         generate,
         rotate_certificate,
+        Pkcs11Signer.__init__,
     ):
         names |= set(inspect.signature(function).parameters)
     assert set(CLI_WORDING) - names <= {"jwks_uri"}  # verify_access_token's

@@ -61,6 +61,7 @@ def read_password(
     *,
     use_default_env: bool = True,
     flags: tuple[str, str] = ("--password-env", "--password-file"),
+    what: str = "password",
 ) -> str | None:
     """The password from ``--password-env`` / ``--password-file``, else the default variable.
 
@@ -82,13 +83,13 @@ def read_password(
         if not value:
             raise LocalInputError(
                 f"{flags[0]} {password_env}: the environment variable is empty; "
-                "put the password in it or name another variable"
+                f"put the {what} in it or name another variable"
             )
         return value
     if password_file:
         from certauth._files import read_first_line
 
-        return read_first_line(password_file, what="password")
+        return read_first_line(password_file, what=what)
     if use_default_env:
         value = os.environ.get(PASSWORD_ENV)
         return value or None
@@ -193,6 +194,8 @@ CLI_WORDING = {
     "verify": "--ca-file",
     "days": "--days",
     "cache": "--cache",
+    "pin": "--pin-env VAR / --pin-file FILE",
+    "module": "--pkcs11-module",
 }
 #: Whole phrases first: the keyword's value is what the option spells differently.
 _CLI_PHRASES = {"cache=None": "--no-cache"}

@@ -40,7 +40,9 @@ from certauth.cli._common import (
     read_password,
     warn,
 )
+from certauth.cli._pkcs11 import check_uri, pkcs11_options, read_pin, refuse_unused
 from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError, PasswordError
+from certauth.signers._pkcs11_uri import is_pkcs11_uri
 
 #: Exit codes of ``cert check`` (docs/exit-codes.md): expiring within the window,
 #: expired/not yet valid.
@@ -98,10 +100,14 @@ def describe(certificate: Certificate, now: dt.datetime | None = None) -> dict[s
     }
 
 
-def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) -> None:
+def _print_human(
+    facts: dict[str, Any], *, files: dict[str, str] | None = None, key_store: str | None = None
+) -> None:
     if files:
         for label, path in files.items():
             click.echo(f"{label + ' file:':<20}{path}")
+    if key_store:
+        click.echo(f"{'key in token:':<20}{key_store}")
     labels = [
         ("subject", "subject"),
         ("issuer", "issuer"),
@@ -166,6 +172,14 @@ def _print_human(facts: dict[str, Any], *, files: dict[str, str] | None = None) 
     type=VariableName(),
     help="Encrypt the key (and PFX) with the value of environment variable VAR.",
 )
+@click.option(
+    "--key-store",
+    metavar="URI",
+    type=Text(example="pkcs11:token=certauth;object=billing-api"),
+    help="Generate the key inside a PKCS#11 token (an RFC 7512 pkcs11: URI naming the token and "
+    "object=LABEL): it never leaves the token, and only NAME.crt is written.",
+)
+@pkcs11_options
 @click.option("--force", is_flag=True, help="Replace existing output files.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @names_options
@@ -179,6 +193,10 @@ def create(
     bundle: bool,
     password_file: str | None,
     password_env: str | None,
+    key_store: str | None,
+    pkcs11_module: str | None,
+    pin_env: str | None,
+    pin_file: str | None,
     force: bool,
     as_json: bool,
 ) -> None:
@@ -189,10 +207,32 @@ def create(
     NAME.pem. Existing files are never replaced without --force. The key is encrypted only
     when --password-env or --password-file names a password (never given on the command line).
 
+    With --key-store pkcs11:... the key pair is generated inside the PKCS#11 token
+    (non-extractable), the token signs the certificate and keeps a copy, and only NAME.crt is
+    written; the PIN comes from --pin-env, --pin-file or pin-source= in the URI.
+
     \b
     Example:
       certauth cert create --subject "CN=billing-api" --days 365 --out ./certs --pfx
+      certauth cert create --subject "CN=billing-api" --out ./certs \\
+        --key-store "pkcs11:token=certauth;object=billing-api" \\
+        --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pin-file ./pin
     """
+    if key_store is None:
+        refuse_unused(pkcs11_module, pin_env, pin_file)
+    else:
+        for flag, value in (
+            ("--pfx", pfx),
+            ("--bundle", bundle),
+            ("--password-env", password_env),
+            ("--password-file", password_file),
+        ):
+            if value:
+                raise click.UsageError(
+                    f"{flag} writes the private key, and with --key-store it never leaves the "
+                    "token; leave it out"
+                )
+        check_uri(key_store, "--key-store")
     password = read_password(password_env, password_file, use_default_env=False)
     # Everything that can be refused is checked before the (slow) key generation and before
     # anything touches the file system, so a refusal leaves no trace.
@@ -201,7 +241,9 @@ def create(
     base = name if name is not None else _default_name(common_name)
     _check_file_name(base)
     folder = Path(out)
-    paths = {"certificate": folder / f"{base}.crt", "key": folder / f"{base}.key"}
+    paths = {"certificate": folder / f"{base}.crt"}
+    if key_store is None:
+        paths["key"] = folder / f"{base}.key"
     if pfx:
         paths["pfx"] = folder / f"{base}.pfx"
     if bundle:
@@ -216,6 +258,25 @@ def create(
             f"{out}: cannot use it as the output directory ({exc.strerror or exc}); "
             "choose another --out"
         ) from None
+    if key_store is not None:
+        try:
+            from certauth.cli.cert_pkcs11 import create_in_token
+
+            create_in_token(
+                key_store,
+                subject=subject,
+                key_type=key_type,
+                days=days,
+                certificate_path=paths["certificate"],
+                pkcs11_module=pkcs11_module,
+                pin=read_pin(pin_env, pin_file),
+                force=force,
+                as_json=as_json,
+            )
+        except BaseException:
+            remove_created_dirs(created)
+            raise
+        return
     try:
         certificate = generate_certificate(subject, key_type=key_type, days=days)
         key_pem = certificate.private_key_pem(password)
@@ -285,11 +346,13 @@ def _load_for_reading(
 @click.argument("file", type=PathText())
 @click.option(
     "--key",
-    metavar="FILE",
+    metavar="FILE|URI",
     type=PathText(),
-    help="A separate private key file to check against the certificate.",
+    help="A separate private key file, or a pkcs11: URI of a key in a token, to check against "
+    "the certificate.",
 )
 @password_options
+@pkcs11_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @names_options
 def show(
@@ -297,18 +360,39 @@ def show(
     key: str | None,
     password_env: str | None,
     password_file: str | None,
+    pkcs11_module: str | None,
+    pin_env: str | None,
+    pin_file: str | None,
     as_json: bool,
 ) -> None:
     """Show a certificate's subject, validity, key and thumbprints (PEM, DER or PFX).
 
     Given a directory, lists every certificate in it with its days left, newest expiry last,
-    so old and new certificates are seen side by side during a rotation.
+    so old and new certificates are seen side by side during a rotation. With --key pkcs11:...
+    the token signs a test message, verified with the certificate's public key (the key never
+    leaves the token); FILE may itself be a pkcs11: URI, to show the token's certificate.
 
     \b
     Example:
       certauth cert show ./certs/billing-api.crt --key ./certs/billing-api.key
       certauth cert show ./certs
+      certauth cert show ./certs/billing-api.crt --key "pkcs11:token=certauth;object=billing-api" \\
+        --pkcs11-module /usr/lib/softhsm/libsofthsm2.so --pin-env TOKEN_PIN
     """
+    if is_pkcs11_uri(file) or is_pkcs11_uri(key):
+        from certauth.cli.cert_pkcs11 import show_token_key
+
+        show_token_key(
+            file,
+            key,
+            read_password(password_env, password_file),
+            pkcs11_module=pkcs11_module,
+            pin_env=pin_env,
+            pin_file=pin_file,
+            as_json=as_json,
+        )
+        return
+    refuse_unused(pkcs11_module, pin_env, pin_file)
     # os.path.isdir, not Path.is_dir: it answers False for a name the system refuses
     # (ENAMETOOLONG), which the loader then reports as one clear error.
     if os.path.isdir(file):

@@ -148,6 +148,10 @@ KINDS: dict[str, str] = {
     "--switch-command": "text",
     "--key-password-file": "infile",
     "--key-password-env": "envvar",
+    "--pin-file": "infile",
+    "--pin-env": "envvar",
+    "--pkcs11-module": "infile",
+    "cert create --key-store": "text",
     "decode TOKEN|-": "token",
     "verify TOKEN|-": "token",
 }
@@ -590,6 +594,12 @@ ADJUST: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]] = 
     "token --cache-namespace": (("--no-cache",), (("--cache", "redis://127.0.0.1:{closed}/0"),)),
     "verify --jwks-uri": (("--issuer",), ()),
     "emulator --tls-dir": ((), (("--tls", None),)),
+    # The PKCS#11 options act only with a pkcs11: key (no token is needed to refuse them).
+    **{
+        f"cert {command} {flag}": ((), ((option, "pkcs11:token=sweep;object=sweep"),))
+        for command, option in (("create", "--key-store"), ("show", "--key"))
+        for flag in ("--pkcs11-module", "--pin-file", "--pin-env")
+    },
 }
 
 
