@@ -191,8 +191,11 @@ def test_a_signature_that_does_not_fit_the_certificate_is_refused(
 
 
 def test_an_algorithm_the_key_cannot_use(kv: VaultSetup) -> None:
-    with pytest.raises(SignerError, match="ES256 needs an EC key"):
-        _signer(kv).sign(b"x", "ES256")
+    signer = _signer(kv)
+    before = kv.vault.request_count
+    with pytest.raises(SignerError, match="ES256 needs an EC key.*use RS256 or PS256"):
+        signer.sign(b"x", "ES256")
+    assert kv.vault.request_count == before  # refused before any request
 
 
 def test_construction_refusals(kv: VaultSetup) -> None:
