@@ -193,7 +193,7 @@ def test_a_signature_that_does_not_fit_the_certificate_is_refused(
 def test_an_algorithm_the_key_cannot_use(kv: VaultSetup) -> None:
     signer = _signer(kv)
     before = kv.vault.request_count
-    with pytest.raises(SignerError, match="ES256 needs an EC key.*use RS256 or PS256"):
+    with pytest.raises(SignerError, match=r"ES256 needs an EC key.*use RS256 or PS256"):
         signer.sign(b"x", "ES256")
     assert kv.vault.request_count == before  # refused before any request
 
@@ -234,3 +234,14 @@ def test_the_vault_token_never_shows(kv: VaultSetup) -> None:
     for text in (repr(signer), str(caught.value), signer.description):
         assert token not in text
         assert "Bearer" not in text
+
+
+def test_the_docs_page_example_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[2] / "docs" / "keyvault.md"
+    blocks = re.findall(r"```python\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL)
+    example = next(b for b in blocks if "Emulator(tls=True)" in b)
+    exec(compile(example, str(page), "exec"), {})  # noqa: S102 - the page's own example
+    assert capsys.readouterr().out.strip() == "billing-app"
