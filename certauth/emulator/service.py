@@ -27,6 +27,7 @@ from certauth.emulator.clock import Clock
 from certauth.emulator.config import EmulatorConfig, load_config
 from certauth.emulator.graph import GraphAPI
 from certauth.emulator.graph_checks import DEFAULT_MAX_KEY_CREDENTIALS, key_credential_json
+from certauth.emulator.keyvault import VaultHosting
 from certauth.emulator.registry import (
     DEFAULT_TENANT_ID,
     FEDERATED_AUDIENCE,
@@ -50,7 +51,7 @@ __all__ = ["Emulator", "FaultPlan"]
 log = logging.getLogger("certauth.emulator")
 
 
-class Emulator:
+class Emulator(VaultHosting):
     """A local Entra ID tenant that checks client assertions the way Entra ID does.
 
     Use it as a context manager (it binds a free port by default)::
@@ -78,6 +79,7 @@ class Emulator:
     under :attr:`graph_url` (see :mod:`certauth.emulator.graph`). ``propagation_delay``
     (seconds, default 0) is how long a key added or removed there takes to reach the token
     endpoint; ``max_key_credentials`` caps an app's keys for addKey (default 1000).
+    Azure Key Vaults: :meth:`create_vault` (see :mod:`certauth.emulator.keyvault`).
     """
 
     def __init__(
@@ -270,6 +272,7 @@ class Emulator:
 
     def stop(self) -> None:
         """Stop serving, close connections and remove generated TLS files (idempotent)."""
+        self._stop_vaults()
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:

@@ -6,6 +6,12 @@ per test process (each xdist worker has its own directory), before any test load
 and every test uses its own key labels. ``certauth`` holds the keys; ``certauth-pins`` is only
 ever opened with a wrong PIN (a process logged in to a token is not asked for the PIN again, so
 the wrong-PIN checks need a token no other test logs in to).
+
+And a tenant with an emulated Key Vault (over TLS: the azure-keyvault SDK needs https).
+
+Two apps: ``billing-app``, whose certificate and key live in the vault (``billing`` RSA,
+``billing-ec`` EC P-256), and ``signer-app``, the service's own identity, whose certificate is
+a file and which the vault's access policy lets ``get`` and ``sign``.
 """
 
 from __future__ import annotations
@@ -18,6 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from certauth import CertificateCredential
+from certauth.certificates import Certificate
+from certauth.emulator import Emulator
+from certauth.emulator.keyvault import EmulatedVault
 
 MODULE = "/usr/lib/softhsm/libsofthsm2.so"
 #: Long enough for the suite's secret scan to look for them (it skips values under 8 characters).
@@ -111,3 +122,54 @@ def label(request: pytest.FixtureRequest) -> str:
     """A key label no other test of this process uses."""
     _counter[0] += 1
     return f"k{_counter[0]}-{request.node.name[:40]}".replace("[", "-").replace("]", "")
+
+
+# -- Azure Key Vault ------------------------------------------------------------------------------
+
+
+@dataclass
+class VaultSetup:
+    tenant: Emulator
+    vault: EmulatedVault
+    billing: Certificate
+    billing_ec: Certificate
+    signer_cert_file: Path
+    credential: CertificateCredential
+
+    def credential_kwargs(self) -> dict[str, object]:
+        return {
+            "certificate_path": str(self.signer_cert_file),
+            "authority": self.tenant.authority_host,
+            "verify": self.tenant.ca_file,
+        }
+
+
+@pytest.fixture(scope="module")
+def kv(rsa_cert: Certificate, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VaultSetup]:
+    folder = tmp_path_factory.mktemp("kv")
+    signer_file = folder / "signer.pem"
+    signer_file.write_bytes(rsa_cert.pem + rsa_cert.private_key_pem())
+    with Emulator(tls=True) as tenant:
+        vault = tenant.create_vault("certvault")
+        billing = vault.create_certificate("billing", "CN=billing-api")
+        billing_ec = vault.create_certificate("billing-ec", "CN=billing-ec", kty="EC")
+        tenant.register("billing-app", billing)
+        tenant.register("signer-app", rsa_cert)
+        vault.grant("signer-app", ["get", "sign"])
+        credential = CertificateCredential(
+            tenant.tenant_id,
+            "signer-app",
+            str(signer_file),
+            authority=tenant.authority_host,
+            verify=tenant.ca_file,
+        )
+        yield VaultSetup(tenant, vault, billing, billing_ec, signer_file, credential)
+
+
+@pytest.fixture(autouse=True)
+def _clean_vault(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    if "kv" in request.fixturenames:
+        setup: VaultSetup = request.getfixturevalue("kv")
+        setup.vault.clear_faults()
+        setup.vault.grant("signer-app", ["get", "sign"])
