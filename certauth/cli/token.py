@@ -96,7 +96,11 @@ def authority_options(func: F) -> F:
             help=f"Certificate: PEM (key + cert), PFX or DER [env: {ENV_CERT_PATH}].",
         ),
         click.option(
-            "--key", "key_path", type=PathText(), help="Separate private key file (PEM or DER)."
+            "--key",
+            "key_path",
+            type=PathText(),
+            help="Separate private key file (PEM or DER), or a pkcs11: URI (RFC 7512) of a key "
+            "in a token.",
         ),
         click.option(
             "--alg",
@@ -113,7 +117,9 @@ def authority_options(func: F) -> F:
     ]
     for option in reversed(options):
         func = option(func)
-    return password_options(func)
+    from certauth.cli._pkcs11 import pkcs11_options
+
+    return pkcs11_options(password_options(func))
 
 
 class _Target:
@@ -143,12 +149,43 @@ class _Target:
         )
         self.password_env: str | None = opts["password_env"]
         self.password_file: str | None = opts["password_file"]
+        self.pkcs11_module: str | None = opts["pkcs11_module"]
+        self.pin_env: str | None = opts["pin_env"]
+        self.pin_file: str | None = opts["pin_file"]
+        if not self.in_token:
+            from certauth.cli._pkcs11 import refuse_unused
+
+            refuse_unused(self.pkcs11_module, self.pin_env, self.pin_file)
         if not self.client_id:
             raise click.UsageError(f"missing --client-id (or {ENV_CLIENT_ID})")
         if not (self.tenant or self.token_endpoint or self.issuer):
             raise click.UsageError(
                 f"missing --tenant (or {ENV_TENANT}), --token-endpoint or --issuer"
             )
+
+    @property
+    def in_token(self) -> bool:
+        """Whether ``--key`` names a key in a PKCS#11 token."""
+        from certauth.signers._pkcs11_uri import is_pkcs11_uri
+
+        return is_pkcs11_uri(self.key_path)
+
+    def signer(self) -> Any:
+        """The token's key as a signer (``--key pkcs11:...``), with ``--cert``'s certificate
+        when given (else the one stored beside the key in the token)."""
+        from certauth.certificates import load_certificate
+        from certauth.cli._pkcs11 import open_signer
+
+        assert self.key_path is not None
+        public = load_certificate(self.cert_path, load_key=False) if self.cert_path else None
+        return open_signer(
+            self.key_path,
+            "--key",
+            pkcs11_module=self.pkcs11_module,
+            pin_env=self.pin_env,
+            pin_file=self.pin_file,
+            certificate=public,
+        )
 
     def certificate(self) -> Any:
         from certauth.certificates import load_certificate
@@ -205,7 +242,7 @@ def assertion(lifetime: int, as_json: bool, **opts: Any) -> None:
             f"{lifetime} is outside 1-{MAX_LIFETIME} seconds", param_hint="--lifetime"
         )
     target = _Target(**opts)
-    certificate = target.certificate()
+    key = {"signer": target.signer()} if target.in_token else {"certificate": target.certificate()}
     authority = resolve_authority(target.tenant, **target.credential_kwargs())
     if authority is None:
         raise click.UsageError(
@@ -213,7 +250,7 @@ def assertion(lifetime: int, as_json: bool, **opts: Any) -> None:
             "--token-endpoint for the assertion's audience"
         )
     signer = AssertionSigner(
-        certificate,
+        **key,
         client_id=target.client_id or "",
         alg=target.alg,
         lifetime=lifetime,
@@ -392,7 +429,11 @@ def _require_settings(
         missing.append(f"--client-id (or {ENV_CLIENT_ID})")
     if not (opts["tenant"] or opts["token_endpoint"] or opts["issuer"] or _env(ENV_TENANT)):
         missing.append(f"--tenant (or {ENV_TENANT}), --token-endpoint or --issuer")
-    if not (opts["cert_path"] or _env(ENV_CERT_PATH) or any(secret_sources + federated_sources)):
+    from certauth.signers._pkcs11_uri import is_pkcs11_uri
+
+    in_token = is_pkcs11_uri(opts["key_path"])  # the certificate may be in the token too
+    has_key = opts["cert_path"] or _env(ENV_CERT_PATH) or in_token
+    if not (has_key or any(secret_sources + federated_sources)):
         missing.append(
             f"--cert (or {ENV_CERT_PATH}), a client secret (--client-secret-env, "
             f"--client-secret-file or {ENV_CLIENT_SECRET}) or a federated token file "
@@ -433,6 +474,15 @@ def _make_credential(
     )
     tenant, client_id = target.tenant, target.client_id or ""
     secret = _read_secret(secret_env, secret_file)
+    if target.in_token and not (secret_env or secret_file):
+        return CertificateCredential(
+            tenant,
+            client_id,
+            signer=target.signer(),
+            alg=target.alg,
+            send_certificate_chain=target.send_chain,
+            **common,
+        )
     if target.cert_path and not (secret_env or secret_file):
         return CertificateCredential(
             tenant,

@@ -31,6 +31,7 @@ from certauth.credential.shells import AsyncCredential, SyncCredential
 from certauth.credential.tenants import TenantRules
 from certauth.errors import CertificateError, InvalidArgumentError
 from certauth.protocol import RetryPolicy, SecretMethod
+from certauth.signers._pkcs11_uri import is_pkcs11_uri
 
 if TYPE_CHECKING:
     from certauth._httpx import httpx
@@ -149,6 +150,22 @@ def _certificate_auth(
     lifetime: int,
     send_chain: bool,
 ) -> CertificateAuth:
+    if key_path is not None and signer is None and is_pkcs11_uri(os.fspath(key_path)):
+        # A key in a PKCS#11 token (RFC 7512 URI): it signs there; the certificate comes from
+        # certificate_path/certificate_data/certificate, or else from beside the key in the
+        # token. password= is the token's user PIN (or pin-source= in the URI).
+        from certauth.signers.pkcs11 import Pkcs11Signer
+
+        public = certificate
+        if certificate_path is not None or certificate_data is not None:
+            source = certificate_data if certificate_data is not None else certificate_path
+            assert source is not None
+            public = load_certificate(
+                source if isinstance(source, bytes) else os.fspath(source), load_key=False
+            )
+        pin = password.decode() if isinstance(password, bytes) else password
+        signer = Pkcs11Signer(os.fspath(key_path), pin=pin, certificate=public)
+        return CertificateAuth(signer=signer, alg=alg, lifetime=lifetime, send_chain=send_chain)
     given = [x is not None for x in (certificate_path, certificate_data, certificate, signer)]
     if sum(given) != 1:
         raise InvalidArgumentError(

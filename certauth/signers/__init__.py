@@ -32,7 +32,22 @@ from certauth import _jose
 from certauth.certificates import Certificate
 from certauth.errors import CertificateError
 
-__all__ = ["AsyncSigner", "KeyFileSigner", "Signer"]
+__all__ = ["AsyncSigner", "KeyFileSigner", "KeyVaultSigner", "Pkcs11Signer", "Signer"]
+
+#: The backends, imported when first named (each pulls its own dependencies in).
+_BACKENDS = {
+    "Pkcs11Signer": "certauth.signers.pkcs11",
+    "KeyVaultSigner": "certauth.signers.keyvault",
+}
+
+
+def __getattr__(name: str) -> object:
+    """``from certauth.signers import Pkcs11Signer`` (or ``KeyVaultSigner``), imported lazily."""
+    if name in _BACKENDS:
+        import importlib
+
+        return getattr(importlib.import_module(_BACKENDS[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @runtime_checkable
