@@ -600,6 +600,11 @@ ADJUST: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]] = 
         for command, option in (("create", "--key-store"), ("show", "--key"))
         for flag in ("--pkcs11-module", "--pin-file", "--pin-env")
     },
+    **{
+        f"{command} {flag}": ((), (("--key", "pkcs11:token=sweep;object=sweep"),))
+        for command in ("token", "assertion")
+        for flag in ("--pkcs11-module", "--pin-file", "--pin-env")
+    },
 }
 
 
