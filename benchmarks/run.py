@@ -7,7 +7,10 @@ The token endpoint is the emulator over https, started in its own process (``ben
 so its work does not share the clients' GIL; it counts every request it receives, which gives the
 request rows. In-process rows take the median of several batches (the garbage collector off while
 a batch runs, as ``timeit`` does); process rows run each command several times with
-``subprocess`` and take the median wall time. Results: a table on stdout and a JSON file
+``subprocess`` and take the median wall time. The signer rows (certauth only) get the first
+token and sign assertions with a key in a SoftHSM2 token and in the emulator's Key Vault
+(``benchmarks.signers``); without SoftHSM2 or python-pkcs11 the SoftHSM2 rows are skipped, with
+the reason in the table's notes and the JSON. Results: a table on stdout and a JSON file
 (default ``benchmarks/results/latest.json``; ``benchmarks/results/`` is git-ignored).
 """
 
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import gc
 import json
 import os
@@ -26,17 +30,22 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from benchmarks._server import VAULT_CERTIFICATE
 from benchmarks.clients import LIBRARIES, Library, Target, process_argv
+from benchmarks.signers import softhsm_missing, softhsm_signer
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "latest.json"
 CLIENT_ID = "5e6b7c1d-0000-4000-8000-00000000be4c"
+#: The apps of the signer rows: key in a SoftHSM2 token, key in the emulated Key Vault.
+PKCS11_CLIENT_ID = "5e6b7c1d-0000-4000-8000-0000000011a1"
+KEYVAULT_CLIENT_ID = "5e6b7c1d-0000-4000-8000-000000000cb1"
 SCOPE = "api://bench/.default"
 
 
@@ -59,6 +68,9 @@ class Counts:
     sign_calls_peers: int = 3
     throughput_seconds: float = 5.0
     throughput_connections: int = 4
+    #: The signer rows (certauth only; a Key Vault signature is an HTTPS round trip).
+    signer_first_token: int = 20
+    signer_sign_calls: int = 30
 
 
 SMOKE = Counts(
@@ -77,6 +89,8 @@ SMOKE = Counts(
     sign_calls_peers=1,
     throughput_seconds=0.5,
     throughput_connections=2,
+    signer_first_token=1,
+    signer_sign_calls=2,
 )
 
 
@@ -97,6 +111,12 @@ class Row:
     details: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Shown instead of the number (e.g. ``54 (16-64) + 0 disc``).
     cells: dict[str, str] = field(default_factory=dict)
+    #: Why the row did not run here (e.g. SoftHSM2 is not installed); ``None``: it ran.
+    skipped: str | None = None
+
+    def skip(self, reason: str) -> None:
+        self.skipped = reason
+        self.cells["certauth"] = "skipped"
 
     def ok(self) -> bool | None:
         value = self.values.get("certauth")
@@ -116,7 +136,12 @@ class Row:
                 if name != "certauth"
             },
             "details": self.details,
+            "skipped": self.skipped,
         }
+
+
+#: Microseconds per unit of a row's figure.
+_UNIT_US = {"us": 1.0, "ms": 1000.0}
 
 
 def _ratio(ours: float | None, theirs: float | None) -> float | None:
@@ -141,9 +166,22 @@ def summary(samples: Sequence[float]) -> dict[str, Any]:
 class Endpoint:
     """The emulator process (``benchmarks._server``) and its request counters."""
 
-    def __init__(self, cert_file: Path) -> None:
+    def __init__(
+        self, cert_file: Path, *, register: Sequence[str] = (), vault: bool = False
+    ) -> None:
+        argv = [
+            sys.executable,
+            "-m",
+            "benchmarks._server",
+            "--register",
+            f"{CLIENT_ID}={cert_file}",
+        ]
+        for item in register:
+            argv += ["--register", item]
+        if vault:
+            argv += ["--vault", f"{KEYVAULT_CLIENT_ID}={CLIENT_ID}"]
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks._server", "--register", f"{CLIENT_ID}={cert_file}"],
+            argv,
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -171,6 +209,11 @@ class Endpoint:
         """Requests since the last :meth:`reset`: ``token`` POSTs, ``discovery``,
         ``instance_discovery``, ``jwks``, ``other``."""
         result: dict[str, int] = self._ask("counts")
+        return result
+
+    def vault_requests(self) -> int:
+        """Requests the emulated Key Vault received since the last :meth:`reset`."""
+        result: int = self._ask("vault")["requests"]
         return result
 
     def close(self) -> None:
@@ -359,6 +402,115 @@ class Bench:
             "string, as they do internally"
         )
 
+    # signers ---------------------------------------------------------------------------------
+
+    def signer_first_token(self, row: Row, signer: Any, client_id: str) -> None:
+        """The first-token row with a key outside the process: the signer is opened once (as a
+        service does at start-up); each run makes a new credential object with ``signer=``
+        (which proves once, with a test signature, that the key belongs to the certificate),
+        opens a new TLS connection and gets one token: two signatures per new credential."""
+        from certauth import CertificateCredential
+
+        target = self.target
+        times: list[float] = []
+        token_posts: list[int] = []
+        vault_requests: list[int] = []
+
+        def new_credential() -> Any:
+            return CertificateCredential(
+                target.tenant_id,
+                client_id,
+                signer=signer,
+                authority=target.authority_host,
+                verify=target.ca_file,
+            )
+
+        for index in range(self.counts.warmup + self.counts.signer_first_token):
+            self.endpoint.reset()
+            started = time.perf_counter()
+            credential = new_credential()
+            credential.get_token(target.scope)
+            elapsed = time.perf_counter() - started
+            credential.close()
+            if index < self.counts.warmup:
+                continue
+            times.append(elapsed * 1000)
+            token_posts.append(sum(self.endpoint.counts().values()))
+            vault_requests.append(self.endpoint.vault_requests())
+        row.values["certauth"] = statistics.median(times)
+        row.details["certauth"] = summary(times) | {
+            "signer": signer.description,
+            "requests_to_token_endpoint": summary(token_posts),
+            "requests_to_vault": summary(vault_requests),
+            "cached_get_token_us": self._signer_cached(new_credential),
+        }
+        self._signer_note()
+
+    def _signer_note(self) -> None:
+        note = (
+            "signer rows (certauth only: MSAL and azure-identity take no signer): the signer is "
+            "opened once, outside the timing; a new credential proves once, with a test "
+            "signature, that the signer's key belongs to its certificate, so its first token "
+            "costs two signatures, and every later token one (the build + sign rows); a cached "
+            "token costs none. SoftHSM2 is a software token in this process; the emulated Key "
+            "Vault answers from the endpoint's process over a kept-alive TLS connection "
+            "(a real vault adds the network round trip)"
+        )
+        if note not in self.notes:
+            self.notes.append(note)
+
+    def _signer_cached(self, new_credential: Callable[[], Any]) -> float:
+        """A cached ``get_token`` of a signer's credential (µs per call): the signer is not
+        involved once the token is cached; any request or signature here is an error."""
+        credential = new_credential()
+        credential.get_token(self.target.scope)
+        call = functools.partial(credential.get_token, self.target.scope)
+        calls = self.counts.cached_calls_peers
+        self.endpoint.reset()
+        with _gc_off():
+            started = time.perf_counter()
+            for _ in range(calls):
+                call()
+            elapsed = time.perf_counter() - started
+        sent = sum(self.endpoint.counts().values()) + self.endpoint.vault_requests()
+        credential.close()
+        if sent:
+            raise RuntimeError(f"signer credential: {sent} requests while serving cached tokens")
+        return elapsed / calls * 1e6
+
+    def signer_assertion(self, row: Row, signer: Any, client_id: str) -> None:
+        """Build and sign one assertion through a signer, as a credential does per token: one
+        kept :class:`certauth.assertion.AssertionSigner` (PS256), its proof signature made
+        before timing. A one-shot ``build_client_assertion(signer=...)`` proves again on every
+        call (two signatures): its median is in the details."""
+        from certauth import build_client_assertion
+        from certauth.assertion import AssertionSigner
+
+        audience = self.target.token_endpoint
+        assertions = AssertionSigner(signer=signer, client_id=client_id, alg="PS256")
+        assertions.sign(audience)
+        calls = self.counts.signer_sign_calls
+        per_call: list[float] = []
+        for _ in range(self.counts.sign_batches):
+            with _gc_off():
+                started = time.perf_counter()
+                for _ in range(calls):
+                    assertions.sign(audience)
+                elapsed = time.perf_counter() - started
+            per_call.append(elapsed / calls * 1e6)
+        one_shot: list[float] = []
+        for _ in range(max(1, calls // 3)):
+            started = time.perf_counter()
+            build_client_assertion(signer=signer, client_id=client_id, audience=audience)
+            one_shot.append((time.perf_counter() - started) * 1e6)
+        row.values["certauth"] = statistics.median(per_call) / _UNIT_US[row.unit]
+        row.details["certauth"] = summary(per_call) | {
+            "unit": "us",
+            "calls_per_batch": calls,
+            "signer": signer.description,
+            "one_shot_build_client_assertion_us": statistics.median(one_shot),
+        }
+
     # processes ---------------------------------------------------------------------------------
 
     def process(self, row: Row, env: dict[str, str]) -> None:
@@ -430,6 +582,27 @@ class Bench:
             "seconds": result.seconds,
             "connections": result.connections,
         }
+
+
+def _open_vault_signer(target: Target, vault_url: str, stack: ExitStack) -> Any:
+    """The Key Vault signer of the signer rows, opened once (it reads the certificate object);
+    the vault credential is the bench app's own file-key credential."""
+    from certauth import CertificateCredential
+    from certauth.signers.keyvault import KeyVaultSigner
+
+    credential = CertificateCredential(
+        target.tenant_id,
+        target.client_id,
+        target.pem_path,
+        authority=target.authority_host,
+        verify=target.ca_file,
+    )
+    stack.callback(credential.close)
+    signer = KeyVaultSigner(
+        vault_url, VAULT_CERTIFICATE, credential=credential, verify=target.ca_file
+    )
+    stack.callback(signer.close)
+    return signer
 
 
 def _time_command(argv: list[str], env: dict[str, str], runs: int) -> list[float]:
@@ -512,6 +685,22 @@ def _rows(threads: int) -> dict[str, Row]:
             "<= 8 ms",
             lambda v: v <= 8,
         ),
+        Row(
+            "first_token_pkcs11",
+            "the same, key in a SoftHSM2 token (PKCS#11 signer opened once; 2 signatures: "
+            "the credential's key proof + the assertion)",
+            "ms",
+            "-",
+            lambda v: True,
+        ),
+        Row(
+            "first_token_keyvault",
+            "the same, key in the emulated Key Vault (signer opened once, vault token cached; "
+            "2 sign requests over TLS)",
+            "ms",
+            "-",
+            lambda v: True,
+        ),
         Row("cached", "cached get_token", "us", "<= 1 us", lambda v: v <= 1),
         Row(
             "burst_posts",
@@ -544,6 +733,20 @@ def _rows(threads: int) -> dict[str, Row]:
             "us",
             "<= 340 us",
             lambda v: v <= 340,
+        ),
+        Row(
+            "assertion_pkcs11",
+            "the same, key in a SoftHSM2 token (PKCS#11 sign)",
+            "us",
+            "-",
+            lambda v: True,
+        ),
+        Row(
+            "assertion_keyvault",
+            "the same, key in the emulated Key Vault (one sign request over TLS)",
+            "ms",
+            "-",
+            lambda v: True,
         ),
         Row(
             "requests_first_token",
@@ -628,55 +831,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     load_before = os.getloadavg()
     certificate = generate_certificate("CN=certauth-bench", key_type="rsa2048")
     rows = _rows(counts.burst_threads)
-    with tempfile.TemporaryDirectory(prefix="certauth-bench-") as folder:
+    with tempfile.TemporaryDirectory(prefix="certauth-bench-") as folder, ExitStack() as stack:
         cert_file = Path(folder) / "app.crt"
         cert_file.write_bytes(certificate.pem)
         pem_file = Path(folder) / "app.pem"
         pem_file.write_bytes(certificate.private_key_pem() + certificate.pem)
-        endpoint = Endpoint(cert_file)
-        try:
-            info = endpoint.info
-            target = Target(
-                tenant_id=info["tenant"],
-                client_id=CLIENT_ID,
-                authority_host=info["authority_host"],
-                token_endpoint=info["token_endpoint"],
-                ca_file=info["ca_file"],
-                pem_path=str(pem_file),
-                thumbprint_sha1=certificate.thumbprint_sha1,
-                scope=SCOPE,
-            )
-            bench = Bench(libraries, target, endpoint, counts)
-            steps: list[tuple[str, Callable[[], None]]] = [
-                ("build + sign", lambda: bench.assertion(rows["assertion"])),
+        register: list[str] = []
+        pkcs11_signer: Any = None
+        missing = softhsm_missing()
+        if missing is None:
+            print("benchmarks: SoftHSM2 token and key ...", file=sys.stderr, flush=True)
+            pkcs11_signer = stack.enter_context(softhsm_signer(Path(folder)))
+            pkcs11_cert = Path(folder) / "pkcs11.crt"
+            pkcs11_cert.write_bytes(pkcs11_signer.certificate.pem)
+            register.append(f"{PKCS11_CLIENT_ID}={pkcs11_cert}")
+        else:
+            for key in ("first_token_pkcs11", "assertion_pkcs11"):
+                rows[key].skip(missing)
+            notes.append(f"SoftHSM2 rows skipped: {missing}")
+        endpoint = Endpoint(cert_file, register=register, vault=True)
+        stack.callback(endpoint.close)
+        info = endpoint.info
+        target = Target(
+            tenant_id=info["tenant"],
+            client_id=CLIENT_ID,
+            authority_host=info["authority_host"],
+            token_endpoint=info["token_endpoint"],
+            ca_file=info["ca_file"],
+            pem_path=str(pem_file),
+            thumbprint_sha1=certificate.thumbprint_sha1,
+            scope=SCOPE,
+        )
+        bench = Bench(libraries, target, endpoint, counts)
+        keyvault_signer = _open_vault_signer(target, endpoint.info["vault_url"], stack)
+        steps: list[tuple[str, Callable[[], None]]] = [
+            ("build + sign", lambda: bench.assertion(rows["assertion"])),
+            (
+                "first token",
+                lambda: bench.first_token(rows["first_token"], rows["requests_first_token"]),
+            ),
+            ("cached get_token", lambda: bench.cached(rows["cached"])),
+            ("burst", lambda: bench.burst(rows["burst_posts"], rows["burst_time"])),
+            ("process", lambda: bench.process(rows["process"], env)),
+            (
+                "process, system trust",
+                lambda: bench.process_system_trust(rows["process_system_trust"], env),
+            ),
+            (
+                "cli",
+                lambda: bench.cli(rows["cli_version"], rows["cli_help"], rows["python_pass"], env),
+            ),
+        ]
+        if pkcs11_signer is not None:
+            steps += [
                 (
-                    "first token",
-                    lambda: bench.first_token(rows["first_token"], rows["requests_first_token"]),
-                ),
-                ("cached get_token", lambda: bench.cached(rows["cached"])),
-                ("burst", lambda: bench.burst(rows["burst_posts"], rows["burst_time"])),
-                ("process", lambda: bench.process(rows["process"], env)),
-                (
-                    "process, system trust",
-                    lambda: bench.process_system_trust(rows["process_system_trust"], env),
-                ),
-                (
-                    "cli",
-                    lambda: bench.cli(
-                        rows["cli_version"], rows["cli_help"], rows["python_pass"], env
+                    "first token, SoftHSM2",
+                    lambda: bench.signer_first_token(
+                        rows["first_token_pkcs11"], pkcs11_signer, PKCS11_CLIENT_ID
                     ),
                 ),
                 (
-                    "emulator throughput",
-                    lambda: bench.throughput(rows["emulator_throughput"]),
+                    "build + sign, SoftHSM2",
+                    lambda: bench.signer_assertion(
+                        rows["assertion_pkcs11"], pkcs11_signer, PKCS11_CLIENT_ID
+                    ),
                 ),
             ]
-            for title, step in steps:
-                print(f"benchmarks: {title} ...", file=sys.stderr, flush=True)
-                step()
-            notes += bench.notes
-        finally:
-            endpoint.close()
+        steps += [
+            (
+                "first token, Key Vault",
+                lambda: bench.signer_first_token(
+                    rows["first_token_keyvault"], keyvault_signer, KEYVAULT_CLIENT_ID
+                ),
+            ),
+            (
+                "build + sign, Key Vault",
+                lambda: bench.signer_assertion(
+                    rows["assertion_keyvault"], keyvault_signer, KEYVAULT_CLIENT_ID
+                ),
+            ),
+            (
+                "emulator throughput",
+                lambda: bench.throughput(rows["emulator_throughput"]),
+            ),
+        ]
+        for title, step in steps:
+            print(f"benchmarks: {title} ...", file=sys.stderr, flush=True)
+            step()
+        notes += bench.notes
 
     load_after = os.getloadavg()
     ordered = list(rows.values())

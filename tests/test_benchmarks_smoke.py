@@ -1,5 +1,7 @@
 """The benchmark must keep running: ``python -m benchmarks --smoke`` (tiny counts, every row,
-all three libraries) in a subprocess, checked for a complete table and JSON file.
+all three libraries) in a subprocess, checked for a complete table and JSON file. That includes
+the signer rows (SoftHSM2 and the emulated Key Vault): where SoftHSM2 or python-pkcs11 is
+missing, the SoftHSM2 rows must say so (skipped, with the reason) instead of failing the run.
 
 The numbers are not checked here (a loaded CI machine would make that flaky); the full run
 (``scripts/bench``) is what the README's Performance table comes from.
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from benchmarks.signers import softhsm_missing
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +40,8 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
     rows = {row["key"]: row for row in result["rows"]}
     assert set(rows) == {
         "first_token",
+        "first_token_pkcs11",
+        "first_token_keyvault",
         "cached",
         "burst_posts",
         "burst_time",
@@ -45,6 +51,8 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
         "cli_help",
         "python_pass",
         "assertion",
+        "assertion_pkcs11",
+        "assertion_keyvault",
         "requests_first_token",
         "emulator_throughput",
     }
@@ -57,3 +65,29 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
     assert result["versions"]["msal"] != "not installed"
     assert result["versions"]["azure-identity"] != "not installed"
     assert "| first token" in done.stdout
+    # The signer rows are certauth's alone; the Key Vault one always runs (the emulator's).
+    missing = softhsm_missing()
+    for key in (
+        "first_token_pkcs11",
+        "assertion_pkcs11",
+        "first_token_keyvault",
+        "assertion_keyvault",
+    ):
+        row = rows[key]
+        if "pkcs11" in key and missing:
+            assert row["skipped"] == missing, key
+            assert row["median"] == {}, key
+            continue
+        assert row["skipped"] is None, key
+        assert set(row["median"]) == {"certauth"}, key
+        assert row["median"]["certauth"] > 0, key
+    for key in ("first_token_pkcs11", "first_token_keyvault"):
+        if rows[key]["skipped"]:
+            continue
+        details = rows[key]["details"]["certauth"]
+        # One token POST per first token; with the vault, the key proof and the assertion are
+        # its two sign requests; a cached token asks neither.
+        assert details["requests_to_token_endpoint"]["max"] == 1, key
+        vault = 2 if key.endswith("keyvault") else 0
+        assert details["requests_to_vault"]["max"] == vault, key
+        assert details["cached_get_token_us"] > 0, key
