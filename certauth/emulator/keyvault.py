@@ -25,15 +25,12 @@ The REST surface and its rules are in :mod:`certauth.emulator.keyvault_api` and
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import hashlib
 import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from cryptography.x509.oid import ExtendedKeyUsageOID
-
-from certauth.certificates import BACKDATE, Certificate, build_certificate, check_validity_days
+from certauth.certificates import Certificate, check_validity_days, generate_certificate
 from certauth.emulator.keyvault_api import KeyVaultAPI
 from certauth.emulator.keyvault_store import (
     KEY_PERMISSIONS,
@@ -115,16 +112,9 @@ class EmulatedVault:
         check_object_name(name, "certificate")
         check_validity_days(days)
         key = self._state.add_key(name, self._new_key(kty, size, curve), self._now())
-        start = self._api.clock.now() - BACKDATE
-        made = build_certificate(
-            subject,
-            key.private_key,
-            not_before=start,
-            not_after=start + BACKDATE + dt.timedelta(days=days),
-            ca=False,
-            key_usage=["digital_signature"],
-            extended_key_usage=[ExtendedKeyUsageOID.CLIENT_AUTH],
-            key_identifiers=True,
+        # The one self-signed builder, with the key the vault holds (the emulator's clock).
+        made = generate_certificate(
+            subject, days=days, now=self._api.clock.now(), key=key.private_key
         )
         public = Certificate(made.x509, source=f"{self.url}/certificates/{name}/{key.version}")
         x5t = base64.urlsafe_b64encode(hashlib.sha1(public.der, usedforsecurity=False).digest())
