@@ -593,7 +593,8 @@ def manifest(
 
 # Its own module (cert.py holds the commands that read one certificate); one group for both.
 from certauth.cli.cert_bundle import bundle  # noqa: E402
+from certauth.cli.cert_csr import csr  # noqa: E402
 from certauth.cli.cert_rotate import rotate  # noqa: E402
 
-cert.add_command(bundle)
-cert.add_command(rotate)
+for _command in (bundle, csr, rotate):
+    cert.add_command(_command)
