@@ -134,9 +134,37 @@ def read_certificate_and_key(
             "key file with key_path=",
             path=source,
         )
+    else:
+        leaf = _end_entity(certs)
     _supported_public_key(leaf, source)
-    chain = tuple(c for c in certs if c is not leaf)
-    return Loaded(leaf, private_key, chain, source)
+    return Loaded(leaf, private_key, _chain_order(leaf, certs), source)
+
+
+def _end_entity(certs: list[x509.Certificate]) -> x509.Certificate:
+    """Without a key, the leaf is the one certificate that issued none of the others (a CA's
+    bundle may list the root first); the first one when that does not single one out."""
+    issuers = {c.issuer for c in certs if c.issuer != c.subject}
+    candidates = [c for c in certs if c.subject not in issuers]
+    return candidates[0] if len(candidates) == 1 else certs[0]
+
+
+def _chain_order(
+    leaf: x509.Certificate, certs: list[x509.Certificate]
+) -> tuple[x509.Certificate, ...]:
+    """The other certificates, each the issuer of the one before it, starting from the leaf's
+    issuer (RFC 7515 section 4.1.6, x5c; RFC 8446 section 4.4.2 likewise); certificates
+    outside that path keep their file order after it."""
+    rest = [c for c in certs if c is not leaf]
+    ordered: list[x509.Certificate] = []
+    current = leaf
+    while current.issuer != current.subject:
+        parent = next((c for c in rest if c.subject == current.issuer), None)
+        if parent is None:
+            break
+        rest.remove(parent)
+        ordered.append(parent)
+        current = parent
+    return (*ordered, *rest)
 
 
 def same_public_key(a: object, b: object) -> bool:

@@ -172,7 +172,7 @@ def test_cert_help_does_not_cut_command_summaries(capsys: Capsys) -> None:
     commands = result.out.split("Commands:", 1)[1]
     assert "..." not in commands
     names = [line.split()[0] for line in commands.strip().splitlines()]
-    assert names == ["bundle", "check", "create", "manifest", "rotate", "show", "thumbprint"]
+    assert names == ["bundle", "check", "create", "csr", "manifest", "rotate", "show", "thumbprint"]
 
 
 def test_help_spells_x5t_s256_and_ps256_as_the_readme(capsys: Capsys) -> None:

@@ -28,6 +28,7 @@ from certauth.certificates import (
     load_certificate,
     parse_subject,
 )
+from certauth.cli._chain import chain_facts, print_chain, warn_chain_expiry
 from certauth.cli._common import (
     HelpfulGroup,
     PathText,
@@ -403,9 +404,10 @@ def show(
     certificate = _load_for_reading(file, key, password_env, password_file)
     facts = describe(certificate)
     if as_json:
-        emit_json({"file": file, **facts})
+        emit_json({"file": file, **facts, "chain": chain_facts(certificate)})
     else:
         _print_human(facts)
+        print_chain(certificate)
     # On stderr in both modes: the certificate is readable, but Entra ID would refuse it.
     for message in facts["warnings"]:
         warn(f"{file}: {message}")
@@ -523,6 +525,7 @@ def check(
     certificate = load_certificate(file, password=password, load_key=False)
     now = dt.datetime.now(dt.timezone.utc)
     status, code, text, whole_days = _verdict(certificate, file, warn_days, now)
+    warn_chain_expiry(certificate, file)
     if as_json:
         emit_json(
             {
