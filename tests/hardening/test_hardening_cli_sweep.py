@@ -152,6 +152,7 @@ KINDS: dict[str, str] = {
     "--pin-env": "envvar",
     "--pkcs11-module": "infile",
     "cert create --key-store": "text",
+    "cert csr --san": "text",
     "decode TOKEN|-": "token",
     "verify TOKEN|-": "token",
 }
@@ -548,6 +549,12 @@ def _baseline(command: str, world: World) -> list[tuple[str, str | None]]:
         "cert check": [("FILE", f["cert"])],
         "cert manifest": [("FILE", f["cert"])],
         "cert bundle": [("CERT", f["cert"]), ("KEY", f["keyfile"]), ("--out", "{tmp}/out.pem")],
+        "cert csr": [
+            ("--subject", "CN=sweep"),
+            ("--san", "DNS:sweep.example"),
+            ("--key", "ec-p256"),
+            ("--out", "{tmp}/csr"),
+        ],
         # A dry run checks every setting and sends nothing (the rotation itself is tested
         # end to end in tests/rotation/).
         "cert rotate": [
