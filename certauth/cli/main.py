@@ -28,6 +28,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Print a signed client assertion (RFC 7523 JWT).",
     ),
     "token": ("certauth.cli.token:token", "Get an access token with a certificate."),
+    "dpop-proof": (
+        "certauth.cli.dpop:dpop_proof",
+        "Print a DPoP proof (RFC 9449) for one request.",
+    ),
     "demo": ("certauth.cli.demo:demo", "Run the main job end to end against a local emulator."),
     "emulator": ("certauth.cli.emulator:emulator", "Run a local Entra ID tenant for tests."),
     "decode": ("certauth.cli.verify:decode", "Show a token's header and claims (no verification)."),

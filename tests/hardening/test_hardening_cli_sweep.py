@@ -154,6 +154,11 @@ KINDS: dict[str, str] = {
     "cert create --key-store": "text",
     "cert csr --san": "text",
     "decode TOKEN|-": "token",
+    "dpop-proof --htm": "text",
+    "dpop-proof --htu": "url",
+    "dpop-proof --nonce": "text",
+    "--access-token-env": "envvar",
+    "--access-token-file": "infile",
     "verify TOKEN|-": "token",
 }
 
@@ -392,6 +397,11 @@ EXPECTED: dict[tuple[str, str, str], frozenset[int]] = {
     ("cert rotate", "--authority-host", "closed-port"): frozenset({0}),
     ("cert rotate", "--graph-url", "closed-port"): frozenset({0}),
     ("cert rotate", "--tenant", "label"): frozenset({0, 2}),
+    # `dpop-proof` signs offline: a closed port is never contacted...
+    ("dpop-proof", "--htu", "closed-port"): frozenset({0}),
+    # ...and a --key that names no file yet is where the new key goes.
+    ("dpop-proof", "--key", "missing"): frozenset({0}),
+    ("dpop-proof", "--key", "undecodable"): frozenset({0}),
 }
 #: Options checked against a token: a value the token does not satisfy fails verification.
 for _checked in ("--audience", "--require-scope", "--require-role"):
@@ -574,6 +584,12 @@ def _baseline(command: str, world: World) -> list[tuple[str, str | None]]:
         "emulator": [("--port", "0")],
         "demo": [],
         "completion": [("SHELL", "bash")],
+        # The key file is created on the first call (a new one in each case's scratch).
+        "dpop-proof": [
+            ("--key", "{tmp}/dpop.key"),
+            ("--htm", "GET"),
+            ("--htu", "https://api.example/items"),
+        ],
     }
     return list(lines[command])
 
