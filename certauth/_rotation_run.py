@@ -275,17 +275,26 @@ class RotationRun:
 
     # -- 2. addKey -----------------------------------------------------------------------------
 
-    def _graph_as(self, signer: Certificate) -> _graph.GraphRequest:
+    @property
+    def graph_scope(self) -> str:
+        """What Graph tokens are asked for (and what acceptance is tested with)."""
+        return f"{_graph.graph_resource(self.graph_url, self.authority)}/.default"
+
+    def _credential(self, certificate: Certificate) -> Any:
+        """The app's credential with ``certificate``, as the services would build it."""
         from certauth.credential import CertificateCredential
 
-        credential = CertificateCredential(
+        return CertificateCredential(
             self.tenant_id,
             self.client_id,
-            certificate=signer,
+            certificate=certificate,
             authority=self.authority,
             verify=self.verify,
         )
-        scope = f"{_graph.graph_resource(self.graph_url, self.authority)}/.default"
+
+    def _graph_as(self, signer: Certificate) -> _graph.GraphRequest:
+        credential = self._credential(signer)
+        scope = self.graph_scope
         return _graph.GraphRequest(
             self.graph_url, lambda: credential.get_token(scope).token, RetryPolicy()
         )
@@ -397,25 +406,15 @@ class RotationRun:
     def await_acceptance(self) -> None:
         if self.done("accepted"):
             return
-        from certauth.credential import CertificateCredential
-
         new = self.certificate("new")
         started = self.clock()
         delay = 1.0
-        scope = f"{_graph.graph_resource(self.graph_url, self.authority)}/.default"
         tries = successes = 0
         while successes < CONFIRMATIONS:
             tries += 1
-            credential = CertificateCredential(
-                self.tenant_id,
-                self.client_id,
-                certificate=new,
-                authority=self.authority,
-                verify=self.verify,
-            )
             try:
-                with credential:
-                    credential.request_token(scope, force=True)
+                with self._credential(new) as credential:
+                    credential.request_token(self.graph_scope, force=True)
                 successes += 1
                 if successes < CONFIRMATIONS:
                     self.sleep(1.0)

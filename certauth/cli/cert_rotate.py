@@ -3,7 +3,6 @@ no service noticing (the steps and their rules: :mod:`certauth.rotation`)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +21,14 @@ from certauth.cli._common import (
     show_retries,
 )
 
-ENV_TENANT = "AZURE_TENANT_ID"
-ENV_CLIENT_ID = "AZURE_CLIENT_ID"
-ENV_CERT_PATH = "AZURE_CLIENT_CERTIFICATE_PATH"
-ENV_AUTHORITY_HOST = "AZURE_AUTHORITY_HOST"
-
-
-def _env(name: str) -> str | None:
-    return os.environ.get(name, "").strip() or None
+# The azure-identity variables, read as `certauth token` reads them (empty counts as unset).
+from certauth.cli.token import (
+    ENV_AUTHORITY_HOST,
+    ENV_CERT_PATH,
+    ENV_CLIENT_ID,
+    ENV_TENANT,
+    _env,
+)
 
 
 @click.command("rotate", short_help="Roll the app's certificate via Graph addKey/removeKey.")
