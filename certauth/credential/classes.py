@@ -19,6 +19,7 @@ from certauth._files import read_input_file
 from certauth.assertion import DEFAULT_LIFETIME, check_lifetime
 from certauth.authority import resolve_authority
 from certauth.certificates import Certificate, load_certificate
+from certauth.credential import dpop_binding
 from certauth.credential.client_auth import (
     CertificateAuth,
     CertificateFiles,
@@ -36,6 +37,7 @@ from certauth.signers._pkcs11_uri import is_pkcs11_uri
 if TYPE_CHECKING:
     from certauth._httpx import httpx
     from certauth.cache import TokenCache
+    from certauth.dpop import DPoPKey
     from certauth.signers import Signer
 
 __all__ = [
@@ -80,6 +82,7 @@ def _planner(
     cache: TokenCache | None,
     clock: Callable[[], float],
     additionally_allowed_tenants: Iterable[str] | None,
+    dpop: bool | DPoPKey = False,
 ) -> Planner:
     """The planning core for the arguments every credential shares."""
     if timeout <= 0:
@@ -107,6 +110,12 @@ def _planner(
         additionally_allowed_tenants=additionally_allowed_tenants,
         environ=os.environ,
     )
+    store = _check_cache(cache)
+    binding = dpop_binding.binding_for(dpop, clock)
+    if binding is not None:
+        # A DPoP-bound token is useless to another process: it holds another key (or, given
+        # the same one, its own nonces); the shared store is left alone.
+        store = None
     return Planner(
         client_id=client_id or "",
         auth=auth,
@@ -114,10 +123,11 @@ def _planner(
         issuer=issuer if resolved is None else None,
         retry=retry or RetryPolicy(),
         refresh_margin=float(refresh_margin),
-        store=_check_cache(cache),
+        store=store,
         clock=clock,
         timeout=timeout,
         tenants=tenants,
+        dpop=binding,
     )
 
 
@@ -234,6 +244,7 @@ class _CertificateArgs(_Shell):
         enable_support_logging: bool | None = None,
         logging_enable: bool = False,
         authority_validation: object = None,
+        dpop: bool | DPoPKey = False,
     ) -> None:
         auth = _certificate_auth(
             certificate_path,
@@ -260,6 +271,7 @@ class _CertificateArgs(_Shell):
             cache=cache,
             clock=clock,
             additionally_allowed_tenants=additionally_allowed_tenants,
+            dpop=dpop,
         )
         if not isinstance(self, AsyncCredential):
             # A signer's test signature, once, here (blocking, as loading a key file is); an
@@ -300,6 +312,21 @@ class CertificateCredential(_CertificateArgs, SyncCredential):
     ``get_token`` / ``get_token_info`` honour azure-core's ``tenant_id``, ``claims`` and
     ``enable_cae``: tokens are cached per tenant, CAE tokens apart from the others, and a
     token asked for with claims is fetched, never cached.
+
+    ``dpop`` asks for DPoP-bound tokens (RFC 9449): ``True`` makes a fresh EC P-256 key for
+    this credential, kept in memory only; a :class:`~certauth.dpop.DPoPKey` (for instance
+    ``DPoPKey.from_private_key(key)``) is used as given. A fresh key rather than the
+    certificate's, because every API call carries a proof signed with it: ES256 costs a
+    fraction of an RSA signature, a certificate key in an HSM or a vault would cost a remote
+    signature per call, and the proof's ``jwk`` goes to every API, where a key of its own
+    keeps the calls unlinkable to the certificate registered with the tenant. Every token
+    request then carries a fresh ``DPoP`` proof (a server's nonce demand is answered once);
+    a token that comes back with a ``token_type`` other than ``DPoP`` is refused
+    (:class:`~certauth.errors.ConfigurationError`); tokens are cached under the key's
+    thumbprint, and never written to a shared ``cache`` (another process holds another key
+    and could not use them). :class:`~certauth.BearerAuth` sends them as ``Authorization:
+    DPoP`` with a proof per request; ``dpop_key`` and ``make_dpop_proof`` serve other HTTP
+    clients.
     """
 
     def __repr__(self) -> str:
@@ -342,6 +369,7 @@ class _SecretArgs(_Shell):
         enable_support_logging: bool | None = None,
         logging_enable: bool = False,
         authority_validation: object = None,
+        dpop: bool | DPoPKey = False,
     ) -> None:
         core = _planner(
             tenant_id,
@@ -357,6 +385,7 @@ class _SecretArgs(_Shell):
             cache=cache,
             clock=clock,
             additionally_allowed_tenants=additionally_allowed_tenants,
+            dpop=dpop,
         )
         self._setup(core, client, _verify(verify, connection_verify), float(timeout))
 
@@ -404,6 +433,7 @@ class _FederatedArgs(_Shell):
         enable_support_logging: bool | None = None,
         logging_enable: bool = False,
         authority_validation: object = None,
+        dpop: bool | DPoPKey = False,
     ) -> None:
         path = token_file_path or os.environ.get("AZURE_FEDERATED_TOKEN_FILE")
         if not path:
@@ -424,6 +454,7 @@ class _FederatedArgs(_Shell):
             cache=cache,
             clock=clock,
             additionally_allowed_tenants=additionally_allowed_tenants,
+            dpop=dpop,
         )
         self._setup(core, client, _verify(verify, connection_verify), float(timeout))
 

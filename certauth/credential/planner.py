@@ -36,6 +36,7 @@ from certauth.protocol import (
 
 if TYPE_CHECKING:
     from certauth.cache import TokenCache
+    from certauth.credential.dpop_binding import DPoPBinding
 
 log = logging.getLogger("certauth")
 
@@ -136,6 +137,7 @@ class Planner:
         clock: Callable[[], float] = time.time,
         timeout: float | None = None,
         tenants: TenantRules | None = None,
+        dpop: DPoPBinding | None = None,
     ) -> None:
         if not client_id:
             raise InvalidArgumentError("client id is empty; give client_id=")
@@ -146,6 +148,9 @@ class Planner:
         self.retry = retry
         self.refresh_margin = refresh_margin
         self.store = store
+        #: The DPoP key tokens are bound to (RFC 9449), and the servers' nonces; ``None``: bearer
+        #: tokens.
+        self.dpop = dpop
         #: Which tenants a call may ask for (default: only the credential's own).
         self.tenants = tenants or TenantRules(
             names=frozenset({authority.tenant.lower()} if authority and authority.tenant else ())
@@ -195,12 +200,16 @@ class Planner:
         The token endpoint names the tenant (``/TENANT/oauth2/v2.0/token``; ``authority`` is
         another tenant's, for a call that asked for it), so a token is never served for
         another tenant; a CAE token's endpoint is marked ``#cae`` (an endpoint has no
-        fragment, so no plain key can look like it): CAE and non-CAE tokens live apart.
+        fragment, so no plain key can look like it): CAE and non-CAE tokens live apart. A
+        DPoP-bound token's endpoint is marked with its key's thumbprint (``#dpop=JKT``): it is
+        served only to a credential holding that key.
         """
         authority = authority or self.authority
         endpoint = authority.token_endpoint if authority else f"issuer:{self.issuer}"
         if cae:
             endpoint += "#cae"
+        if self.dpop is not None:
+            endpoint += self.dpop.cache_tag
         return "\x1f".join((endpoint, self.client_id, self.auth.fingerprint, *sorted(scopes)))
 
     def authority_for(self, options: Call) -> Authority | None:
@@ -381,10 +390,14 @@ class Planner:
                 v1_resource=authority.is_v1,
                 claims=claims,
             )
-            answer = yield Send(
-                "POST", request.url, dict(request.headers), request.body, timeout=budget.left
-            )
-            budget.charge(answer.elapsed)
+            if self.dpop is None:
+                answer = yield Send(
+                    "POST", request.url, dict(request.headers), request.body, timeout=budget.left
+                )
+                budget.charge(answer.elapsed)
+            else:
+                # RFC 9449 sections 5 and 8: a fresh proof per attempt; a nonce demand answered.
+                answer = yield from self.dpop.token_post(request, budget)
             delay = retry_delay(
                 answer,
                 attempt,
@@ -405,6 +418,8 @@ class Planner:
                 now=self.clock(),
                 content_type=answer.headers.get("content-type", ""),
             )
+            if self.dpop is not None:
+                token = self.dpop.bound(token, authority.token_endpoint)
             log.debug(
                 "certauth: token for %s from %s, expires in %d s",
                 " ".join(scopes),

@@ -18,6 +18,7 @@ from certauth._httpx import httpx
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority
 from certauth.credential.client_auth import CertificateAuth
+from certauth.credential.dpop_binding import DPoPCredential
 from certauth.credential.planner import PLAIN, Call, Decision, Planner
 from certauth.credential.types import AccessToken, AccessTokenInfo
 from certauth.errors import CertauthError, TokenRequestError
@@ -49,7 +50,7 @@ def _flight(key: str, options: Call) -> Hashable:
     return (key, options.claims) if options.uncached else key
 
 
-class SyncCredential:
+class SyncCredential(DPoPCredential):
     """Blocking shell: httpx.Client, threads, single flight per token."""
 
     _core: Planner
@@ -168,7 +169,7 @@ class SyncCredential:
         self.close()
 
 
-class AsyncCredential:
+class AsyncCredential(DPoPCredential):
     """asyncio shell: httpx.AsyncClient, tasks, single flight per token."""
 
     _core: Planner
