@@ -14,6 +14,13 @@ token, so it is dropped and the request retried once with a new one:
 
 A second 401 is the caller's: the flow never loops.
 
+With a credential made with ``dpop=`` (RFC 9449), every request carries ``Authorization: DPoP
+<token>`` and a fresh ``DPoP`` proof for its method and URL, hashing the token (section 7.1).
+A 401 with ``WWW-Authenticate: DPoP error="use_dpop_nonce"`` and a ``DPoP-Nonce`` header is
+answered once with a proof carrying the nonce and the same token, which the server did not
+refuse (section 9); the nonce of any answer is kept for the next proof to that origin
+(section 8.2). The 401 handling above then works as for bearer tokens, with fresh proofs.
+
 The token a claims challenge got is kept for the requests that follow, as azure-core's
 ``BearerTokenCredentialPolicy`` keeps it, until it nears expiry or the API refuses it. The
 credential does not cache a token asked for with claims, and the token it would serve
@@ -26,13 +33,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from certauth._httpx import httpx
 from certauth.cae import claims_from_challenge
 from certauth.credential.shells import AsyncCredential, SyncCredential
 from certauth.credential.types import AccessToken
 from certauth.errors import InvalidArgumentError
+
+if TYPE_CHECKING:
+    from certauth.credential.dpop_binding import DPoPBinding
 
 __all__ = ["BearerAuth"]
 
@@ -50,7 +60,9 @@ class BearerAuth(httpx.Auth):
     CAE-capable client) and retries the request once; a token that satisfied a challenge is
     kept for the next requests. ``enable_cae=True`` asks for CAE tokens
     on every request (long-lived, revocable, cached apart from the others), for APIs that
-    evaluate access continuously such as Microsoft Graph.
+    evaluate access continuously such as Microsoft Graph. A credential made with ``dpop=``
+    gets ``Authorization: DPoP <token>`` and a ``DPoP`` proof on every request instead, and a
+    server's demand for a nonce is answered once (RFC 9449 section 9).
     """
 
     requires_response_body = False
@@ -68,6 +80,8 @@ class BearerAuth(httpx.Auth):
         self.scopes = scopes
         self.enable_cae = enable_cae
         self._challenge_token: AccessToken | None = None
+        #: The credential's DPoP binding, fixed when it was made (``None``: bearer tokens).
+        self._dpop: DPoPBinding | None = credential._core.dpop
 
     def _retry_options(self, response: httpx.Response) -> dict[str, Any]:
         """How to ask for the retry's token after a 401: the one decision both flows share."""
@@ -93,6 +107,28 @@ class BearerAuth(httpx.Auth):
         if "claims" in options and status != 401:
             self._challenge_token = token
 
+    def _authorize(self, request: httpx.Request, token: AccessToken) -> None:
+        dpop = self._dpop
+        if dpop is None:
+            request.headers["Authorization"] = f"Bearer {token.token}"
+            return
+        # RFC 9449 section 7.1: the DPoP scheme, and a proof of this request hashing the token
+        # (a new one on every send: a server refuses a proof it has seen, section 11.1).
+        request.headers["Authorization"] = f"DPoP {token.token}"
+        request.headers["DPoP"] = dpop.proof(
+            request.method, str(request.url), access_token=token.token
+        )
+
+    def _demands_nonce(self, request: httpx.Request, response: httpx.Response) -> bool:
+        """Keep the answer's DPoP nonce; ``True`` when it is a 401 demanding one (RFC 9449
+        section 9). Never for a bearer credential."""
+        dpop = self._dpop
+        if dpop is None:
+            return False
+        return dpop.demands_nonce(
+            str(request.url), response.status_code, response.headers.multi_items()
+        )
+
     def sync_auth_flow(
         self, request: httpx.Request
     ) -> Generator[httpx.Request, httpx.Response, None]:
@@ -101,15 +137,22 @@ class BearerAuth(httpx.Auth):
         if not isinstance(credential, SyncCredential):
             raise TypeError("an async credential needs an httpx.AsyncClient")
         token = self._kept() or credential.get_token(*self.scopes, enable_cae=self.enable_cae)
-        request.headers["Authorization"] = f"Bearer {token.token}"
+        self._authorize(request, token)
         response = yield request
+        if self._demands_nonce(request, response):
+            # RFC 9449 section 9: the same token again, its proof now carrying the nonce.
+            self._authorize(request, token)
+            response = yield request
+            if self._demands_nonce(request, response):
+                return  # a second demand is the caller's: never a loop
         if response.status_code == 401:
             self._refused(token)
             options = self._retry_options(response)
             credential.invalidate(*self.scopes, enable_cae=self.enable_cae)
             token = credential.get_token(*self.scopes, **options)
-            request.headers["Authorization"] = f"Bearer {token.token}"
+            self._authorize(request, token)
             response = yield request
+            self._demands_nonce(request, response)  # only to keep its nonce
             self._retried(options, token, response.status_code)
 
     async def async_auth_flow(
@@ -118,8 +161,14 @@ class BearerAuth(httpx.Auth):
         """The flow httpx.AsyncClient runs."""
         options: dict[str, Any] = {"enable_cae": self.enable_cae}
         token = self._kept() or await self._async_token(options)
-        request.headers["Authorization"] = f"Bearer {token.token}"
+        self._authorize(request, token)
         response = yield request
+        if self._demands_nonce(request, response):
+            # RFC 9449 section 9, as in the sync flow.
+            self._authorize(request, token)
+            response = yield request
+            if self._demands_nonce(request, response):
+                return
         if response.status_code == 401:
             self._refused(token)
             retry = self._retry_options(response)
@@ -132,8 +181,9 @@ class BearerAuth(httpx.Auth):
             else:
                 credential.invalidate(*self.scopes, **options)
             token = await self._async_token(retry)
-            request.headers["Authorization"] = f"Bearer {token.token}"
+            self._authorize(request, token)
             response = yield request
+            self._demands_nonce(request, response)
             self._retried(retry, token, response.status_code)
 
     async def _async_token(self, options: dict[str, Any]) -> AccessToken:
