@@ -344,3 +344,24 @@ def test_the_lock_wait_follows_the_credentials_timeout_where_the_store_takes_it(
     _lock_call(planner)
     assert old.calls == ["lock"]
     assert planner._store_failed is False
+
+
+def test_a_dpop_bound_token_is_cached_under_its_keys_thumbprint(rsa_cert: Certificate) -> None:
+    # RFC 9449 section 6.1: a token is bound to one key; a credential holding another (or
+    # none) must never be served it, whatever store the keys end up in.
+    from certauth.credential.dpop_binding import DPoPBinding
+    from certauth.credential.planner import Call as Options
+    from certauth.dpop import DPoPKey
+
+    clock = Clock()
+    plain = _planner(rsa_cert, clock)
+    bound = [_planner(rsa_cert, clock, dpop=DPoPBinding(DPoPKey.generate(), clock)) for _ in "ab"]
+    keys = [planner.key_for((SCOPE,)) for planner in (plain, *bound)]
+    assert len(set(keys)) == 3
+    for planner, key in zip(bound, keys[1:], strict=True):
+        assert planner.dpop is not None
+        assert (
+            key.split("\x1f")[0] == f"{AUTHORITY.token_endpoint}#dpop={planner.dpop.key.thumbprint}"
+        )
+    # CAE tokens still live apart from the others, for a DPoP credential too.
+    assert bound[0].key_for((SCOPE,), Options.of(enable_cae=True)) not in keys

@@ -1,0 +1,307 @@
+"""``dpop=`` on the credentials (RFC 9449), over real loopback HTTP.
+
+A scripted token endpoint (:class:`TokenServer`) plays what a real server may do and the
+emulator does not: answer a DPoP request with a bearer token, demand a nonce twice, send a
+nonce on a success, answer slowly. Every proof it receives is checked with
+:func:`certauth.dpop.check_proof`, as a server checks it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl
+
+import pytest
+
+from certauth import (
+    AsyncClientSecretCredential,
+    AsyncWorkloadIdentityCredential,
+    ClientSecretCredential,
+    RetryPolicy,
+    WorkloadIdentityCredential,
+)
+from certauth.certificates import Certificate
+from certauth.dpop import DPoPKey, DPoPProof, check_proof
+from certauth.errors import (
+    ConfigurationError,
+    InvalidArgumentError,
+    TokenRequestError,
+    TransportError,
+)
+
+CLIENT = "11111111-2222-3333-4444-555555555555"
+SCOPE = "api://billing/.default"
+FAST_RETRY = RetryPolicy(max_attempts=2, base_delay=0.01, max_delay=0.02)
+
+
+def dpop_token(token: str = "dpop-bound", token_type: str = "DPoP") -> Answer:
+    """A token response (RFC 6749 section 5.1) of the given type."""
+    body = {"access_token": token, "token_type": token_type, "expires_in": 3600}
+    return Answer(200, json.dumps(body).encode())
+
+
+def nonce_demand(nonce: str) -> Answer:
+    """RFC 9449 section 8: a token endpoint that requires a nonce."""
+    body = {"error": "use_dpop_nonce", "error_description": "a nonce is required"}
+    return Answer(400, json.dumps(body).encode(), {"DPoP-Nonce": nonce})
+
+
+@dataclass
+class Answer:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Seconds the server waits before it answers.
+    delay: float = 0.0
+
+
+@dataclass
+class Received:
+    """A token request as the server saw it."""
+
+    form: dict[str, str]
+    proofs: list[str]
+
+
+class TokenServer:
+    """A token endpoint on 127.0.0.1 answering from ``script`` (then with a DPoP token)."""
+
+    def __init__(self) -> None:
+        self.script: list[Answer] = []
+        self.received: list[Received] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                server.received.append(
+                    Received(dict(parse_qsl(body.decode())), self.headers.get_all("DPoP") or [])
+                )
+                answer = server.script.pop(0) if server.script else dpop_token()
+                time.sleep(answer.delay)
+                self.send_response(answer.status)
+                for name, value in {"Content-Type": "application/json", **answer.headers}.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(answer.body)))
+                self.end_headers()
+                self.wfile.write(answer.body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        class Server(ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # a client that gave up on a slow answer: nothing to report
+
+        self._httpd = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_address[1]}/tenant/oauth2/token"
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def proof(self, index: int, *, nonce: str | None = None) -> DPoPProof:
+        """The proof of request ``index``, checked as RFC 9449 section 4.3 says."""
+        return check_proof(self.received[index].proofs, htm="POST", htu=self.url, nonce=nonce)
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def server() -> Iterator[TokenServer]:
+    endpoint = TokenServer()
+    yield endpoint
+    endpoint.close()
+
+
+def secret_credential(server: TokenServer, **kw: Any) -> ClientSecretCredential:
+    kw.setdefault("retry", FAST_RETRY)
+    kw.setdefault("dpop", True)
+    return ClientSecretCredential(None, CLIENT, "s3cr3t-value", token_endpoint=server.url, **kw)
+
+
+def test_every_attempt_carries_a_fresh_proof_and_a_nonce_demand_is_answered_at_once(
+    server: TokenServer,
+) -> None:
+    # A nonce demand, then a 503, then a token: with max_attempts=2 the nonce retry is not one
+    # of the transient attempts (it is answered at once, no back-off).
+    server.script = [nonce_demand("n-1"), Answer(503, b"{}"), dpop_token()]
+    with secret_credential(server) as cred:
+        info = cred.get_token_info(SCOPE)
+        key = cred.dpop_key
+    assert key is not None
+    assert (info.token, info.token_type) == ("dpop-bound", "DPoP")
+    assert len(server.received) == 3
+    first = server.proof(0)
+    assert "nonce" not in first.claims
+    proofs = [first, server.proof(1, nonce="n-1"), server.proof(2, nonce="n-1")]
+    assert {p.jkt for p in proofs} == {key.thumbprint}
+    assert len({p.jti for p in proofs}) == 3  # fresh each time
+    assert all("ath" not in p.claims for p in proofs)  # no access token on a token request
+
+
+def test_a_second_nonce_demand_is_the_error_it_is(server: TokenServer) -> None:
+    server.script = [nonce_demand("n-1"), nonce_demand("n-2")]
+    with secret_credential(server) as cred:
+        with pytest.raises(TokenRequestError) as caught:
+            cred.get_token(SCOPE)
+        assert caught.value.error == "use_dpop_nonce"
+        assert caught.value.status_code == 400
+        assert len(server.received) == 2
+        # The nonce the refusal brought is the one the next call starts with: no demand.
+        cred.get_token(SCOPE)
+    server.proof(1, nonce="n-1")
+    server.proof(2, nonce="n-2")
+    assert len(server.received) == 3
+
+
+def test_a_nonce_sent_with_any_answer_goes_into_the_next_proof(server: TokenServer) -> None:
+    # RFC 9449 section 8.2: a fresh nonce may come with a success too.
+    server.script = [Answer(200, dpop_token().body, {"DPoP-Nonce": "fresh-1"})]
+    with secret_credential(server) as cred:
+        cred.get_token(SCOPE)
+        cred.request_token(SCOPE, force=True)
+        other = server.url.replace("/tenant/oauth2/token", "/api/items")
+        proof = cred.make_dpop_proof("GET", other)
+    server.proof(1, nonce="fresh-1")
+    # The nonce belongs to the origin: a proof for another path there carries it too.
+    assert check_proof(proof, htm="GET", htu=other, nonce="fresh-1").htu == other
+
+
+@pytest.mark.parametrize("token_type", ["Bearer", "N_A"])
+def test_a_token_that_is_not_dpop_bound_is_refused_and_not_kept(
+    server: TokenServer, token_type: str
+) -> None:
+    server.script = [dpop_token("unbound", token_type), dpop_token("unbound", token_type)]
+    with secret_credential(server) as cred:
+        for _ in range(2):  # not cached: asked for again, and refused again
+            with pytest.raises(ConfigurationError, match="dpop=") as caught:
+                cred.get_token(SCOPE)
+            assert repr(token_type) in str(caught.value)
+            assert "RFC 9449 section 5" in str(caught.value)
+        assert len(server.received) == 2
+        # The type is compared without regard to case (RFC 6749 section 5.1), and reported
+        # as DPoP.
+        server.script = [dpop_token(token_type="dpop")]
+        assert cred.get_token_info(SCOPE).token_type == "DPoP"
+
+
+def test_the_nonce_retry_stays_within_the_calls_bound(server: TokenServer) -> None:
+    server.script = [
+        Answer(**{**nonce_demand("n-1").__dict__, "delay": 0.3}),
+        Answer(**{**dpop_token().__dict__, "delay": 2.0}),
+    ]
+    bound = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02, total_timeout=0.5)
+    started = time.monotonic()
+    with (
+        secret_credential(server, retry=bound) as cred,
+        pytest.raises(TransportError, match=r"total_timeout=0\.5"),
+    ):
+        cred.get_token(SCOPE)
+    assert time.monotonic() - started < 1.5  # not the 2 s the second answer would take
+    assert len(server.received) == 2  # the retry was sent, with what was left
+    server.proof(1, nonce="n-1")
+
+
+def test_the_dpop_keyword_is_checked_and_a_given_key_is_used(
+    server: TokenServer, rsa_cert: Certificate
+) -> None:
+    for wrong in ("yes", 1, None, rsa_cert.private_key):
+        with pytest.raises(InvalidArgumentError, match="dpop="):
+            secret_credential(server, dpop=wrong)
+    with secret_credential(server, dpop=False) as plain:
+        assert plain.dpop_key is None
+        with pytest.raises(InvalidArgumentError, match="dpop=True"):
+            plain.make_dpop_proof("GET", "https://api.example/x")
+        info = plain.get_token_info(SCOPE)
+    # A plain credential's request has no proof, and its token is taken as it comes.
+    assert server.received[-1].proofs == []
+    assert info.token_type == "DPoP"
+    key = DPoPKey.from_private_key(rsa_cert.private_key)
+    with secret_credential(server, dpop=key) as cred:
+        assert cred.dpop_key is key
+        cred.get_token(SCOPE)
+    assert server.proof(-1).jkt == key.thumbprint
+    assert server.proof(-1).alg == "PS256"
+
+
+def test_every_kind_of_credential_takes_dpop(server: TokenServer, tmp_path: Any) -> None:
+    federated = tmp_path / "federated.jwt"
+    federated.write_text("e30.e30.c2ln")
+
+    async def main() -> list[str]:
+        kinds = [
+            AsyncClientSecretCredential(
+                None, CLIENT, "s3cr3t-value", token_endpoint=server.url, dpop=True
+            ),
+            AsyncWorkloadIdentityCredential(
+                None, CLIENT, str(federated), token_endpoint=server.url, dpop=True
+            ),
+        ]
+        types = []
+        for cred in kinds:
+            async with cred:
+                types.append((await cred.get_token_info(SCOPE)).token_type)
+        return types
+
+    assert asyncio.run(main()) == ["DPoP", "DPoP"]
+    with WorkloadIdentityCredential(
+        None, CLIENT, str(federated), token_endpoint=server.url, dpop=True
+    ) as cred:
+        assert cred.get_token_info(SCOPE).token_type == "DPoP"
+    for index in range(3):
+        server.proof(index)  # each request carried a proof
+
+
+class RecordingStore:
+    """A shared token store that records what is asked of it."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.data: dict[str, bytes] = {}
+
+    def get(self, key: str) -> bytes | None:
+        self.calls.append("get")
+        return self.data.get(key)
+
+    def set(self, key: str, value: bytes, expires_on: float) -> None:
+        self.calls.append("set")
+        self.data[key] = value
+
+    def delete(self, key: str) -> None:
+        self.calls.append("delete")
+        self.data.pop(key, None)
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        self.calls.append("lock")
+        yield
+
+
+def test_a_shared_store_is_left_alone_by_a_dpop_credential(server: TokenServer) -> None:
+    store = RecordingStore()
+    with secret_credential(server, dpop=False, cache=store) as plain:
+        plain.get_token(SCOPE)
+    assert "set" in store.calls  # the control: a bearer token is shared
+    store.calls.clear()
+    with secret_credential(server, cache=store) as cred:
+        cred.get_token(SCOPE)
+        cred.request_token(SCOPE, force=True)
+        cred.invalidate(SCOPE)
+    # Not written (another process holds another key), nor read, locked or deleted.
+    assert store.calls == []
+    assert len(server.received) == 3  # the plain token in the store was not taken either
