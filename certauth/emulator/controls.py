@@ -1,5 +1,5 @@
 """What a test does to the emulator's token endpoint: signing keys, faults, counters, replay
-caches (the :class:`~certauth.emulator.Emulator` methods, as a mixin so the
+caches and DPoP nonces (the :class:`~certauth.emulator.Emulator` methods, as a mixin so the
 emulator's service module stays small)."""
 
 from __future__ import annotations
@@ -108,3 +108,19 @@ class TokenEndpointControls:
     def reset_replay_cache(self) -> None:
         """Forget the ``jti`` values strict mode has seen."""
         self._token_endpoint.replay.clear()
+
+    # -- DPoP nonces (RFC 9449 section 8) -----------------------------------------------------
+
+    @property
+    def dpop_nonce(self) -> str | None:
+        """The nonce DPoP proofs must carry now (``None`` unless ``dpop_nonce=True`` or
+        :meth:`rotate_dpop_nonce`); every token response names it in ``DPoP-Nonce``."""
+        return self._token_endpoint.dpop.nonces.current
+
+    def rotate_dpop_nonce(self) -> str:
+        """Make a new DPoP nonce and return it; proofs carrying the previous one are accepted
+        until the next rotation, older ones get ``use_dpop_nonce`` (RFC 9449 section 8).
+        Turns nonces on if the emulator did not require them."""
+        nonce = self._token_endpoint.dpop.nonces.rotate()
+        log.info("DPoP nonce rotated")
+        return nonce

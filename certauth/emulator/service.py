@@ -26,6 +26,7 @@ from certauth.emulator.checks import DEFAULT_MAX_ASSERTION_LIFETIME, DEFAULT_SKE
 from certauth.emulator.clock import Clock
 from certauth.emulator.config import EmulatorConfig, load_config
 from certauth.emulator.controls import TokenEndpointControls
+from certauth.emulator.dpop_checks import TokenEndpointDPoP
 from certauth.emulator.graph import GraphAPI
 from certauth.emulator.graph_checks import DEFAULT_MAX_KEY_CREDENTIALS, key_credential_json
 from certauth.emulator.keyvault import VaultHosting
@@ -81,6 +82,11 @@ class Emulator(TokenEndpointControls, VaultHosting):
     (seconds, default 0) is how long a key added or removed there takes to reach the token
     endpoint; ``max_key_credentials`` caps an app's keys for addKey (default 1000).
     Azure Key Vaults: :meth:`create_vault` (see :mod:`certauth.emulator.keyvault`).
+
+    DPoP (RFC 9449): a token request with a ``DPoP`` proof gets a token bound to the proof's
+    key (``cnf.jkt``, ``token_type`` ``DPoP``); ``dpop_nonce=True`` makes proofs carry the
+    server's nonce (:attr:`dpop_nonce`, :meth:`rotate_dpop_nonce`). See
+    :mod:`certauth.emulator.dpop_checks`.
     """
 
     def __init__(
@@ -101,6 +107,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
         cae_token_lifetime: int = CAE_TOKEN_LIFETIME,
         propagation_delay: float | None = None,
         max_key_credentials: int | None = None,
+        dpop_nonce: bool = False,
     ) -> None:
         parsed = (
             config if isinstance(config, EmulatorConfig) or config is None else load_config(config)
@@ -150,6 +157,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
             policy=policy,
             token_lifetime=lifetime,
             cae_token_lifetime=cae_token_lifetime,
+            dpop=TokenEndpointDPoP(require_nonce=bool(dpop_nonce)),
         )
         self._revocations = RevocationList()
         self._graph = GraphAPI(
