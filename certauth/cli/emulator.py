@@ -163,6 +163,12 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     help="Write the CA and server certificate here (default: a temporary directory).",
 )
 @click.option(
+    "--dpop-nonce",
+    is_flag=True,
+    help="Require the server's nonce in DPoP proofs (RFC 9449 section 8): a proof without it "
+    "gets use_dpop_nonce, and every token response carries a DPoP-Nonce header.",
+)
+@click.option(
     "--token-lifetime",
     type=click.IntRange(min=1, max=MAX_TOKEN_LIFETIME),
     metavar="SECONDS",
@@ -213,6 +219,7 @@ def emulator(
     strict: bool | None,
     tls: bool,
     tls_dir: str | None,
+    dpop_nonce: bool,
     token_lifetime: int | None,
     propagation_delay: float | None,
     ready_file: str | None,
@@ -224,8 +231,9 @@ def emulator(
     """Run a local Entra ID tenant that checks client assertions the way Entra ID does.
 
     It serves OIDC discovery, JWKS, instance discovery and the v2, v1 and B2C token endpoints,
-    issues RS256 access tokens, and serves Graph's application keyCredentials, addKey and
-    removeKey under graph_url. Stops cleanly on Ctrl-C or SIGTERM (exit 0).
+    issues RS256 access tokens (bound to the key of a DPoP proof sent with the request), and
+    serves Graph's application keyCredentials, addKey and removeKey under graph_url. Stops
+    cleanly on Ctrl-C or SIGTERM (exit 0).
     """
     from certauth.emulator import DEFAULT_TENANT_ID, Emulator
 
@@ -259,6 +267,7 @@ def emulator(
         token_lifetime=token_lifetime,
         config=config_file,
         propagation_delay=propagation_delay,
+        dpop_nonce=dpop_nonce,
     )
     for client_id, path in registered:
         tenant.register(client_id, path)

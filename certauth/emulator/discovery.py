@@ -11,6 +11,8 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from certauth.emulator.dpop_checks import DPOP_SIGNING_ALGS
+
 __all__ = [
     "b2c_openid_configuration",
     "instance_discovery",
@@ -47,7 +49,8 @@ def v2_openid_configuration(base: str, tenant: str, tenant_id: str | None) -> di
     """``/{tenant}/v2.0/.well-known/openid-configuration``.
 
     ``tenant_id`` is ``None`` for the multi-tenant names (``common``, ``organizations``), whose
-    issuer is the template ``{base}/{tenantid}/v2.0``, as in Entra ID.
+    issuer is the template ``{base}/{tenantid}/v2.0``, as in Entra ID. Beyond Entra's fields it
+    lists the DPoP proof algorithms the token endpoint takes (RFC 9449 section 5.1).
     """
     segment = tenant_id or tenant
     root = f"{base}/{segment}"
@@ -72,6 +75,8 @@ def v2_openid_configuration(base: str, tenant: str, tenant_id: str | None) -> di
         "kerberos_endpoint": f"{root}/kerberos",
         "tenant_region_scope": "NA" if tenant_id else None,
         **_CLOUD,
+        # RFC 9449 section 5.1: the token endpoint takes DPoP proofs signed with these.
+        "dpop_signing_alg_values_supported": list(DPOP_SIGNING_ALGS),
     }
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-__all__ = ["EntraError", "missing_parameter"]
+__all__ = ["EntraError", "OAuthError", "missing_parameter"]
 
 # code -> (OAuth error, HTTP status). RFC 6749 section 5.2: a failed client authentication
 # (invalid_client) may be 401, everything else is 400. Entra ID answers invalid_client with 401.
@@ -101,6 +101,46 @@ class EntraError(Exception):
             "trace_id": trace_id,
             "correlation_id": correlation_id,
             "error_uri": f"{base_url}/error?code={self.code}",
+        }
+
+
+class OAuthError(EntraError):
+    """A refusal under a rule Entra ID has no AADSTS code for: DPoP (RFC 9449) and mutual TLS
+    client authentication (RFC 8705) on the emulator's token endpoint.
+
+    The body keeps the emulator's usual fields that fit (``error``, ``error_description`` with
+    the trace and correlation ids and the timestamp, ``trace_id``, ``correlation_id``,
+    ``timestamp``) and leaves out those that name a code (``error_codes``, ``error_uri``).
+    """
+
+    def __init__(self, error: str, text: str, *, status: int = 400) -> None:
+        Exception.__init__(self, f"{error}: {text}")
+        self.code = 0
+        self.text = text
+        self.b2c = False
+        self.error = error
+        self.status = status
+        self.basic_auth = False
+
+    @property
+    def aadsts(self) -> str:
+        """No AADSTS code: the OAuth ``error`` stands in for it in log lines."""
+        return self.error
+
+    def body(
+        self, *, trace_id: str, correlation_id: str, now: dt.datetime, base_url: str
+    ) -> dict[str, Any]:
+        """The JSON error body: Entra's shape without a code."""
+        stamp = now.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+        return {
+            "error": self.error,
+            "error_description": (
+                f"{self.text}\r\nTrace ID: {trace_id}\r\nCorrelation ID: {correlation_id}\r\n"
+                f"Timestamp: {stamp}"
+            ),
+            "timestamp": stamp,
+            "trace_id": trace_id,
+            "correlation_id": correlation_id,
         }
 
 

@@ -52,6 +52,14 @@ class HttpRequest:
     base_url: str
     #: The peer's IP address (admin routes answer loopback peers only); empty when unknown.
     client_address: str = ""
+    #: Every header line as ``(lower-case name, value)``, in order: ``headers`` keeps one value
+    #: per name, and some rules count the lines (RFC 9449 section 4.3: exactly one ``DPoP``).
+    header_items: tuple[tuple[str, str], ...] = ()
+
+    def header_values(self, name: str) -> list[str]:
+        """Every value of header ``name`` (any case), in the order they came."""
+        wanted = name.lower()
+        return [value for key, value in self.header_items if key == wanted]
 
 
 @dataclass
@@ -169,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
             body=body,
             base_url=self.server.base_url_for(headers.get("host")),
             client_address=str(self.client_address[0]) if self.client_address else "",
+            header_items=tuple((k.lower(), v) for k, v in self.headers.items()),
         )
         try:
             response = self.server.app(request)

@@ -25,6 +25,8 @@ from certauth.emulator.cae import CAE_TOKEN_LIFETIME, RevocationList
 from certauth.emulator.checks import DEFAULT_MAX_ASSERTION_LIFETIME, DEFAULT_SKEW, Policy
 from certauth.emulator.clock import Clock
 from certauth.emulator.config import EmulatorConfig, load_config
+from certauth.emulator.controls import TokenEndpointControls
+from certauth.emulator.dpop_checks import TokenEndpointDPoP
 from certauth.emulator.graph import GraphAPI
 from certauth.emulator.graph_checks import DEFAULT_MAX_KEY_CREDENTIALS, key_credential_json
 from certauth.emulator.keyvault import VaultHosting
@@ -51,7 +53,7 @@ __all__ = ["Emulator", "FaultPlan"]
 log = logging.getLogger("certauth.emulator")
 
 
-class Emulator(VaultHosting):
+class Emulator(TokenEndpointControls, VaultHosting):
     """A local Entra ID tenant that checks client assertions the way Entra ID does.
 
     Use it as a context manager (it binds a free port by default)::
@@ -80,6 +82,11 @@ class Emulator(VaultHosting):
     (seconds, default 0) is how long a key added or removed there takes to reach the token
     endpoint; ``max_key_credentials`` caps an app's keys for addKey (default 1000).
     Azure Key Vaults: :meth:`create_vault` (see :mod:`certauth.emulator.keyvault`).
+
+    DPoP (RFC 9449): a token request with a ``DPoP`` proof gets a token bound to the proof's
+    key (``cnf.jkt``, ``token_type`` ``DPoP``); ``dpop_nonce=True`` makes proofs carry the
+    server's nonce (:attr:`dpop_nonce`, :meth:`rotate_dpop_nonce`). See
+    :mod:`certauth.emulator.dpop_checks`.
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class Emulator(VaultHosting):
         cae_token_lifetime: int = CAE_TOKEN_LIFETIME,
         propagation_delay: float | None = None,
         max_key_credentials: int | None = None,
+        dpop_nonce: bool = False,
     ) -> None:
         parsed = (
             config if isinstance(config, EmulatorConfig) or config is None else load_config(config)
@@ -149,6 +157,7 @@ class Emulator(VaultHosting):
             policy=policy,
             token_lifetime=lifetime,
             cae_token_lifetime=cae_token_lifetime,
+            dpop=TokenEndpointDPoP(require_nonce=bool(dpop_nonce)),
         )
         self._revocations = RevocationList()
         self._graph = GraphAPI(
@@ -491,83 +500,6 @@ class Emulator(VaultHosting):
         """
         return self.registry.add_resource(self._tenant(tenant), uri, roles)
 
-    # -- keys, faults, counters -----------------------------------------------------------
-
-    def rotate_keys(self) -> str:
-        """Sign with a new key from now on; the previous ones stay in the JWKS. Returns its kid."""
-        key = self._keys.rotate()
-        log.info("signing key rotated; new kid %s", key.kid)
-        return key.kid
-
-    @property
-    def signing_kid(self) -> str:
-        """The ``kid`` new access tokens carry."""
-        return self._keys.current.kid
-
-    def jwks(self) -> dict[str, Any]:
-        """The key set the JWKS endpoint serves (v2 form, with ``issuer``)."""
-        return self._keys.jwks(self.issuer)
-
-    def inject_faults(
-        self,
-        status: int | None = None,
-        *,
-        count: int = 1,
-        retry_after: int | None = None,
-        delay: float = 0.0,
-        html: bool = False,
-        body: bytes | None = None,
-    ) -> None:
-        """Answer the next ``count`` token requests abnormally (replacing earlier plans).
-
-        ``status`` (e.g. 429, 503) with an Entra-style JSON body and, with ``retry_after``, a
-        ``Retry-After`` header; ``delay`` waits that many seconds first (alone, it only delays
-        normal answers); ``html`` sends an HTML page instead of JSON, with ``status`` or 200
-        (what captive portals and proxy login pages send); ``body`` sends those bytes as JSON
-        with ``status`` or 200 (for example a 200 that is not a token response).
-        """
-        if count < 1:
-            raise InvalidArgumentError("count must be at least 1")
-        if status is not None and not 100 <= status <= 599:
-            raise InvalidArgumentError(f"status {status} is not an HTTP status")
-        if delay < 0:
-            raise InvalidArgumentError("delay cannot be negative")
-        plan = FaultPlan(count, status, retry_after, float(delay), html, body)
-        self._token_endpoint.plan_faults(plan)
-
-    def clear_faults(self) -> None:
-        """Answer normally again."""
-        self._token_endpoint.plan_faults(None)
-
-    @property
-    def request_count(self) -> int:
-        """Token requests received (every POST to a token endpoint, whatever the answer)."""
-        return self._token_endpoint.request_count
-
-    def reset_request_count(self) -> int:
-        """Set :attr:`request_count` back to 0; returns the count before."""
-        return self._token_endpoint.reset_request_count()
-
-    @property
-    def last_thumbprint(self) -> str | None:
-        """``x5t#S256`` of the certificate behind the last accepted assertion (for rotation
-        tests: which of an app's certificates did the client use?)."""
-        return self._token_endpoint.last_thumbprint
-
-    @property
-    def claims_received(self) -> list[str | None]:
-        """The ``claims`` parameter of each token request received since the last
-        :meth:`reset_request_count` (``None`` for a request without one), oldest first;
-        requests answered by an injected fault are not read."""
-        return self._token_endpoint.claims_received
-
-    @property
-    def last_claims(self) -> str | None:
-        """The ``claims`` parameter of the last token request (``None``: it had none, or no
-        request was read yet)."""
-        received = self._token_endpoint.claims_received
-        return received[-1] if received else None
-
     # -- continuous access evaluation -----------------------------------------------------
 
     def revoke(self, client_id: str, *, tenant: str | None = None) -> int:
@@ -591,10 +523,6 @@ class Emulator(VaultHosting):
     def clear_revocations(self) -> None:
         """Forget every :meth:`revoke`."""
         self._revocations.clear()
-
-    def reset_replay_cache(self) -> None:
-        """Forget the ``jti`` values strict mode has seen."""
-        self._token_endpoint.replay.clear()
 
     def _handle(self, request: HttpRequest) -> HttpResponse:
         # The HTTP server's callback (tests also call it directly, without a socket).

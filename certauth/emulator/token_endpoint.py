@@ -1,12 +1,15 @@
 """The emulator's token endpoints (v2, v1 and B2C): faults, counting, checking, issuing.
 
-A POST is counted, answered by an injected fault if one is planned, else parsed and checked
-the way Entra ID checks it (:mod:`certauth.emulator.checks`); an accepted request gets a signed
-access token (:mod:`certauth.emulator.tokens`), a refused one Entra's error response.
+A POST is counted, answered by an injected fault if one is planned, else parsed, its DPoP
+proof checked if it has one (:mod:`certauth.emulator.dpop_checks`), and checked the way Entra ID
+checks it (:mod:`certauth.emulator.checks`); an accepted request gets a signed access token
+(:mod:`certauth.emulator.tokens`), bound to the proof's key when there was one, a refused one
+Entra's error response.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -23,6 +26,7 @@ from certauth.emulator.checks import (
     check_token_request,
 )
 from certauth.emulator.clock import Clock
+from certauth.emulator.dpop_checks import TokenEndpointDPoP
 from certauth.emulator.registry import Registry
 from certauth.emulator.responses import error_response, json_response, trace_headers
 from certauth.emulator.server import HttpRequest, HttpResponse
@@ -57,6 +61,7 @@ class TokenEndpoint:
 
     ``policy``, ``token_lifetime`` and ``cae_token_lifetime`` (for clients that declared the
     CAE capability) are read at every request, so changing them applies to the next one.
+    ``dpop`` checks the requests' DPoP proofs and holds the server's nonces.
     """
 
     #: How many ``claims`` values :attr:`claims_received` keeps (the oldest go first).
@@ -71,6 +76,7 @@ class TokenEndpoint:
         policy: Policy,
         token_lifetime: int,
         cae_token_lifetime: int = CAE_TOKEN_LIFETIME,
+        dpop: TokenEndpointDPoP | None = None,
     ) -> None:
         self.registry = registry
         self.clock = clock
@@ -80,6 +86,7 @@ class TokenEndpoint:
         self.cae_token_lifetime = cae_token_lifetime
         #: The ``jti`` values strict mode has seen.
         self.replay = ReplayCache()
+        self.dpop = dpop if dpop is not None else TokenEndpointDPoP()
         self._lock = threading.Lock()
         self._request_count = 0
         self._last_thumbprint: str | None = None
@@ -142,6 +149,17 @@ class TokenEndpoint:
         self, request: HttpRequest, endpoint: Endpoint, tenant: str, policy: str | None
     ) -> HttpResponse:
         """Answer a request to ``/{tenant}[/{policy}]/oauth2[/v2.0]/token``."""
+        response = self._answer(request, endpoint, tenant, policy)
+        nonce = self.dpop.nonces.current
+        if nonce is not None:
+            # RFC 9449 section 8: while nonces are required, every answer names the current one
+            # (section 8.2 lets a server send a fresh nonce on a success too).
+            response.headers["DPoP-Nonce"] = nonce
+        return response
+
+    def _answer(
+        self, request: HttpRequest, endpoint: Endpoint, tenant: str, policy: str | None
+    ) -> HttpResponse:
         if request.method != "POST":
             return self._error_response(
                 EntraError(
@@ -159,10 +177,11 @@ class TokenEndpoint:
                 return _fault_response(fault)
         form = _parse_form(request)
         self._record_claims(form.get("claims"))
+        url = f"{request.base_url}{request.path}"
         token_request = TokenRequest(
             endpoint=endpoint,
             tenant=tenant,
-            url=f"{request.base_url}{request.path}",
+            url=url,
             base_url=request.base_url,
             form=form,
             policy=policy,
@@ -170,6 +189,9 @@ class TokenEndpoint:
         )
         now = self.clock.time()
         try:
+            # The proof first: a client sent round for a nonce (RFC 9449 section 8) must not
+            # have spent its assertion's single-use jti (strict mode) on the first attempt.
+            proof = self.dpop.check(request.header_values("dpop"), htu=url, now=now)
             grant = check_token_request(
                 token_request, self.registry, now=now, policy=self.policy, replay=self.replay
             )
@@ -183,6 +205,9 @@ class TokenEndpoint:
                 endpoint,
             )
             return self._error_response(error, request)
+        if proof is not None:
+            # RFC 9449 section 6.1: the token names the proof key's thumbprint.
+            grant = dataclasses.replace(grant, cnf=(*grant.cnf, ("jkt", proof.jkt)))
         return self._issue(grant, request, now)
 
     def _issue(self, grant: Grant, request: HttpRequest, now: float) -> HttpResponse:
@@ -198,13 +223,14 @@ class TokenEndpoint:
                 self._last_thumbprint = grant.thumbprint
         body = token_response(grant, token, now=now, lifetime=lifetime)
         log.info(
-            "token issued: client_id=%s aud=%s auth=%s alg=%s roles=%s cae=%s",
+            "token issued: client_id=%s aud=%s auth=%s alg=%s roles=%s cae=%s cnf=%s",
             grant.client_id,
             grant.resource,
             grant.auth_method,
             grant.assertion_alg or "-",
             ",".join(grant.roles) or "-",
             "yes" if cae else "no",
+            ",".join(name for name, _ in grant.cnf) or "-",
         )
         response = json_response(200, body)
         # RFC 6749 section 5.1: token responses must not be cached.

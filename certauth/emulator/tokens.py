@@ -150,6 +150,15 @@ class Grant:
     thumbprint: str | None = None
     #: What the request's ``claims`` parameter asked for (client capabilities, ``nbf``).
     claims_request: ClaimsRequest = NO_CLAIMS
+    #: The token's confirmation members (RFC 7800 ``cnf``): ``jkt`` for a DPoP key
+    #: (RFC 9449 section 6.1), ``x5t#S256`` for a TLS client certificate (RFC 8705 section 3.1).
+    cnf: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def token_type(self) -> str:
+        """``DPoP`` for a token bound to a DPoP key (RFC 9449 section 5), else ``Bearer``: a
+        certificate-bound token stays a bearer token to the client (RFC 8705 section 3)."""
+        return "DPoP" if any(name == "jkt" for name, _ in self.cnf) else "Bearer"
 
 
 def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int) -> dict[str, Any]:
@@ -159,7 +168,7 @@ def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int)
     client secret. B2C tokens carry the granted permissions as ``scp`` (B2C returns the API
     scopes granted to the app), Entra tokens as ``roles`` (omitted when empty, as Entra does).
     A ``claims`` request's client capabilities become ``xms_cc`` and its ``nbf`` raises
-    ``iat``/``nbf`` (:mod:`certauth.emulator.cae`).
+    ``iat``/``nbf`` (:mod:`certauth.emulator.cae`); a bound token carries ``cnf``.
     """
     acr = "1" if grant.auth_method == "secret" else "2"
     issued = issued_at(grant, now)
@@ -191,6 +200,8 @@ def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int)
         # "Claims challenges, claims requests, and client capabilities": the token names the
         # capabilities the client declared; cp1 marks a CAE-capable client.
         claims["xms_cc"] = list(grant.claims_request.capabilities)
+    if grant.cnf:
+        claims["cnf"] = dict(grant.cnf)
     return claims
 
 
@@ -217,7 +228,7 @@ def token_response(grant: Grant, access_token: str, *, now: float, lifetime: int
     """
     if grant.endpoint == "v1":
         return {
-            "token_type": "Bearer",
+            "token_type": grant.token_type,
             "expires_in": str(lifetime),
             "ext_expires_in": str(lifetime),
             "expires_on": str(int(now) + lifetime),
@@ -226,7 +237,7 @@ def token_response(grant: Grant, access_token: str, *, now: float, lifetime: int
             "access_token": access_token,
         }
     body: dict[str, Any] = {
-        "token_type": "Bearer",
+        "token_type": grant.token_type,
         "expires_in": lifetime,
         "ext_expires_in": lifetime,
         "access_token": access_token,
