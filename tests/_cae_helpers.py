@@ -31,10 +31,12 @@ from certauth.errors import TokenValidationError
 
 
 class TokenRequests:
-    """The token requests a credential sent (through its ``client=``): URL and form."""
+    """The token requests a credential sent (through its ``client=``): URL and form, and the
+    headers (names lower-cased)."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, str]]] = []
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
 
     def _record(self, request: httpx.Request) -> None:
@@ -42,6 +44,7 @@ class TokenRequests:
             form = dict(parse_qsl(request.content.decode("utf-8")))
             with self._lock:
                 self.sent.append((str(request.url), form))
+                self.headers.append({k.lower(): v for k, v in request.headers.items()})
 
     async def _arecord(self, request: httpx.Request) -> None:
         self._record(request)

@@ -19,17 +19,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qsl
 
+import jwt
 import pytest
+from _cae_helpers import TokenRequests
 
 from certauth import (
+    AsyncCertificateCredential,
     AsyncClientSecretCredential,
     AsyncWorkloadIdentityCredential,
+    CertificateCredential,
     ClientSecretCredential,
     RetryPolicy,
     WorkloadIdentityCredential,
 )
 from certauth.certificates import Certificate
 from certauth.dpop import DPoPKey, DPoPProof, check_proof
+from certauth.emulator import Emulator
 from certauth.errors import (
     ConfigurationError,
     InvalidArgumentError,
@@ -305,3 +310,152 @@ def test_a_shared_store_is_left_alone_by_a_dpop_credential(server: TokenServer) 
     # Not written (another process holds another key), nor read, locked or deleted.
     assert store.calls == []
     assert len(server.received) == 3  # the plain token in the store was not taken either
+
+
+# -- against the emulator, which binds tokens as an RFC 9449 server does ------------------------
+
+
+@pytest.fixture
+def tenant(rsa_cert: Certificate) -> Iterator[Emulator]:
+    with Emulator(strict=True) as emulator:
+        emulator.register(CLIENT, rsa_cert)
+        yield emulator
+
+
+@pytest.fixture
+def nonce_tenant(rsa_cert: Certificate) -> Iterator[Emulator]:
+    with Emulator(strict=True, dpop_nonce=True) as emulator:
+        emulator.register(CLIENT, rsa_cert)
+        yield emulator
+
+
+def certificate_credential(
+    tenant: Emulator, cert: Certificate, sent: TokenRequests | None = None, **kw: Any
+) -> CertificateCredential:
+    kw.setdefault("dpop", True)
+    if sent is not None:
+        kw["client"] = sent.client()
+    return CertificateCredential(
+        tenant.tenant_id, CLIENT, certificate=cert, authority=tenant.authority_host, **kw
+    )
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, options={"verify_signature": False})  # type: ignore[no-any-return]
+
+
+def dpop_proofs(sent: TokenRequests) -> list[str]:
+    return [headers.get("dpop", "") for headers in sent.headers]
+
+
+def test_sync_and_async_credentials_get_tokens_bound_to_their_key(
+    tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    with certificate_credential(tenant, rsa_cert) as cred:
+        info = cred.get_token_info(SCOPE)
+        key = cred.dpop_key
+        assert key is not None
+        assert key.alg == "ES256"  # a fresh P-256 key, not the certificate's RSA key
+        assert info.token_type == "DPoP"
+        assert claims_of(info.token)["cnf"] == {"jkt": key.thumbprint}
+        assert cred.request_token(SCOPE).token_type == "DPoP"
+        assert cred.get_token(SCOPE).token == info.token  # cached
+    assert tenant.request_count == 1
+
+    async def main() -> tuple[str, str, str]:
+        cred = AsyncCertificateCredential(
+            tenant.tenant_id,
+            CLIENT,
+            certificate=rsa_cert,
+            authority=tenant.authority_host,
+            dpop=True,
+        )
+        async with cred:
+            info = await cred.get_token_info(SCOPE)
+            assert cred.dpop_key is not None
+            return info.token_type, info.token, cred.dpop_key.thumbprint
+
+    token_type, token, jkt = asyncio.run(main())
+    assert token_type == "DPoP"
+    assert claims_of(token)["cnf"] == {"jkt": jkt}
+    assert jkt != key.thumbprint  # each credential its own key
+
+
+def test_a_required_nonce_costs_one_retry_once(
+    nonce_tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    sent = TokenRequests()
+    with certificate_credential(nonce_tenant, rsa_cert, sent) as cred:
+        assert cred.get_token_info(SCOPE).token_type == "DPoP"
+        assert len(sent.sent) == 2  # use_dpop_nonce, then the token
+        # The nonce is reused: the next token request needs no retry.
+        cred.request_token(SCOPE, force=True)
+        cred.get_token("api://other/.default")
+        assert len(sent.sent) == 4
+        # A nonce that went stale (rotated twice) costs one retry again.
+        nonce_tenant.rotate_dpop_nonce()
+        nonce_tenant.rotate_dpop_nonce()
+        cred.request_token(SCOPE, force=True)
+        assert len(sent.sent) == 6
+    nonces = [
+        check_proof(proof, htm="POST", htu=nonce_tenant.token_endpoint).claims.get("nonce")
+        for proof in dpop_proofs(sent)
+    ]
+    assert nonces[0] is None
+    assert nonces[1] == nonces[2] == nonces[3] == nonces[4] is not None
+    assert nonces[5] == nonce_tenant.dpop_nonce != nonces[4]
+
+
+def test_the_async_credential_meets_a_nonce_demand_too(
+    nonce_tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    sent = TokenRequests()
+
+    async def main() -> str:
+        cred = AsyncCertificateCredential(
+            nonce_tenant.tenant_id,
+            CLIENT,
+            certificate=rsa_cert,
+            authority=nonce_tenant.authority_host,
+            client=sent.async_client(),
+            dpop=True,
+        )
+        async with cred:
+            await cred.request_token(SCOPE)
+            return (await cred.request_token(SCOPE, force=True)).token_type
+
+    assert asyncio.run(main()) == "DPoP"
+    assert len(sent.sent) == 3
+
+
+def test_credentials_with_different_keys_never_share_a_token(
+    tenant: Emulator, rsa_cert: Certificate
+) -> None:
+    store = RecordingStore()
+    plain = certificate_credential(tenant, rsa_cert, dpop=False, cache=store)
+    first = certificate_credential(tenant, rsa_cert, cache=store)
+    second = certificate_credential(tenant, rsa_cert, cache=store)
+    with plain, first, second:
+        bearer = plain.get_token_info(SCOPE)
+        assert "set" in store.calls  # the plain token is in the shared store
+        store.calls.clear()
+        tokens = [cred.get_token(SCOPE).token for cred in (first, second)]
+        assert store.calls == []  # DPoP tokens: not written, not read
+        assert len({bearer.token, *tokens}) == 3
+        for cred, token in zip((first, second), tokens, strict=True):
+            assert cred.dpop_key is not None
+            assert claims_of(token)["cnf"]["jkt"] == cred.dpop_key.thumbprint
+    assert bearer.token_type == "Bearer"
+    assert "cnf" not in claims_of(bearer.token)
+    assert tenant.request_count == 3
+
+
+def test_a_plain_credential_is_unchanged(nonce_tenant: Emulator, rsa_cert: Certificate) -> None:
+    sent = TokenRequests()
+    with certificate_credential(nonce_tenant, rsa_cert, sent, dpop=False) as cred:
+        info = cred.get_token_info(SCOPE)
+        assert cred.dpop_key is None
+    # No proof, so no nonce demanded: one request, a bearer token without cnf.
+    assert dpop_proofs(sent) == [""]
+    assert info.token_type == "Bearer"
+    assert "cnf" not in claims_of(info.token)
