@@ -8,14 +8,15 @@ itself (what to send, what an answer means, whether to retry). :func:`run_sync` 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from certauth._files import open_regular_file
 from certauth._flow import Failure, Flow, Reply, Send, Sleep
@@ -23,6 +24,9 @@ from certauth._httpx import httpx
 from certauth._version import __version__
 from certauth.errors import ConfigurationError
 from certauth.protocol import MAX_RESPONSE_BYTES
+
+if TYPE_CHECKING:
+    from certauth.certificates import Certificate
 
 T = TypeVar("T")
 
@@ -54,19 +58,22 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     """
 
     def build() -> ssl.SSLContext:
-        if not ca_file:
-            return ssl.create_default_context()
-        # create_default_context's settings; with cafile given it skips the system store.
-        try:
-            # OpenSSL would block on a FIFO, or read /dev/zero for ever: a regular file only.
-            os.close(open_regular_file(ca_file))
-            return ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError(
-                f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
-            ) from None
+        return _ca_file_context(ca_file) if ca_file else ssl.create_default_context()
 
     return _shared(ca_file or "", build)
+
+
+def _ca_file_context(ca_file: str) -> ssl.SSLContext:
+    """create_default_context's settings, trusting exactly ``ca_file`` (the system store is
+    skipped when a cafile is given)."""
+    try:
+        # OpenSSL would block on a FIFO, or read /dev/zero for ever: a regular file only.
+        os.close(open_regular_file(ca_file))
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
+        ) from None
 
 
 def _shared(key: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
@@ -93,6 +100,84 @@ def resolve_verify(verify: Any) -> ssl.SSLContext:
     raise ConfigurationError(
         "verify=False is not supported: certauth always verifies TLS; pass a CA file instead"
     )
+
+
+def client_certificate_context(verify: Any, certificate: Certificate) -> ssl.SSLContext:
+    """A verifying TLS context (trust as :func:`resolve_verify` gives it) that presents
+    ``certificate`` (and its chain) as the TLS client certificate: mutual TLS, RFC 8705.
+
+    Not shared: it belongs to one credential, which loads a rotated certificate into it
+    (:func:`load_client_certificate`). ``verify`` may not be an ``ssl.SSLContext``: certauth
+    does not change a caller's context.
+    """
+    if isinstance(verify, ssl.SSLContext):
+        raise ConfigurationError(
+            "mtls=True builds its own TLS context to present the certificate: give verify= "
+            "as a CA file (or leave it out for the system store), not an ssl.SSLContext"
+        )
+    if verify is False:
+        resolve_verify(verify)  # the refusal, worded once
+    context = (
+        ssl.create_default_context()
+        if verify is None or verify is True
+        else _ca_file_context(str(verify))
+    )
+    load_client_certificate(context, certificate)
+    return context
+
+
+def load_client_certificate(context: ssl.SSLContext, certificate: Certificate) -> None:
+    """Make ``context`` present ``certificate`` (leaf, then its chain) with its private key.
+
+    The ``ssl`` module loads a key only from a file (``SSLContext.load_cert_chain``); the key
+    must not touch the disk unprotected, so it goes through an anonymous in-memory file
+    (``memfd_create``, Linux) or else a private temporary file removed at once, encrypted
+    either way with a random one-time password.
+    """
+    import secrets
+
+    from cryptography.hazmat.primitives import serialization
+
+    password = secrets.token_urlsafe(24).encode()
+    pem = certificate.pem + b"".join(
+        c.public_bytes(serialization.Encoding.PEM) for c in certificate.chain
+    )
+    pem += certificate.private_key_pem(password)
+    with _private_file(pem) as path:
+        try:
+            context.load_cert_chain(path, password=password)
+        except ssl.SSLError as exc:
+            raise ConfigurationError(
+                f"cannot use the certificate for mutual TLS ({exc.reason or exc})"
+            ) from None
+
+
+@contextlib.contextmanager
+def _private_file(data: bytes) -> Iterator[str]:
+    """A path holding ``data`` while the ``with`` block runs, readable by this process only."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd("certauth-tls", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="certauth-tls-")  # mode 0700
+    try:
+        path = os.path.join(folder, "client.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _timeout(total: float) -> httpx.Timeout:

@@ -181,6 +181,8 @@ class Planner:
 
     def _bind(self, authority: Authority) -> None:
         self.auth.bind(self.client_id, authority)
+        if self.auth.mtls:
+            authority = authority.for_mtls()
         self.authority = authority
         self.keys = {}  # normalisation and keys depend on the authority
 
@@ -380,10 +382,15 @@ class Planner:
                 secret_method=fields.get("secret_method", "client_secret_post"),  # type: ignore[arg-type]
                 v1_resource=authority.is_v1,
                 claims=claims,
+                tls_client_auth=auth.mtls,
             )
-            answer = yield Send(
-                "POST", request.url, dict(request.headers), request.body, timeout=budget.left
-            )
+            headers = dict(request.headers)
+            if auth.mtls:
+                # A connection of its own for each token request: a pooled one may have been
+                # opened with the certificate a rotation has since replaced, and the token
+                # would be bound to that one (RFC 8705 section 3).
+                headers["Connection"] = "close"
+            answer = yield Send("POST", request.url, headers, request.body, timeout=budget.left)
             budget.charge(answer.elapsed)
             delay = retry_delay(
                 answer,

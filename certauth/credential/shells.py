@@ -10,6 +10,7 @@ small call); a call with ``claims`` never does (its token is fetched).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Hashable, Mapping
 from typing import Any
 
@@ -49,7 +50,23 @@ def _flight(key: str, options: Call) -> Hashable:
     return (key, options.claims) if options.uncached else key
 
 
-class SyncCredential:
+class _TLS:
+    """What both shells expose of their TLS settings, for the API calls that follow."""
+
+    _verify: Any
+    _timeout: float
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of this credential's token requests: its trust (``verify=``) and,
+        with ``mtls=True``, the client certificate it presents. API calls with a
+        certificate-bound token (RFC 8705 section 3) must present the same certificate: give
+        this to their HTTP client (``httpx.Client(verify=credential.ssl_context)``), or use
+        :meth:`http_client`. A certificate rotated on disk is presented by new connections."""
+        return _http.resolve_verify(self._verify)
+
+
+class SyncCredential(_TLS):
     """Blocking shell: httpx.Client, threads, single flight per token."""
 
     _core: Planner
@@ -57,9 +74,20 @@ class SyncCredential:
     def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None:
         given = _http.given_client(client, httpx.Client)
         self._core = core
+        self._verify, self._timeout = verify, timeout
         self._owns_client = given is None
         self._client = given or _http.new_sync_client(verify, timeout)
         self._flights: SingleFlight[Token] = SingleFlight()
+
+    def http_client(self, *scopes: str, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` for the API that ``scopes`` are for: this credential's TLS
+        context (:attr:`ssl_context`, the client certificate included with ``mtls=True``) and
+        :class:`~certauth.BearerAuth` with its tokens. ``kwargs`` go to ``httpx.Client``
+        (``base_url=``, ``timeout=`` ...). Close it when done (``with`` does)."""
+        from certauth.auth import BearerAuth
+
+        kwargs.setdefault("timeout", self._timeout)
+        return httpx.Client(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
@@ -168,7 +196,7 @@ class SyncCredential:
         self.close()
 
 
-class AsyncCredential:
+class AsyncCredential(_TLS):
     """asyncio shell: httpx.AsyncClient, tasks, single flight per token."""
 
     _core: Planner
@@ -176,9 +204,17 @@ class AsyncCredential:
     def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None:
         given = _http.given_client(client, httpx.AsyncClient)
         self._core = core
+        self._verify, self._timeout = verify, timeout
         self._owns_client = given is None
         self._client = given or _http.new_async_client(verify, timeout)
         self._flights: AsyncSingleFlight[Token] = AsyncSingleFlight()
+
+    def http_client(self, *scopes: str, **kwargs: Any) -> httpx.AsyncClient:
+        """The ``httpx.AsyncClient`` twin of :meth:`SyncCredential.http_client`."""
+        from certauth.auth import BearerAuth
+
+        kwargs.setdefault("timeout", self._timeout)
+        return httpx.AsyncClient(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
