@@ -10,10 +10,9 @@ sync class (:class:`~certauth.credential.shells.SyncCredential`) and its async c
 from __future__ import annotations
 
 import os
-import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from certauth._files import read_input_file
 from certauth.assertion import DEFAULT_LIFETIME, check_lifetime
@@ -50,7 +49,11 @@ __all__ = [
 
 #: ``verify=`` / ``connection_verify=``: a CA bundle path, an ``ssl.SSLContext``, ``True`` or
 #: ``None`` for the system store (``False`` is refused: certauth always verifies TLS).
-Verify = str | ssl.SSLContext | bool | None
+#: (A name for the type checker only: ``ssl`` is imported when the first request is due.)
+if TYPE_CHECKING:
+    import ssl
+
+    Verify: TypeAlias = str | ssl.SSLContext | bool | None
 
 
 class _Shell:

@@ -15,7 +15,6 @@ vault (a :class:`~certauth.signers.Signer`) cannot take part, so mutual TLS need
 
 from __future__ import annotations
 
-import ssl
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,6 +26,8 @@ from certauth.protocol import RetryPolicy
 from certauth.signers import Signer
 
 if TYPE_CHECKING:
+    import ssl
+
     from certauth.authority import Authority
     from certauth.certificates import Certificate
 

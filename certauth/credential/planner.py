@@ -323,9 +323,17 @@ class Planner:
         assert authority is not None
         keep = not options.uncached
         store = self.store is not None and keep
+        readable = store and not force and key not in self._stale
+        if readable:
+            # Read first: a token another process stored costs one store read, not the lock's
+            # round trips (most renewals in a fleet find the token already there).
+            stored = yield from call(self.load_stored, key)
+            if stored is not None:
+                self.remember(key, stored)
+                return stored
         lock = (yield from call(self._store_lock_enter, key)) if store else None
         try:
-            if store and not force and key not in self._stale:
+            if readable:
                 stored = yield from call(self.load_stored, key)
                 if stored is not None:
                     # Another process fetched it while this one waited for the lock.
