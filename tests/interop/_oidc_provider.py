@@ -163,7 +163,8 @@ class OidcProvider:
     scope: str
     #: The discovery document as served.
     discovery: Mapping[str, Any]
-    #: Where node's output goes (oidc-provider's notices, why a request was refused).
+    #: Where node's output goes: oidc-provider's notices, ``grant.success: CLIENT_ID at URL``
+    #: for each token issued and ``grant.error: ERROR: DESCRIPTION (DETAIL)`` for each refusal.
     log_file: Path
 
     def ssl_context(

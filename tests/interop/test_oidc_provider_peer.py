@@ -202,6 +202,8 @@ def test_self_signed_client_gets_a_jwt_bound_to_its_certificate(setup: Setup) ->
     assert claims["cnf"] == {"x5t#S256": cert.x5t_s256}  # RFC 8705 section 3.1
     assert (claims["client_id"], claims["aud"], claims["scope"]) == (SELF_SIGNED, RESOURCE, SCOPE)
     assert jwt.get_unverified_header(token["access_token"])["typ"] == "at+jwt"  # RFC 9068
+    # The peer logs where each token was issued: here, at the alias.
+    _wait_for_log(peer, f"grant.success: {SELF_SIGNED} at {peer.mtls_token_endpoint}", more_than=0)
 
 
 def test_the_jwks_check_refuses_a_tampered_token(setup: Setup) -> None:

@@ -28,7 +28,7 @@ import Provider, { errors } from 'oidc-provider';
 const HOST = '127.0.0.1';
 // RFC 8705 section 5: a client doing mutual TLS uses mtls_endpoint_aliases when the server
 // publishes them. Here the alias is the same listener under the other name its certificate
-// covers, so a client that follows (or ignores) the alias is visible in the URL it called.
+// covers; the log names the URL each token was issued at, so a test sees which one was used.
 const ALIAS_HOST = 'localhost';
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
@@ -132,6 +132,9 @@ function providerFor(port) {
   provider.on('grant.error', (ctx, error) => {
     const detail = error.error_detail ? ` (${error.error_detail})` : '';
     console.error(`grant.error: ${error.error}: ${error.error_description}${detail}`);
+  });
+  provider.on('grant.success', (ctx) => {
+    console.error(`grant.success: ${ctx.oidc.client.clientId} at ${ctx.href}`);
   });
   provider.on('server_error', (ctx, error) => console.error('server_error:', error));
   return { provider, issuer, mtlsTokenEndpoint };
