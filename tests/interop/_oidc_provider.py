@@ -38,9 +38,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from certauth.certificates import Certificate
+from certauth.certificates import Certificate, build_certificate
 from certauth.emulator.tls import generate_tls_files
 
 PEER_DIR = Path(__file__).resolve().parents[1] / "peers" / "oidc-provider"
@@ -322,3 +323,20 @@ def write_client_files(
     key_file.touch(mode=0o600)
     key_file.write_bytes(certificate.private_key_pem())
     return cert_file, key_file
+
+
+def ca_issued(subject: str, issuer: Certificate | None, *, ca: bool, days: int = 30) -> Certificate:
+    """A CA (``ca=True``) or a client certificate, issued by ``issuer`` (self-signed without)."""
+    now = dt.datetime.now(dt.timezone.utc)
+    return build_certificate(
+        subject,
+        ec.generate_private_key(ec.SECP256R1()),
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(days=days),
+        issuer=issuer,
+        ca=ca,
+        path_length=None,
+        key_usage=["key_cert_sign", "crl_sign"] if ca else ["digital_signature"],
+        extended_key_usage=[] if ca else [ExtendedKeyUsageOID.CLIENT_AUTH],
+        key_identifiers=True,
+    )

@@ -10,7 +10,6 @@ this peer elsewhere, so the peer itself is proven without them. From certauth on
 
 from __future__ import annotations
 
-import datetime as dt
 import socket
 import time
 import uuid
@@ -27,6 +26,7 @@ from _oidc_provider import (
     RESOURCE,
     SCOPE,
     OidcProvider,
+    ca_issued,
     missing_reason,
     oidc_provider,
     private_key_jwt_client,
@@ -35,10 +35,9 @@ from _oidc_provider import (
     tls_client,
     write_client_files,
 )
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from certauth.certificates import Certificate, build_certificate, generate_certificate
+from certauth.certificates import Certificate, generate_certificate
 from certauth.dpop import DPoPKey, make_proof
 
 pytestmark = pytest.mark.interop
@@ -52,25 +51,6 @@ PKI_SUBJECT = "CN=billing-api,O=Contoso"
 
 
 # -- certificates ----------------------------------------------------------------------------------
-
-
-def _ca_issued(
-    subject: str, issuer: Certificate | None, *, ca: bool, days: int = 30
-) -> Certificate:
-    """A CA (``ca=True``) or a client certificate, issued by ``issuer`` (self-signed without)."""
-    now = dt.datetime.now(dt.timezone.utc)
-    return build_certificate(
-        subject,
-        ec.generate_private_key(ec.SECP256R1()),
-        not_before=now - dt.timedelta(hours=1),
-        not_after=now + dt.timedelta(days=days),
-        issuer=issuer,
-        ca=ca,
-        path_length=None,
-        key_usage=["key_cert_sign", "crl_sign"] if ca else ["digital_signature"],
-        extended_key_usage=[] if ca else [ExtendedKeyUsageOID.CLIENT_AUTH],
-        key_identifiers=True,
-    )
 
 
 @dataclass(frozen=True)
@@ -103,14 +83,14 @@ def setup(
     """
     require_peer()
     folder = tmp_path_factory.mktemp("oidc-provider-peer")
-    root = _ca_issued("CN=Contoso Root CA", None, ca=True, days=365)
-    intermediate = _ca_issued("CN=Contoso Issuing CA", root, ca=True)
+    root = ca_issued("CN=Contoso Root CA", None, ca=True, days=365)
+    intermediate = ca_issued("CN=Contoso Issuing CA", root, ca=True)
     certificates = {
         "self-signed": rsa_cert,
         "dpop": ec_cert,
-        "pki": _ca_issued(PKI_SUBJECT, intermediate, ca=False),
-        "pki-other-subject": _ca_issued("CN=reporting-api,O=Contoso", intermediate, ca=False),
-        "pki-self-signed": _ca_issued(PKI_SUBJECT, None, ca=False),
+        "pki": ca_issued(PKI_SUBJECT, intermediate, ca=False),
+        "pki-other-subject": ca_issued("CN=reporting-api,O=Contoso", intermediate, ca=False),
+        "pki-self-signed": ca_issued(PKI_SUBJECT, None, ca=False),
         "unregistered": generate_certificate("CN=stranger", key_type="ec-p256"),
     }
     chains = {"pki": (intermediate,), "pki-other-subject": (intermediate,)}
