@@ -238,7 +238,7 @@ class _Presented:
             raise InvalidArgumentError(
                 "client_certificate= takes the certificate the TLS layer saw (DER or PEM "
                 "bytes, PEM str, a cryptography x509.Certificate or a certauth.Certificate), "
-                f"not a {type(client_certificate).__name__}"
+                f"not {type(client_certificate).__name__}"
             )
         if client_certificate is not None and forwarded_client_cert is not None:
             raise InvalidArgumentError(
@@ -253,7 +253,7 @@ class _Presented:
             ("scheme", scheme),
         ):
             if value is not None and not isinstance(value, str):
-                raise InvalidArgumentError(f"{name}= must be a str, not a {type(value).__name__}")
+                raise InvalidArgumentError(f"{name}= must be a str, not {type(value).__name__}")
         if dpop_proof is not None and not (
             isinstance(dpop_proof, str)
             or (isinstance(dpop_proof, Sequence) and all(isinstance(p, str) for p in dpop_proof))
@@ -385,7 +385,7 @@ def _confirmation(claims: Mapping[str, Any]) -> Mapping[str, Any]:
         # RFC 7800 section 3.1: cnf is a JSON object.
         raise _fail(
             "cnf",
-            f"the token's 'cnf' claim is a {type(cnf).__name__}, not a JSON object "
+            f"the token's 'cnf' claim is {_json_kind(cnf)}, not a JSON object "
             "(RFC 7800 section 3.1); the token is malformed",
         )
     for member in ("x5t#S256", "jkt"):
@@ -397,3 +397,14 @@ def _confirmation(claims: Mapping[str, Any]) -> Mapping[str, Any]:
                 "token is malformed",
             )
     return cnf
+
+
+def _json_kind(value: Any) -> str:
+    """What a JSON value is, in JSON's words (RFC 8259 section 3)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return "an array" if isinstance(value, list) else "a string"

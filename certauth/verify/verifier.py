@@ -258,7 +258,7 @@ def _jti_cache(given: JtiCache | None) -> JtiCache:
         return JtiCache()
     if not isinstance(given, JtiCache):
         raise InvalidArgumentError(
-            f"dpop_jti_cache= takes a certauth.dpop.JtiCache, not a {type(given).__name__}"
+            f"dpop_jti_cache= takes a certauth.dpop.JtiCache, not {type(given).__name__}"
         )
     return given
 
