@@ -119,9 +119,8 @@ def _xfcc_elements(value: str) -> list[list[tuple[str, str]]]:
     chars = iter(value)
     for char in chars:
         if quoted:
-            if char == "\\":
-                following = next(chars, "")
-                text.append('"' if following == '"' else char + following)
+            if char == "\\":  # an escaped character (\" is a quote in the value)
+                text.append(next(chars, ""))
             elif char == '"':
                 quoted = False
             else:
