@@ -159,3 +159,27 @@ def test_the_cli_prints_the_token_and_what_binds_it(
     assert body["cnf"] == {"x5t#S256": client.certificate.x5t_s256}
     claims = setup.peer.verified_claims(body["access_token"])
     assert claims["cnf"] == body["cnf"]
+
+
+def test_certauths_verifier_accepts_the_bound_token_only_with_its_certificate(
+    setup: Setup,
+) -> None:
+    from certauth import verify_access_token
+    from certauth.errors import TokenValidationError
+
+    client = setup.clients["self-signed"]
+    with _credential(setup, SELF_SIGNED, "self-signed") as credential:
+        token = credential.get_token(SCOPE).token
+    peer = setup.peer
+    checks = {"issuer": peer.issuer, "audience": peer.resource, "verify": str(peer.ca_file)}
+    claims = verify_access_token(token, client_certificate=client.certificate.der, **checks)
+    assert claims["cnf"]["x5t#S256"] == client.certificate.x5t_s256
+    # A stolen token: replayed without the certificate, or over another client's TLS.
+    with pytest.raises(TokenValidationError) as no_certificate:
+        verify_access_token(token, **checks)
+    assert no_certificate.value.check == "cnf_x5t#S256"
+    with pytest.raises(TokenValidationError) as other:
+        verify_access_token(
+            token, client_certificate=setup.clients["stranger"].certificate.pem, **checks
+        )
+    assert other.value.check == "cnf_x5t#S256"
