@@ -8,21 +8,26 @@ itself (what to send, what an answer means, whether to retry). :func:`run_sync` 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
-import ssl
 import threading
 import time
 import zlib
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from certauth._files import open_regular_file
 from certauth._flow import Failure, Flow, Reply, Send, Sleep
-from certauth._httpx import httpx
 from certauth._version import __version__
 from certauth.errors import ConfigurationError
 from certauth.protocol import MAX_RESPONSE_BYTES
+
+if TYPE_CHECKING:
+    import ssl
+
+    from certauth._httpx import httpx
+    from certauth.certificates import Certificate
 
 T = TypeVar("T")
 
@@ -54,19 +59,26 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
     """
 
     def build() -> ssl.SSLContext:
-        if not ca_file:
-            return ssl.create_default_context()
-        # create_default_context's settings; with cafile given it skips the system store.
-        try:
-            # OpenSSL would block on a FIFO, or read /dev/zero for ever: a regular file only.
-            os.close(open_regular_file(ca_file))
-            return ssl.create_default_context(cafile=ca_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError(
-                f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
-            ) from None
+        import ssl
+
+        return _ca_file_context(ca_file) if ca_file else ssl.create_default_context()
 
     return _shared(ca_file or "", build)
+
+
+def _ca_file_context(ca_file: str) -> ssl.SSLContext:
+    """create_default_context's settings, trusting exactly ``ca_file`` (the system store is
+    skipped when a cafile is given)."""
+    import ssl
+
+    try:
+        # OpenSSL would block on a FIFO, or read /dev/zero for ever: a regular file only.
+        os.close(open_regular_file(ca_file))
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"{ca_file}: cannot load CA certificates ({exc}); give a PEM CA file"
+        ) from None
 
 
 def _shared(key: str, build: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
@@ -84,6 +96,8 @@ def resolve_verify(verify: Any) -> ssl.SSLContext:
     """``verify=`` as azure-identity and httpx users pass it: a CA file path (trusted alone),
     ``True`` or ``None`` (the system store), or an ``ssl.SSLContext`` (used as given).
     ``False`` is refused: certauth always verifies TLS."""
+    import ssl
+
     if isinstance(verify, ssl.SSLContext):
         return verify
     if verify is None or verify is True:
@@ -95,11 +109,94 @@ def resolve_verify(verify: Any) -> ssl.SSLContext:
     )
 
 
+def client_certificate_context(verify: Any, certificate: Certificate) -> ssl.SSLContext:
+    """A verifying TLS context (trust as :func:`resolve_verify` gives it) that presents
+    ``certificate`` (and its chain) as the TLS client certificate: mutual TLS, RFC 8705.
+
+    Not shared: it belongs to one credential, which loads a rotated certificate into it
+    (:func:`load_client_certificate`). ``verify`` may not be an ``ssl.SSLContext``: certauth
+    does not change a caller's context.
+    """
+    import ssl
+
+    if isinstance(verify, ssl.SSLContext):
+        raise ConfigurationError(
+            "mtls=True builds its own TLS context to present the certificate: give verify= "
+            "as a CA file (or leave it out for the system store), not an ssl.SSLContext"
+        )
+    if verify is False:
+        resolve_verify(verify)  # the refusal, worded once
+    context = (
+        ssl.create_default_context()
+        if verify is None or verify is True
+        else _ca_file_context(str(verify))
+    )
+    load_client_certificate(context, certificate)
+    return context
+
+
+def load_client_certificate(context: ssl.SSLContext, certificate: Certificate) -> None:
+    """Make ``context`` present ``certificate`` (leaf, then its chain) with its private key.
+
+    The ``ssl`` module loads a key only from a file (``SSLContext.load_cert_chain``); the key
+    must not touch the disk unprotected, so it goes through an anonymous in-memory file
+    (``memfd_create``, Linux) or else a private temporary file removed at once, encrypted
+    either way with a random one-time password.
+    """
+    import secrets
+    import ssl
+
+    from cryptography.hazmat.primitives import serialization
+
+    password = secrets.token_urlsafe(24).encode()
+    pem = certificate.pem + b"".join(
+        c.public_bytes(serialization.Encoding.PEM) for c in certificate.chain
+    )
+    pem += certificate.private_key_pem(password)
+    with _private_file(pem) as path:
+        try:
+            context.load_cert_chain(path, password=password)
+        except ssl.SSLError as exc:
+            raise ConfigurationError(
+                f"cannot use the certificate for mutual TLS ({exc.reason or exc})"
+            ) from None
+
+
+@contextlib.contextmanager
+def _private_file(data: bytes) -> Iterator[str]:
+    """A path holding ``data`` while the ``with`` block runs, readable by this process only."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is not None and os.path.isdir("/proc/self/fd"):
+        fd = memfd("certauth-tls", getattr(os, "MFD_CLOEXEC", 0))
+        try:
+            os.write(fd, data)
+            yield f"/proc/self/fd/{fd}"
+        finally:
+            os.close(fd)
+        return
+    import shutil
+    import tempfile
+
+    folder = tempfile.mkdtemp(prefix="certauth-tls-")  # mode 0700
+    try:
+        path = os.path.join(folder, "client.pem")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, data)
+        finally:
+            os.close(fd)
+        yield path
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _timeout(total: float) -> httpx.Timeout:
+    from certauth._httpx import httpx
+
     return httpx.Timeout(total, connect=min(CONNECT_TIMEOUT, total))
 
 
-C = TypeVar("C", httpx.Client, httpx.AsyncClient)
+C = TypeVar("C", "httpx.Client", "httpx.AsyncClient")
 
 
 def given_client(client: object, kind: type[C]) -> C | None:
@@ -116,6 +213,7 @@ def new_sync_client(verify: Any = None, timeout: float = 30.0) -> httpx.Client:
     spares a short-lived process httpcore's import and bounds each attempt by one deadline
     (see :func:`run_sync`).
     """
+    from certauth._httpx import httpx
     from certauth._transport import StdlibTransport
 
     context = resolve_verify(verify)
@@ -129,6 +227,8 @@ def new_sync_client(verify: Any = None, timeout: float = 30.0) -> httpx.Client:
 
 def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncClient:
     """The async twin of :func:`new_sync_client`."""
+    from certauth._httpx import httpx
+
     return httpx.AsyncClient(
         verify=resolve_verify(verify),
         timeout=_timeout(timeout),
@@ -137,6 +237,10 @@ def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncCl
 
 
 def _failure(exc: Exception, *, elapsed: float = 0.0) -> Failure:
+    import ssl
+
+    from certauth._httpx import httpx
+
     if isinstance(exc, httpx.TimeoutException):
         phase = (
             "connecting"
@@ -202,7 +306,13 @@ def _spent() -> Failure:
     return Failure("timeout", "timed out: no time left for another attempt")
 
 
-def run_sync(flow: Flow[T], client: httpx.Client) -> T:
+def _resolved(client: Any) -> Any:
+    """A client, or what makes it when the first request is due (a flow served from a shared
+    store sends nothing: its process never builds a client, nor a TLS context)."""
+    return client() if callable(client) else client
+
+
+def run_sync(flow: Flow[T], client: httpx.Client | Callable[[], httpx.Client]) -> T:
     """Drive a flow with blocking I/O.
 
     Each :class:`~certauth._flow.Send` is one attempt with one deadline (the client's timeout,
@@ -223,7 +333,7 @@ def run_sync(flow: Flow[T], client: httpx.Client) -> T:
         answer, error = None, None
         try:
             if isinstance(action, Send):
-                answer = _send_sync(action, client)
+                answer = _send_sync(action, _resolved(client))
             elif isinstance(action, Sleep):
                 time.sleep(action.seconds)
             else:
@@ -236,6 +346,8 @@ def run_sync(flow: Flow[T], client: httpx.Client) -> T:
 
 
 def _send_sync(action: Send, client: httpx.Client) -> Reply | Failure:
+    from certauth._httpx import httpx
+
     seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
     if seconds <= 0:
         return _spent()
@@ -260,7 +372,9 @@ def _send_sync(action: Send, client: httpx.Client) -> Reply | Failure:
         return _failure(exc, elapsed=time.monotonic() - started)
 
 
-async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
+async def run_async(
+    flow: Flow[T], client: httpx.AsyncClient | Callable[[], httpx.AsyncClient]
+) -> T:
     """Drive a flow with asyncio; a :class:`~certauth._flow.Call` runs in a worker thread
     (or, when it has a coroutine twin such as a signer's ``sign_async``, is awaited).
 
@@ -281,7 +395,7 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
         answer, error = None, None
         try:
             if isinstance(action, Send):
-                answer = await _send_async(action, client)
+                answer = await _send_async(action, _resolved(client))
             elif isinstance(action, Sleep):
                 await asyncio.sleep(action.seconds)
             elif action.coroutine_function is not None:
@@ -299,6 +413,8 @@ async def run_async(flow: Flow[T], client: httpx.AsyncClient) -> T:
 
 async def _send_async(action: Send, client: httpx.AsyncClient) -> Reply | Failure:
     import asyncio
+
+    from certauth._httpx import httpx
 
     seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
     if seconds <= 0:
@@ -352,6 +468,8 @@ def _take(body: bytearray, data: bytes) -> bool:
 
 def _check_deadline(deadline: float | None) -> None:
     if deadline is not None and time.monotonic() > deadline:
+        from certauth._httpx import httpx
+
         raise httpx.ReadTimeout("the answer did not arrive in full within the timeout")
 
 
@@ -396,5 +514,7 @@ class _Decoder:
                 self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
                 self._may_be_raw = False
                 return self.decode(data, limit)
+            from certauth._httpx import httpx
+
             raise httpx.DecodingError(f"cannot decode the body: {exc}") from None
         return decoded

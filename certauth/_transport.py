@@ -338,7 +338,13 @@ class _ResponseBody(httpx.SyncByteStream):
         if connection is None:
             return
         response = self._response
-        reusable = response.isclosed() and not response.will_close
+        # RFC 9112 section 9.6: after sending "Connection: close" the client sends nothing
+        # more on that connection, whatever the server answers.
+        reusable = (
+            response.isclosed()
+            and not response.will_close
+            and "close" not in self._request.headers.get("connection", "").lower()
+        )
         if not response.isclosed():
             response.close()
         self._transport._release(self._origin, connection, reusable)

@@ -6,6 +6,7 @@ perform; this module builds the URL and reads the document.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
@@ -226,6 +227,9 @@ class Authority:
     signing_algs: tuple[str, ...] = ()
     #: The discovery document as received (generic issuers only).
     metadata: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: From discovery: ``mtls_endpoint_aliases.token_endpoint`` (RFC 8705 section 5), where
+    #: a client that authenticates with its TLS certificate must send its token requests.
+    mtls_token_endpoint: str | None = None
 
     @property
     def is_entra(self) -> bool:
@@ -333,7 +337,16 @@ class Authority:
             auth_methods=methods,
             signing_algs=algs,
             metadata=dict(document),
+            mtls_token_endpoint=_mtls_alias(document, where),
         )
+
+    def for_mtls(self) -> Authority:
+        """This authority as a client authenticating with its TLS certificate sees it: the
+        token endpoint is the discovery document's mTLS alias when it has one (RFC 8705
+        section 5: "the client ... uses the alias"), else the token endpoint itself."""
+        if self.mtls_token_endpoint is None or self.mtls_token_endpoint == self.token_endpoint:
+            return self
+        return dataclasses.replace(self, token_endpoint=self.mtls_token_endpoint)
 
     def default_alg(self, key_type: str) -> str:
         """The assertion algorithm to use when none is asked for.
@@ -444,6 +457,21 @@ def resolve_authority(
     if b2c_policy:
         return Authority.b2c(tenant, b2c_policy, host=host)
     return Authority.entra(tenant, host=host)
+
+
+def _mtls_alias(document: Mapping[str, Any], where: str) -> str | None:
+    aliases = document.get("mtls_endpoint_aliases")
+    if not isinstance(aliases, Mapping):
+        return None
+    alias = aliases.get("token_endpoint")
+    if alias is None:
+        return None
+    if not isinstance(alias, str) or not alias:
+        raise ConfigurationError(
+            f"{where}: mtls_endpoint_aliases.token_endpoint is not a URL; fix the server's "
+            "discovery document"
+        )
+    return check_endpoint_url(alias, what=f"mtls_endpoint_aliases.token_endpoint in {where}")
 
 
 def _str_tuple(value: Any) -> tuple[str, ...]:

@@ -148,15 +148,19 @@ def build_token_request(
     secret_method: SecretMethod = "client_secret_post",
     v1_resource: bool = False,
     claims: str | None = None,
+    tls_client_auth: bool = False,
 ) -> TokenRequest:
-    """A client-credentials token request authenticated by an assertion or a client secret.
+    """A client-credentials token request authenticated by an assertion, a client secret, or
+    (``tls_client_auth``) the TLS client certificate the request is sent with.
 
     ``v1_resource``: the Entra v1 endpoint takes ``resource=`` (the scope minus
     ``/.default``) instead of ``scope=`` (a v2 request with ``resource`` is AADSTS901002).
     ``claims``: the ``claims`` parameter, a JSON object string (see :mod:`certauth.cae`).
     """
-    if (assertion is None) == (client_secret is None):
-        raise InvalidArgumentError("give exactly one client credential: an assertion or a secret")
+    if (assertion is not None) + (client_secret is not None) + tls_client_auth != 1:
+        raise InvalidArgumentError(
+            "give exactly one client credential: an assertion, a secret or tls_client_auth"
+        )
     form: dict[str, str] = {"grant_type": GRANT_CLIENT_CREDENTIALS}
     headers = {
         "Accept": "application/json",
@@ -168,7 +172,11 @@ def build_token_request(
         form["scope"] = " ".join(scopes)
     if claims is not None:
         form["claims"] = claims
-    if assertion is not None:
+    if tls_client_auth:
+        # RFC 8705 section 2: the client_id parameter identifies the client; the certificate
+        # in the TLS handshake authenticates it.
+        form["client_id"] = client_id
+    elif assertion is not None:
         form["client_id"] = client_id
         form["client_assertion_type"] = CLIENT_ASSERTION_TYPE
         form["client_assertion"] = assertion

@@ -35,6 +35,15 @@ def test_keywords_become_options_and_nothing_else_changes() -> None:
     )
     assert cli_wording("or pass cache=None") == "or pass --no-cache"
     assert cli_wording("give it with password=").startswith("give it with --password-env VAR")
+    # The verifier's binding keywords (sender-constrained tokens).
+    assert (
+        cli_wording("pass it as client_certificate= (or forwarded_client_cert= behind a proxy)")
+        == "pass it as --client-cert (or --forwarded-client-cert behind a proxy)"
+    )
+    assert (
+        cli_wording("htm= is required; htu= too, dpop_proof=, dpop_nonce= and scheme=")
+        == "--htm is required; --htu too, --dpop-proof, --dpop-nonce and --scheme"
+    )
     # A URL's query, a longer word and a server's text are not keywords.
     for text in (
         "https://h.example/authorize?client_id=abc&tenant_id=x",
@@ -47,10 +56,11 @@ def test_keywords_become_options_and_nothing_else_changes() -> None:
 def test_every_keyword_it_knows_is_a_real_parameter_or_option() -> None:
     import inspect
 
-    from certauth import build_client_assertion
+    from certauth import build_client_assertion, verify_access_token
     from certauth.certificates import generate_certificate as generate
     from certauth.rotation import rotate_certificate
     from certauth.signers.pkcs11 import Pkcs11Signer
+    from certauth.verify import TokenVerifier
 
     names: set[str] = set()
     for function in (
@@ -59,11 +69,11 @@ def test_every_keyword_it_knows_is_a_real_parameter_or_option() -> None:
         generate,
         rotate_certificate,
         Pkcs11Signer.__init__,
+        verify_access_token,
+        TokenVerifier.verify,
     ):
         names |= set(inspect.signature(function).parameters)
-    assert set(CLI_WORDING) - names <= {"jwks_uri"}  # verify_access_token's
-    from certauth import verify_access_token
-
+    assert set(CLI_WORDING) <= names
     assert "jwks_uri" in inspect.signature(verify_access_token).parameters
 
 

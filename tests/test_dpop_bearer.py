@@ -1,10 +1,10 @@
 """``BearerAuth`` with a DPoP credential (RFC 9449 sections 7 and 9), sync and async.
 
 The API is a small resource server on loopback (:class:`DPoPResource`) that does what a DPoP
-resource must: it verifies the emulator's token, checks the request's proof with
-:func:`certauth.dpop.check_proof` (method, URL, ``ath`` against the token presented, replays)
-and that the proof's key is the one the token is bound to (``cnf.jkt``), and demands a nonce
-when it has one the proof does not carry.
+resource must: it verifies the emulator's token and its binding with ``verify_access_token``,
+checks the request's proof with :func:`certauth.dpop.check_proof` (method, URL, ``ath`` against
+the token presented) and that the proof's key is the one the token is bound to (``cnf.jkt``),
+and demands a nonce when it has one the proof does not carry.
 """
 
 from __future__ import annotations
@@ -105,54 +105,52 @@ class DPoPResource:
         proof: DPoPProof | None = None
         status, headers = 200, {}
         try:
+            # The verifier checks the token and its binding, the proof included (replays
+            # too), as a resource would.
             claims = verify_access_token(
-                token, jwks=self.tenant.jwks(), issuer=self.tenant.issuer, audience=AUDIENCE
+                token,
+                jwks=self.tenant.jwks(),
+                issuer=self.tenant.issuer,
+                audience=AUDIENCE,
+                scheme=scheme,
+                dpop_proof=proofs or None,
+                htm=method,
+                htu=url,
+                dpop_nonce=self.nonce,
+                dpop_jti_cache=self._jti,
             )
-            jkt = claims.get("cnf", {}).get("jkt")
-            if scheme.lower() == "bearer" and jkt is None and not proofs:
-                pass  # a plain bearer token, as before
-            elif scheme.lower() != "dpop" or jkt is None:
-                raise TokenValidationError("a DPoP-bound token sent as a bearer token", check="x")
-            else:
-                try:
-                    proof = check_proof(
-                        proofs,
-                        htm=method,
-                        htu=url,
-                        access_token=token,
-                        nonce=self.nonce,
-                        seen_jti=self._jti,
-                    )
-                except TokenValidationError as exc:
-                    if exc.check != "dpop_nonce":
-                        raise
-                    demanded = self.nonce
-                    assert demanded is not None
-                    if self.rotate_on_demand:
-                        self.nonce = f"{demanded}+"
-                    # Section 9: the resource's nonce demand.
-                    return self._record(
-                        method,
-                        url,
-                        authorization,
-                        None,
-                        401,
-                        {
-                            "WWW-Authenticate": 'DPoP error="use_dpop_nonce", '
-                            'error_description="Resource server requires nonce in DPoP proof"',
-                            "DPoP-Nonce": demanded,
-                        },
-                    )
-                if proof.jkt != jkt:
+            if proofs:
+                # And the test's own reading of the proof (section 4.3): ath against the
+                # token presented, its key against the token's cnf.jkt (section 6.1).
+                proof = check_proof(proofs, htm=method, htu=url, access_token=token)
+                if proof.jkt != claims.get("cnf", {}).get("jkt"):
                     raise TokenValidationError("the proof is not by the token's key", check="x")
-        except TokenValidationError:
+        except TokenValidationError as exc:
+            if exc.check != "dpop_nonce":
+                return self._record(
+                    method,
+                    url,
+                    authorization,
+                    proof,
+                    401,
+                    {"WWW-Authenticate": 'DPoP algs="ES256 PS256", error="invalid_token"'},
+                )
+            demanded = self.nonce
+            assert demanded is not None
+            if self.rotate_on_demand:
+                self.nonce = f"{demanded}+"
+            # Section 9: the resource's nonce demand.
             return self._record(
                 method,
                 url,
                 authorization,
-                proof,
+                None,
                 401,
-                {"WWW-Authenticate": 'DPoP algs="ES256 PS256", error="invalid_token"'},
+                {
+                    "WWW-Authenticate": 'DPoP error="use_dpop_nonce", '
+                    'error_description="Resource server requires nonce in DPoP proof"',
+                    "DPoP-Nonce": demanded,
+                },
             )
         refusal = self.refuse()
         if refusal is not None:

@@ -157,10 +157,12 @@ def test_store_calls_are_actions_and_the_lock_is_released_on_failure(
     key = planner.key_for((SCOPE,))
     flow = planner.fetch(key, (SCOPE,), force=False)
     action = flow.send(None)
-    # Nothing was called by the planner itself: it asked for the lock.
+    # Nothing was called by the planner itself: it asked to read the store first.
     assert isinstance(action, Call)
     assert store.calls == []
-    action = flow.send(action.function(*action.args))  # lock taken
+    action = flow.send(action.function(*action.args))  # nothing there: take the lock
+    assert isinstance(action, Call)
+    action = flow.send(action.function(*action.args))  # lock taken: read again
     assert isinstance(action, Call)
     action = flow.send(action.function(*action.args))  # nothing stored: go and ask
     assert isinstance(action, Send)
@@ -169,7 +171,34 @@ def test_store_calls_are_actions_and_the_lock_is_released_on_failure(
     assert isinstance(unlock, Call)
     with pytest.raises(TokenRequestError, match="invalid_scope"):
         flow.send(unlock.function(*unlock.args))
-    assert store.calls == ["lock", "get", "unlock"]
+    assert store.calls == ["get", "lock", "get", "unlock"]
+
+
+def test_a_token_already_in_the_store_costs_one_read_and_no_lock(
+    rsa_cert: Certificate,
+) -> None:
+    store = RecordingStore()
+    writer = _planner(rsa_cert, Clock(), store=store)
+    key = writer.key_for((SCOPE,))
+    answer = _reply(200, {"access_token": "tok", "expires_in": 3600})
+    _perform(writer.fetch(key, (SCOPE,), force=False), [answer])
+    assert store.calls == ["get", "lock", "get", "set", "unlock"]
+    store.calls.clear()
+    reader = _planner(rsa_cert, Clock(), store=store)
+    token = _perform(reader.fetch(key, (SCOPE,), force=False), [])
+    assert token.access_token == "tok"
+    assert store.calls == ["get"]
+
+
+def _perform(flow: Any, replies: list[Any]) -> Any:
+    """Run a flow: its store and file calls are made, its requests answered from ``replies``."""
+    answer = None
+    try:
+        while True:
+            action = flow.send(answer)
+            answer = action.function(*action.args) if isinstance(action, Call) else replies.pop(0)
+    except StopIteration as done:
+        return done.value
 
 
 def test_recover_serves_the_old_token_until_it_expires(rsa_cert: Certificate) -> None:
@@ -305,10 +334,11 @@ def test_an_abandoned_flow_releases_the_store_lock_at_once(rsa_cert: Certificate
     planner = _planner(rsa_cert, Clock(), store=store)
     flow = planner.fetch(planner.key_for((SCOPE,)), (SCOPE,), force=False)
     action = flow.send(None)
-    action = flow.send(action.function(*action.args))  # lock taken, asks to read the store
-    assert store.calls == ["lock"]
+    action = flow.send(action.function(*action.args))  # nothing stored: asks for the lock
+    action = flow.send(action.function(*action.args))  # lock taken, asks to read again
+    assert store.calls == ["get", "lock"]
     flow.close()  # the driver's task was destroyed: no more actions can be performed
-    assert store.calls == ["lock", "unlock"]
+    assert store.calls == ["get", "lock", "unlock"]
 
 
 class TimedLockStore(RecordingStore):
@@ -327,6 +357,8 @@ def _lock_call(planner: Planner) -> None:
     flow = planner.fetch(planner.key_for((SCOPE,)), (SCOPE,), force=False)
     action = flow.send(None)
     assert isinstance(action, Call)
+    action = flow.send(action.function(*action.args))  # the first read: nothing there
+    assert isinstance(action, Call)
     action.function(*action.args)  # the lock: what the shell would run
 
 
@@ -336,13 +368,13 @@ def test_the_lock_wait_follows_the_credentials_timeout_where_the_store_takes_it(
     timed = TimedLockStore()
     _lock_call(_planner(rsa_cert, Clock(), store=timed, timeout=2.5))
     assert timed.timeouts == [2.5]
-    assert timed.calls == ["lock"]
+    assert timed.calls == ["get", "lock"]
     # A store written before the keyword existed is called as before (no TypeError, so no
     # "store failed" fallback either).
     old = RecordingStore()
     planner = _planner(rsa_cert, Clock(), store=old, timeout=2.5)
     _lock_call(planner)
-    assert old.calls == ["lock"]
+    assert old.calls == ["get", "lock"]
     assert planner._store_failed is False
 
 

@@ -196,6 +196,13 @@ CLI_WORDING = {
     "cache": "--cache",
     "pin": "--pin-env VAR / --pin-file FILE",
     "module": "--pkcs11-module",
+    "client_certificate": "--client-cert",
+    "forwarded_client_cert": "--forwarded-client-cert",
+    "dpop_proof": "--dpop-proof",
+    "htm": "--htm",
+    "htu": "--htu",
+    "dpop_nonce": "--dpop-nonce",
+    "scheme": "--scheme",
 }
 #: Whole phrases first: the keyword's value is what the option spells differently.
 _CLI_PHRASES = {"cache=None": "--no-cache"}

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 
 import click
 
+from certauth.cli._bound import Binding, binding_options, curl_config, with_cnf
 from certauth.cli._common import (
     CA_FILE_HELP,
     MAX_TIMEOUT,
@@ -266,7 +267,7 @@ def assertion(lifetime: int, as_json: bool, **opts: Any) -> None:
         click.echo(jwt)
 
 
-OUTPUTS = ("token", "json", "header", "env")
+OUTPUTS = ("token", "json", "header", "env", "curl-config")
 
 
 @click.command("token")
@@ -318,7 +319,9 @@ OUTPUTS = ("token", "json", "header", "env")
     type=click.Choice(OUTPUTS),
     default="token",
     show_default=True,
-    help="token (bare), json (response + expires_on), header, or env (ACCESS_TOKEN=...).",
+    help="token (bare), json (response + expires_on, and the token's cnf), header, env "
+    "(ACCESS_TOKEN=...), or curl-config (a config for curl --config -: the headers, "
+    "certificate and DPoP proof for the --htu request).",
 )
 @click.option("--json", "as_json", is_flag=True, help="The same as --output json.")
 @click.option(
@@ -343,6 +346,7 @@ OUTPUTS = ("token", "json", "header", "env")
     "RedisTokenCache(namespace=NS) to share its tokens. Needs --cache "
     f"[env: {ENV_CACHE_NAMESPACE}].",
 )
+@binding_options
 @names_options
 def token(
     scopes: tuple[str, ...],
@@ -371,6 +375,7 @@ def token(
                  --scope api://billing/.default --output header)" https://billing.example/api
     """
     output = _output_format(output, as_json)
+    binding = Binding(output, opts)
     _require_settings(
         scopes,
         opts,
@@ -387,11 +392,27 @@ def token(
         secret_file=client_secret_file,
         federated_file=federated_token_file,
         cache=_token_cache(no_cache, cache_url, cache_namespace),
+        binding=binding,
     )
     with credential, show_retries():
         result = credential.request_token(*scopes)
     if output == "json":
-        emit_json(result.as_response(now=time.time()))
+        emit_json(with_cnf(result.as_response(now=time.time())))
+    elif output == "curl-config":
+        click.echo(
+            curl_config(
+                binding,
+                token_type=result.token_type,
+                access_token=result.access_token,
+                cert_path=target.cert_path,
+                key_path=target.key_path,
+                password=read_password(target.password_env, target.password_file)
+                if binding.mtls
+                else None,
+                ca_file=ca_file,
+            ),
+            nl=False,
+        )
     elif output == "header":
         click.echo(f"Authorization: {result.token_type} {result.access_token}")
     elif output == "env":
@@ -455,6 +476,7 @@ def _make_credential(
     secret_file: str | None,
     federated_file: str | None,
     cache: Any,
+    binding: Binding,
 ) -> Any:
     from certauth.credential import (
         CertificateCredential,
@@ -471,9 +493,16 @@ def _make_credential(
         timeout=timeout,
         retry=RetryPolicy(total_timeout=total_timeout),
         cache=cache,
+        **binding.credential_kwargs(),
     )
     tenant, client_id = target.tenant, target.client_id or ""
     secret = _read_secret(secret_env, secret_file)
+    if binding.mtls and (target.in_token or not target.cert_path or secret or federated_file):
+        raise click.UsageError(
+            "--mtls authenticates with the certificate file in --cert (or "
+            f"{ENV_CERT_PATH}); it cannot go with a client secret, a federated token or a "
+            "pkcs11: key"
+        )
     if target.in_token and not (secret_env or secret_file):
         return CertificateCredential(
             tenant,
@@ -492,6 +521,7 @@ def _make_credential(
             password=read_password(target.password_env, target.password_file),
             alg=target.alg,
             send_certificate_chain=target.send_chain,
+            mtls=binding.mtls,
             **common,
         )
     if secret is None and not federated_file:

@@ -1,5 +1,6 @@
 """``certauth decode`` (show a token, verify nothing) and ``certauth verify`` (verify it as a
-backend would: signature via the issuer's keys, issuer, audience, expiry, scopes and roles).
+backend would: signature via the issuer's keys, issuer, audience, expiry, scopes and roles, and
+a sender-constrained token's binding to a client certificate or DPoP key).
 
 Tokens are credentials: pass ``-`` and pipe the token on stdin (an argument shows in ``ps``
 and in shell history). Neither command ever prints the token itself.
@@ -21,12 +22,15 @@ from certauth.cli._common import (
     TOTAL_TIMEOUT_HELP,
     FiniteFloatRange,
     PathText,
+    SpelledChoice,
     Text,
     Url,
+    cli_wording,
     emit_json,
     names_options,
     show_retries,
 )
+from certauth.cli.dpop import _core_check, _method, _nonce, _url
 from certauth.errors import LocalInputError
 
 #: Longer input is not a token (certauth.verify refuses tokens over 64 KiB anyway).
@@ -216,6 +220,54 @@ def decode(token_arg: str, as_json: bool) -> None:
     help=TOTAL_TIMEOUT_HELP,
 )
 @click.option(
+    "--client-cert",
+    metavar="FILE",
+    type=PathText(),
+    help="The client certificate (PEM or DER) the API's TLS layer saw: a certificate-bound "
+    "token (cnf x5t#S256) must have been issued for it.",
+)
+@click.option(
+    "--forwarded-client-cert",
+    metavar="VALUE",
+    type=Text(),
+    help="Instead of --client-cert: the X-Forwarded-Client-Cert header a trusted proxy (Envoy) "
+    "set; exactly one element, its Hash or Cert is used.",
+)
+@click.option(
+    "--dpop-proof",
+    metavar="PROOF",
+    type=Text(),
+    help="The request's DPoP header: a DPoP-bound token (cnf jkt) needs a proof by its key "
+    "(with --htm and --htu).",
+)
+@click.option(
+    "--htm",
+    metavar="METHOD",
+    type=Text(),
+    callback=_core_check(_method),
+    help="The method of the request the DPoP proof came with (e.g. GET).",
+)
+@click.option(
+    "--htu",
+    metavar="URL",
+    type=Url(),
+    callback=_core_check(_url),
+    help="The URL of the request the DPoP proof came with, as the client called it.",
+)
+@click.option(
+    "--dpop-nonce",
+    metavar="NONCE",
+    type=Text(),
+    callback=_core_check(_nonce),
+    help="The DPoP-Nonce the API requires in proofs: a proof without it is refused.",
+)
+@click.option(
+    "--scheme",
+    type=SpelledChoice(["Bearer", "DPoP"]),
+    help="The Authorization scheme the token came with: a DPoP-bound token sent as Bearer is "
+    "refused, and an unbound one sent as DPoP.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help='Print {"valid", "claims"} or {"valid", "check", ...}.'
 )
 @names_options
@@ -230,23 +282,37 @@ def verify(
     ca_file: str | None,
     timeout: float,
     total_timeout: float | None,
+    client_cert: str | None,
+    forwarded_client_cert: str | None,
+    dpop_proof: str | None,
+    htm: str | None,
+    htu: str | None,
+    dpop_nonce: str | None,
+    scheme: str | None,
     as_json: bool,
 ) -> None:
     """Verify an access token as a backend does: signature (issuer's keys), issuer,
-    audience, expiry, scopes and roles.
+    audience, expiry, scopes and roles, and a sender-constrained token's binding.
 
     Exit 0 and the claims when valid; exit 6 and the failed check (format, algorithm, kid,
-    signature, issuer, audience, expired, not_yet_valid, scope, role) otherwise; exit 5 when
-    the keys cannot be fetched (a failed key fetch is retried once, announced on stderr).
-    Entra ID issuers: https://login.microsoftonline.com/TENANT/v2.0
+    signature, issuer, audience, expired, not_yet_valid, scope, role; for a bound token cnf,
+    dpop_scheme, dpop_unbound, cnf_x5t#S256, dpop_header, the proof's dpop_*, cnf_jkt)
+    otherwise; exit 5 when the keys cannot be fetched (a failed key fetch is retried once,
+    announced on stderr). Entra ID issuers: https://login.microsoftonline.com/TENANT/v2.0
     (v2 tokens), https://sts.windows.net/TENANT/ (v1); multi-tenant apps use {tenantid} in
     place of TENANT.
+
+    A certificate-bound token (RFC 8705) needs --client-cert (or --forwarded-client-cert); a
+    DPoP-bound token (RFC 9449) needs --dpop-proof, --htm and --htu.
 
     \b
     Example:
       printf '%s' "$TOKEN" | certauth verify - \\
         --issuer https://login.microsoftonline.com/$TENANT/v2.0 \\
         --audience $API_APP_ID --audience api://billing --require-role Invoices.Read
+    \b
+      printf '%s' "$TOKEN" | certauth verify - --issuer "$ISSUER" --audience api://billing \\
+        --scheme DPoP --dpop-proof "$PROOF" --htm GET --htu https://billing.example/invoices
     """
     from dataclasses import replace
 
@@ -260,6 +326,8 @@ def verify(
         )
     if not (issuer or jwks_uri):
         raise click.UsageError("missing --issuer URL or --jwks-uri URL (where the keys are)")
+    _check_binding_options(client_cert, forwarded_client_cert, dpop_proof, htm, htu, dpop_nonce)
+    certificate = _read_client_certificate(client_cert) if client_cert else None
     token = read_token(token_arg)
     try:
         with (
@@ -276,23 +344,71 @@ def verify(
             ) as verifier,
             show_retries(),
         ):
-            claims = verifier.verify(token)
+            claims = verifier.verify(
+                token,
+                client_certificate=certificate,
+                forwarded_client_cert=forwarded_client_cert,
+                dpop_proof=dpop_proof,
+                htm=htm,
+                htu=htu,
+                dpop_nonce=dpop_nonce,
+                scheme=scheme,
+            )
     except TokenValidationError as exc:
         if as_json:
-            emit_json({"valid": False, "check": exc.check, "error": exc.message})
+            emit_json({"valid": False, "check": exc.check, "error": cli_wording(exc.message)})
         raise TokenValidationError(
             f"the token failed verification ({exc.check}): {exc.message}", check=exc.check
         ) from None
     except CertauthError as exc:
         if as_json:
             check = "fetch" if isinstance(exc, TransportError) else "configuration"
-            emit_json({"valid": False, "check": check, "error": exc.message})
+            emit_json({"valid": False, "check": check, "error": cli_wording(exc.message)})
         raise
     header, _ = decode_unverified(token)
     if as_json:
         emit_json({"valid": True, "header": header, "claims": claims})
         return
     _print_valid(header, claims, issuer=issuer, now=time.time())
+
+
+def _check_binding_options(
+    client_cert: str | None,
+    forwarded_client_cert: str | None,
+    dpop_proof: str | None,
+    htm: str | None,
+    htu: str | None,
+    dpop_nonce: str | None,
+) -> None:
+    """Refuse option combinations that cannot describe one request (usage errors, exit 2)."""
+    if client_cert and forwarded_client_cert:
+        raise click.UsageError(
+            "give --client-cert (the certificate the API saw) or --forwarded-client-cert (what "
+            "a trusted proxy saw), not both"
+        )
+    if dpop_proof and not (htm and htu):
+        raise click.UsageError(
+            "--dpop-proof needs --htm METHOD and --htu URL: the request the proof was made for"
+        )
+    if not dpop_proof and (htm or htu or dpop_nonce):
+        raise click.UsageError(
+            "--htm, --htu and --dpop-nonce describe the request of a DPoP proof; give "
+            "--dpop-proof too"
+        )
+
+
+def _read_client_certificate(path: str) -> Any:
+    """The certificate in ``path`` (PEM or DER), for the binding check; a file that is not
+    one certificate is bad local input (exit 3) naming it."""
+    from certauth._files import read_input_file
+    from certauth.errors import CertificateError
+    from certauth.verify.binding import _parse_certificate
+
+    data = read_input_file(path, what="client certificate", error=CertificateError)
+    try:
+        return _parse_certificate(data)
+    except ValueError as exc:
+        raise CertificateError(f"{path}: {exc}", path=path) from None
 
 
 def _print_valid(
@@ -319,5 +435,11 @@ def _print_valid(
             lines.append(f"  {label:<9}{value}")
     for name, text in _times(claims, now).items():
         lines.append(f"  {name:<9}{text}")
+    cnf = claims.get("cnf")
+    if isinstance(cnf, dict):
+        if "x5t#S256" in cnf:
+            lines.append(f"  {'cnf':<9}x5t#S256 {cnf['x5t#S256']} (the client certificate matches)")
+        if "jkt" in cnf:
+            lines.append(f"  {'cnf':<9}jkt {cnf['jkt']} (the DPoP proof's key matches)")
     lines += ["", "Claims:", _pretty(claims)]
     click.echo("\n".join(lines))

@@ -10,10 +10,9 @@ sync class (:class:`~certauth.credential.shells.SyncCredential`) and its async c
 from __future__ import annotations
 
 import os
-import ssl
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from certauth._files import read_input_file
 from certauth.assertion import DEFAULT_LIFETIME, check_lifetime
@@ -27,6 +26,7 @@ from certauth.credential.client_auth import (
     FileAssertionAuth,
     SecretAuth,
 )
+from certauth.credential.mtls import MtlsAuth
 from certauth.credential.planner import DEFAULT_REFRESH_MARGIN, Planner
 from certauth.credential.shells import AsyncCredential, SyncCredential
 from certauth.credential.tenants import TenantRules
@@ -51,7 +51,11 @@ __all__ = [
 
 #: ``verify=`` / ``connection_verify=``: a CA bundle path, an ``ssl.SSLContext``, ``True`` or
 #: ``None`` for the system store (``False`` is refused: certauth always verifies TLS).
-Verify = str | ssl.SSLContext | bool | None
+#: (A name for the type checker only: ``ssl`` is imported when the first request is due.)
+if TYPE_CHECKING:
+    import ssl
+
+    Verify: TypeAlias = str | ssl.SSLContext | bool | None
 
 
 class _Shell:
@@ -159,7 +163,19 @@ def _certificate_auth(
     alg: str | None,
     lifetime: int,
     send_chain: bool,
+    mtls: bool = False,
+    verify: Verify = None,
 ) -> CertificateAuth:
+    if mtls and (
+        signer is not None or (key_path is not None and is_pkcs11_uri(os.fspath(key_path)))
+    ):
+        # Python's ssl module signs the TLS handshake with a key in this process's memory
+        # only; it cannot hand that signature to an HSM or a vault.
+        raise InvalidArgumentError(
+            "mtls=True needs the private key in a file (PEM, PFX or DER): the TLS handshake "
+            "cannot be signed by a signer= or a pkcs11: key; use the assertion (mtls=False) "
+            "for those"
+        )
     if key_path is not None and signer is None and is_pkcs11_uri(os.fspath(key_path)):
         # A key in a PKCS#11 token (RFC 7512 URI): it signs there; the certificate comes from
         # certificate_path/certificate_data/certificate, or else from beside the key in the
@@ -206,6 +222,8 @@ def _certificate_auth(
         certificate = load_certificate(
             certificate_data, key=key, password=password, require_key=True
         )
+    if mtls:
+        return MtlsAuth(certificate, verify=verify, reload_from=files)
     return CertificateAuth(
         certificate, alg=alg, lifetime=lifetime, send_chain=send_chain, reload_from=files
     )
@@ -244,8 +262,22 @@ class _CertificateArgs(_Shell):
         enable_support_logging: bool | None = None,
         logging_enable: bool = False,
         authority_validation: object = None,
+        mtls: bool = False,
         dpop: bool | DPoPKey = False,
     ) -> None:
+        if not isinstance(mtls, bool):
+            raise InvalidArgumentError(f"mtls= must be True or False, got {type(mtls).__name__}")
+        if mtls and not (token_endpoint or issuer):
+            raise InvalidArgumentError(
+                "mtls=True needs a server that takes mutual-TLS client authentication, named "
+                "by issuer= (its discovery document's mtls_endpoint_aliases are used) or "
+                "token_endpoint=; Entra ID's token endpoint authenticates clients by assertion"
+            )
+        if mtls and client is not None:
+            raise InvalidArgumentError(
+                "mtls=True sends token requests with the certificate in the TLS handshake, "
+                "which a client= of yours cannot do: drop client="
+            )
         auth = _certificate_auth(
             certificate_path,
             certificate_data,
@@ -256,6 +288,8 @@ class _CertificateArgs(_Shell):
             alg=alg,
             lifetime=check_lifetime(assertion_lifetime, "assertion_lifetime"),
             send_chain=bool(send_certificate_chain),
+            mtls=mtls,
+            verify=_verify(verify, connection_verify),
         )
         core = _planner(
             tenant_id,
@@ -277,7 +311,10 @@ class _CertificateArgs(_Shell):
             # A signer's test signature, once, here (blocking, as loading a key file is); an
             # async credential never blocks for it: its first token request awaits it.
             auth.prove()
-        self._setup(core, client, _verify(verify, connection_verify), float(timeout))
+        tls: Verify = _verify(verify, connection_verify)
+        if isinstance(auth, MtlsAuth):
+            tls = auth.tls_context
+        self._setup(core, client, tls, float(timeout))
 
 
 class CertificateCredential(_CertificateArgs, SyncCredential):

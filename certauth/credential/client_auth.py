@@ -42,6 +42,9 @@ class ClientAuth(Protocol):
     #: Whether :meth:`maybe_reload` and :meth:`credential_fields` read files (the shells then
     #: run them as blocking I/O, off the event loop).
     reads_files: bool
+    #: Whether the client authenticates with its TLS client certificate (RFC 8705 section 2:
+    #: the request carries no credential field; see :mod:`certauth.credential.mtls`).
+    mtls: bool
 
     def bind(self, client_id: str, authority: Authority) -> None:
         """Refuse, before sending, what this authority is known to reject; remember what the
@@ -128,6 +131,7 @@ class CertificateAuth:
     """A certificate: every request carries a freshly signed assertion (RFC 7523 section 2.2),
     signed by the certificate's private key or by a :class:`~certauth.signers.Signer`."""
 
+    mtls = False
     method = ASSERTION_METHOD
 
     def __init__(
@@ -299,6 +303,7 @@ class FileAssertionAuth:
     """A pre-made assertion (workload identity federation), re-read on every request because
     the platform rotates the file."""
 
+    mtls = False
     method = ASSERTION_METHOD
     reads_files = True
 
@@ -338,6 +343,7 @@ class FileAssertionAuth:
 class SecretAuth:
     """A client secret (RFC 6749 section 2.3.1), for servers such as B2C that take only those."""
 
+    mtls = False
     method: str
     reads_files = False
 

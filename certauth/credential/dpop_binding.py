@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from certauth._flow import Budget, Failure, Flow, Reply, Send
 from certauth.errors import ConfigurationError, InvalidArgumentError
-from certauth.protocol import Token, TokenRequest
+from certauth.protocol import Token
 
 if TYPE_CHECKING:
     from certauth.credential.planner import Planner
@@ -131,28 +131,30 @@ class DPoPBinding:
 
     # -- the token request (section 5) ---------------------------------------------------------
 
-    def token_post(self, request: TokenRequest, budget: Budget) -> Flow[Reply | Failure]:
-        """Send one attempt of a token request with a fresh proof (section 5). A demand for a
-        nonce (section 8) is answered at once, once, with a fresh proof carrying it, within
-        what is left of ``budget``; a second demand is the answer returned (the caller reads it
-        as the OAuth error it is)."""
-        answer = yield from self._post(request, budget)
+    def token_post(
+        self, url: str, headers: Mapping[str, str], body: bytes, budget: Budget
+    ) -> Flow[Reply | Failure]:
+        """Send one attempt of a token request (``POST url`` with ``headers`` and ``body``)
+        with a fresh proof (section 5). A demand for a nonce (section 8) is answered at once,
+        once, with a fresh proof carrying it, within what is left of ``budget``; a second
+        demand is the answer returned (the caller reads it as the OAuth error it is)."""
+        answer = yield from self._post(url, headers, body, budget)
         if isinstance(answer, Reply) and self.demands_nonce(
-            request.url,
+            url,
             answer.status,
             answer.headers,
             _json_object(answer.body) if answer.status == 400 else None,
         ):
-            answer = yield from self._post(request, budget)
+            answer = yield from self._post(url, headers, body, budget)
             if isinstance(answer, Reply):
-                self.remember(request.url, answer.headers)
+                self.remember(url, answer.headers)
         return answer
 
-    def _post(self, request: TokenRequest, budget: Budget) -> Flow[Reply | Failure]:
-        headers = {**request.headers, "DPoP": self.proof("POST", request.url)}
-        answer: Reply | Failure = yield Send(
-            "POST", request.url, headers, request.body, timeout=budget.left
-        )
+    def _post(
+        self, url: str, headers: Mapping[str, str], body: bytes, budget: Budget
+    ) -> Flow[Reply | Failure]:
+        proven = {**headers, "DPoP": self.proof("POST", url)}
+        answer: Reply | Failure = yield Send("POST", url, proven, body, timeout=budget.left)
         budget.charge(answer.elapsed)
         return answer
 

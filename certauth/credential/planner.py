@@ -186,6 +186,8 @@ class Planner:
 
     def _bind(self, authority: Authority) -> None:
         self.auth.bind(self.client_id, authority)
+        if self.auth.mtls:
+            authority = authority.for_mtls()
         self.authority = authority
         self.keys = {}  # normalisation and keys depend on the authority
 
@@ -330,9 +332,17 @@ class Planner:
         assert authority is not None
         keep = not options.uncached
         store = self.store is not None and keep
+        readable = store and not force and key not in self._stale
+        if readable:
+            # Read first: a token another process stored costs one store read, not the lock's
+            # round trips (most renewals in a fleet find the token already there).
+            stored = yield from call(self.load_stored, key)
+            if stored is not None:
+                self.remember(key, stored)
+                return stored
         lock = (yield from call(self._store_lock_enter, key)) if store else None
         try:
-            if store and not force and key not in self._stale:
+            if readable:
                 stored = yield from call(self.load_stored, key)
                 if stored is not None:
                     # Another process fetched it while this one waited for the lock.
@@ -389,15 +399,20 @@ class Planner:
                 secret_method=fields.get("secret_method", "client_secret_post"),  # type: ignore[arg-type]
                 v1_resource=authority.is_v1,
                 claims=claims,
+                tls_client_auth=auth.mtls,
             )
+            headers = dict(request.headers)
+            if auth.mtls:
+                # A connection of its own for each token request: a pooled one may have been
+                # opened with the certificate a rotation has since replaced, and the token
+                # would be bound to that one (RFC 8705 section 3).
+                headers["Connection"] = "close"
             if self.dpop is None:
-                answer = yield Send(
-                    "POST", request.url, dict(request.headers), request.body, timeout=budget.left
-                )
+                answer = yield Send("POST", request.url, headers, request.body, timeout=budget.left)
                 budget.charge(answer.elapsed)
             else:
                 # RFC 9449 sections 5 and 8: a fresh proof per attempt; a nonce demand answered.
-                answer = yield from self.dpop.token_post(request, budget)
+                answer = yield from self.dpop.token_post(request.url, headers, request.body, budget)
             delay = retry_delay(
                 answer,
                 attempt,

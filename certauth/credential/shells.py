@@ -10,11 +10,10 @@ small call); a call with ``claims`` never does (its token is fetched).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from certauth import _http
-from certauth._httpx import httpx
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority
 from certauth.credential.client_auth import CertificateAuth
@@ -23,6 +22,11 @@ from certauth.credential.planner import PLAIN, Call, Decision, Planner
 from certauth.credential.types import AccessToken, AccessTokenInfo
 from certauth.errors import CertauthError, TokenRequestError
 from certauth.protocol import Token, name_certificate
+
+if TYPE_CHECKING:
+    import ssl
+
+    from certauth._httpx import httpx
 
 
 def _explained(exc: CertauthError, core: Planner) -> None:
@@ -50,17 +54,75 @@ def _flight(key: str, options: Call) -> Hashable:
     return (key, options.claims) if options.uncached else key
 
 
-class SyncCredential(DPoPCredential):
+def _given_client(client: object, kind: str) -> Any:
+    """The caller's ``client=``, checked to be an ``httpx.<kind>`` (httpx is imported only
+    when one is given: a process whose tokens come from a cache never imports it)."""
+    if client is None:
+        return None
+    from certauth import _http
+    from certauth._httpx import httpx
+
+    return _http.given_client(client, getattr(httpx, kind))
+
+
+class _TLS:
+    """What both shells expose of their TLS settings, for the API calls that follow.
+
+    The HTTP client, and with it the TLS context (loading the system store costs ~30 ms), is
+    made when the first request is due, not with the credential: a token served from a cache
+    never pays for either (nor for importing httpx).
+    """
+
+    _verify: Any
+    _timeout: float
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """The TLS context of this credential's token requests: its trust (``verify=``) and,
+        with ``mtls=True``, the client certificate it presents. API calls with a
+        certificate-bound token (RFC 8705 section 3) must present the same certificate: give
+        this to their HTTP client (``httpx.Client(verify=credential.ssl_context)``), or use
+        :meth:`http_client`. A certificate rotated on disk is presented by new connections."""
+        from certauth import _http
+
+        return _http.resolve_verify(self._verify)
+
+
+class SyncCredential(_TLS, DPoPCredential):
     """Blocking shell: httpx.Client, threads, single flight per token."""
 
     _core: Planner
 
     def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None:
-        given = _http.given_client(client, httpx.Client)
+        given = _given_client(client, "Client")
         self._core = core
+        self._verify, self._timeout = verify, timeout
         self._owns_client = given is None
-        self._client = given or _http.new_sync_client(verify, timeout)
+        self._given: httpx.Client | None = given
+        self._client_lock = threading.Lock()
         self._flights: SingleFlight[Token] = SingleFlight()
+
+    def _make_client(self) -> httpx.Client:
+        client = self._given
+        if client is None:
+            with self._client_lock:
+                client = self._given
+                if client is None:
+                    from certauth import _http
+
+                    client = self._given = _http.new_sync_client(self._verify, self._timeout)
+        return client
+
+    def http_client(self, *scopes: str, **kwargs: Any) -> httpx.Client:
+        """An ``httpx.Client`` for the API that ``scopes`` are for: this credential's TLS
+        context (:attr:`ssl_context`, the client certificate included with ``mtls=True``) and
+        :class:`~certauth.BearerAuth` with its tokens. ``kwargs`` go to ``httpx.Client``
+        (``base_url=``, ``timeout=`` ...). Close it when done (``with`` does)."""
+        from certauth._httpx import httpx
+        from certauth.auth import BearerAuth
+
+        kwargs.setdefault("timeout", self._timeout)
+        return httpx.Client(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
@@ -77,8 +139,10 @@ class SyncCredential(DPoPCredential):
             return cached
 
         def fetch() -> Token:
+            from certauth import _http
+
             flow = core.fetch(key, scopes, force=force, options=options)
-            return _http.run_sync(flow, self._client)
+            return _http.run_sync(flow, self._make_client)
 
         try:
             # Renewing ahead, a caller that finds another one renewing keeps the cached token.
@@ -159,8 +223,8 @@ class SyncCredential(DPoPCredential):
 
     def close(self) -> None:
         """Close the HTTP client (when the credential created it)."""
-        if self._owns_client:
-            self._client.close()
+        if self._owns_client and self._given is not None:
+            self._given.close()
 
     def __enter__(self) -> SyncCredential:
         return self
@@ -169,17 +233,35 @@ class SyncCredential(DPoPCredential):
         self.close()
 
 
-class AsyncCredential(DPoPCredential):
+class AsyncCredential(_TLS, DPoPCredential):
     """asyncio shell: httpx.AsyncClient, tasks, single flight per token."""
 
     _core: Planner
 
     def _setup(self, core: Planner, client: object, verify: Any, timeout: float) -> None:
-        given = _http.given_client(client, httpx.AsyncClient)
+        given = _given_client(client, "AsyncClient")
         self._core = core
+        self._verify, self._timeout = verify, timeout
         self._owns_client = given is None
-        self._client = given or _http.new_async_client(verify, timeout)
+        self._given: httpx.AsyncClient | None = given
         self._flights: AsyncSingleFlight[Token] = AsyncSingleFlight()
+
+    def _make_client(self) -> httpx.AsyncClient:
+        # One event loop runs this: nothing can interleave between the test and the set.
+        client = self._given
+        if client is None:
+            from certauth import _http
+
+            client = self._given = _http.new_async_client(self._verify, self._timeout)
+        return client
+
+    def http_client(self, *scopes: str, **kwargs: Any) -> httpx.AsyncClient:
+        """The ``httpx.AsyncClient`` twin of :meth:`SyncCredential.http_client`."""
+        from certauth._httpx import httpx
+        from certauth.auth import BearerAuth
+
+        kwargs.setdefault("timeout", self._timeout)
+        return httpx.AsyncClient(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
@@ -196,8 +278,10 @@ class AsyncCredential(DPoPCredential):
             return cached  # no await
 
         async def fetch() -> Token:
+            from certauth import _http
+
             flow = core.fetch(key, scopes, force=force, options=options)
-            return await _http.run_async(flow, self._client)
+            return await _http.run_async(flow, self._make_client)
 
         try:
             flight = _flight(key, options)
@@ -280,8 +364,8 @@ class AsyncCredential(DPoPCredential):
 
     async def close(self) -> None:
         """Close the HTTP client (when the credential created it)."""
-        if self._owns_client:
-            await self._client.aclose()
+        if self._owns_client and self._given is not None:
+            await self._given.aclose()
 
     async def __aenter__(self) -> AsyncCredential:
         return self

@@ -19,6 +19,8 @@ the drivers of :mod:`certauth._http`, adding only waiting and single flight.
 - :mod:`~certauth.verify.jwks`: JWKs as keys, :class:`KeySet`, which key fits a token, the
   signature check (the JOSE arithmetic itself is :mod:`certauth._jose`'s);
 - :mod:`~certauth.verify.claims`: the claims policy (issuer, audience, times, scopes, roles);
+- :mod:`~certauth.verify.binding`: sender-constrained tokens, the ``cnf`` claim's bindings to a
+  client certificate (RFC 8705) or a DPoP key (RFC 9449), checked after everything else;
 - :mod:`~certauth.verify.keysource`: discovery and JWKS fetching, caching and rate limiting
   (the sans-I/O key core and its sync and async shells);
 - :mod:`~certauth.verify.verifier`: :class:`TokenVerifier`, :class:`AsyncTokenVerifier`,
@@ -28,6 +30,7 @@ the drivers of :mod:`certauth._http`, adding only waiting and single flight.
 from __future__ import annotations
 
 from certauth._jose import MIN_RSA_BITS as MIN_RSA_BITS
+from certauth.verify.binding import BINDING_CHECKS as BINDING_CHECKS
 from certauth.verify.claims import TENANT_PLACEHOLDER as TENANT_PLACEHOLDER
 from certauth.verify.jwks import KeySet as KeySet
 from certauth.verify.jwks import PublicKey as PublicKey
@@ -46,6 +49,7 @@ from certauth.verify.verifier import TokenVerifier as TokenVerifier
 from certauth.verify.verifier import verify_access_token as verify_access_token
 
 __all__ = [
+    "BINDING_CHECKS",
     "CHECKS",
     "DEFAULT_ALGORITHMS",
     "SUPPORTED_ALGORITHMS",

@@ -30,7 +30,8 @@ Check = Literal[
     "scope",
     "role",
 ]
-#: Every value :attr:`TokenValidationError.check` takes here, in the order they are checked.
+#: Every value :attr:`TokenValidationError.check` takes here, in the order they are checked;
+#: a sender-constrained token's binding adds :data:`certauth.verify.binding.BINDING_CHECKS`.
 CHECKS: tuple[str, ...] = get_args(Check)
 
 #: Entra tokens with many group claims reach ~10 KiB; anything far larger is refused unread.

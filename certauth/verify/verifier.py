@@ -1,8 +1,10 @@
 """The public verifiers: :class:`TokenVerifier` (threads), :class:`AsyncTokenVerifier`
 (asyncio) and :func:`verify_access_token` (one call, keys shared per process).
 
-Each is a claims policy (:mod:`certauth.verify.claims`) plus a key source
-(:mod:`certauth.verify.keysource`); they add the public arguments and nothing else.
+Each is a claims policy (:mod:`certauth.verify.claims`), a key source
+(:mod:`certauth.verify.keysource`) and the ``cnf`` binding rules
+(:mod:`certauth.verify.binding`, with a DPoP replay cache); they add the public arguments and
+nothing else.
 """
 
 from __future__ import annotations
@@ -10,12 +12,15 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from certauth import _http
 from certauth._httpx import httpx
+from certauth.dpop import JtiCache
+from certauth.errors import InvalidArgumentError
 from certauth.protocol import RetryPolicy
+from certauth.verify.binding import ClientCertificate, _Presented
 from certauth.verify.claims import _as_epoch, _Policy
 from certauth.verify.jwks import KeySet
 from certauth.verify.jwt import DEFAULT_ALGORITHMS
@@ -51,7 +56,10 @@ class _VerifierBase:
         retry: RetryPolicy | None = None,
         client: httpx.Client | httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.monotonic,
+        dpop_jti_cache: JtiCache | None = None,
     ) -> None:
+        #: The DPoP proofs already seen (RFC 9449 section 11.1), shared by every verification.
+        self._dpop_jti = _jti_cache(dpop_jti_cache)
         self._policy = _Policy.build(
             issuer=issuer,
             audience=audience,
@@ -122,6 +130,8 @@ class TokenVerifier(_VerifierBase):
     set names an issuer per key (Entra v2): pass ``issuer`` too whenever you can.
     ``verify`` is a CA file or ``ssl.SSLContext`` for the https fetches, ``client`` an
     ``httpx.Client`` to use, ``clock`` the monotonic clock behind the rate limit (for tests).
+    ``dpop_jti_cache`` is the :class:`~certauth.dpop.JtiCache` that refuses replayed DPoP
+    proofs (default: the verifier's own); share one between verifiers of the same API.
     """
 
     _keys: _SyncKeys
@@ -133,18 +143,48 @@ class TokenVerifier(_VerifierBase):
         now: float | dt.datetime | None = None,
         required_scopes: str | Iterable[str] = (),
         required_roles: str | Iterable[str] = (),
+        client_certificate: ClientCertificate | None = None,
+        forwarded_client_cert: str | None = None,
+        dpop_proof: str | Sequence[str] | None = None,
+        htm: str | None = None,
+        htu: str | None = None,
+        dpop_nonce: str | None = None,
+        scheme: str | None = None,
     ) -> dict[str, Any]:
         """The token's claims if it is valid; raises :class:`TokenValidationError` otherwise.
 
         ``required_scopes`` / ``required_roles`` add to the verifier's own (all must be held).
-        ``now`` (epoch seconds or an aware datetime) defaults to the current time.
-        :class:`TransportError` means the keys could not be fetched.
+        ``now`` (epoch seconds or an aware datetime) defaults to the current time, for the
+        token and for a DPoP proof's ``iat``. :class:`TransportError` means the keys could not
+        be fetched.
+
+        Sender-constrained tokens (checked after everything else passed; see
+        :mod:`certauth.verify.binding`): a token whose ``cnf`` names a certificate
+        (``x5t#S256``, RFC 8705) needs ``client_certificate`` (the one the TLS layer saw: DER
+        or PEM bytes, PEM str, an ``x509.Certificate`` or a :class:`~certauth.Certificate`) or,
+        behind a trusted proxy only, ``forwarded_client_cert`` (Envoy's
+        ``X-Forwarded-Client-Cert`` value, one element). A DPoP-bound token (``cnf.jkt``,
+        RFC 9449) needs ``dpop_proof`` (the ``DPoP`` header) and the request's ``htm`` (method)
+        and ``htu`` (URL), and ``dpop_nonce`` when the API requires its nonce in proofs.
+        ``scheme`` is the ``Authorization`` header's scheme: a DPoP-bound token sent as
+        ``Bearer`` is refused, and so is an unbound one sent as ``DPoP``.
         """
         policy = self._policy.requiring(required_scopes, required_roles)
+        presented = _Presented.build(
+            client_certificate=client_certificate,
+            forwarded_client_cert=forwarded_client_cert,
+            dpop_proof=dpop_proof,
+            htm=htm,
+            htu=htu,
+            dpop_nonce=dpop_nonce,
+            scheme=scheme,
+        )
         at = _as_epoch(now)
         parsed = policy.parse(token)
         keys = self._keys.key_for(parsed)
-        return policy.finish(parsed, keys, at)
+        claims = policy.finish(parsed, keys, at)
+        presented.check(token, claims, now=at, seen_jti=self._dpop_jti)
+        return claims
 
     def close(self) -> None:
         """Close the HTTP client (when the verifier created it)."""
@@ -173,13 +213,31 @@ class AsyncTokenVerifier(_VerifierBase):
         now: float | dt.datetime | None = None,
         required_scopes: str | Iterable[str] = (),
         required_roles: str | Iterable[str] = (),
+        client_certificate: ClientCertificate | None = None,
+        forwarded_client_cert: str | None = None,
+        dpop_proof: str | Sequence[str] | None = None,
+        htm: str | None = None,
+        htu: str | None = None,
+        dpop_nonce: str | None = None,
+        scheme: str | None = None,
     ) -> dict[str, Any]:
         """The token's claims if it is valid; see :meth:`TokenVerifier.verify`."""
         policy = self._policy.requiring(required_scopes, required_roles)
+        presented = _Presented.build(
+            client_certificate=client_certificate,
+            forwarded_client_cert=forwarded_client_cert,
+            dpop_proof=dpop_proof,
+            htm=htm,
+            htu=htu,
+            dpop_nonce=dpop_nonce,
+            scheme=scheme,
+        )
         at = _as_epoch(now)
         parsed = policy.parse(token)
         keys = await self._keys.key_for(parsed)
-        return policy.finish(parsed, keys, at)
+        claims = policy.finish(parsed, keys, at)
+        presented.check(token, claims, now=at, seen_jti=self._dpop_jti)
+        return claims
 
     async def close(self) -> None:
         """Close the HTTP client (when the verifier created it)."""
@@ -195,13 +253,33 @@ class AsyncTokenVerifier(_VerifierBase):
         return f"AsyncTokenVerifier(issuer={self.issuer!r}, audience={list(self.audiences)!r})"
 
 
+def _jti_cache(given: JtiCache | None) -> JtiCache:
+    if given is None:
+        return JtiCache()
+    if not isinstance(given, JtiCache):
+        raise InvalidArgumentError(
+            f"dpop_jti_cache= takes a certauth.dpop.JtiCache, not {type(given).__name__}"
+        )
+    return given
+
+
+class _SharedSource(NamedTuple):
+    """One of verify_access_token's key sources, with the DPoP replay cache of its tokens."""
+
+    keys: _SyncKeys
+    dpop_jti: JtiCache
+
+
 #: verify_access_token's key sources, shared per (issuer, jwks_uri, CA file) so that calling it
 #: on every request fetches keys once per process, with the same rate limit as a TokenVerifier.
 _shared: dict[
-    tuple[str | None, str | None, str | bool | None, float, RetryPolicy | None], _SyncKeys
+    tuple[str | None, str | None, str | bool | None, float, RetryPolicy | None], _SharedSource
 ] = {}
 _shared_lock = threading.Lock()
 _SHARED_MAX = 32
+#: The DPoP replay cache of verify_access_token's offline calls (``jwks=``), which have no
+#: shared key source.
+_offline_dpop_jti = JtiCache()
 
 
 def _shared_keys(
@@ -210,13 +288,13 @@ def _shared_keys(
     verify: Any,
     timeout: float,
     retry: RetryPolicy | None = None,
-) -> _SyncKeys:
+) -> _SharedSource:
     # Trust is part of the key: keys fetched under one CA must not serve a caller with another.
     trust = verify if verify is None or isinstance(verify, str | bool) else f"id:{id(verify)}"
     cache_key = (issuer, jwks_uri, trust, timeout, retry)
     with _shared_lock:
-        keys = _shared.get(cache_key)
-        if keys is None:
+        source = _shared.get(cache_key)
+        if source is None:
             core = _KeyCore(
                 issuer=issuer,
                 jwks_uri=jwks_uri,
@@ -231,8 +309,8 @@ def _shared_keys(
             if len(_shared) >= _SHARED_MAX:
                 # Dropped, not closed: another thread may be fetching with it right now.
                 _shared.pop(next(iter(_shared)))
-            _shared[cache_key] = keys
-    return keys
+            source = _shared[cache_key] = _SharedSource(keys, JtiCache())
+    return source
 
 
 def verify_access_token(
@@ -250,6 +328,14 @@ def verify_access_token(
     verify: Any = None,
     timeout: float = 10.0,
     retry: RetryPolicy | None = None,
+    client_certificate: ClientCertificate | None = None,
+    forwarded_client_cert: str | None = None,
+    dpop_proof: str | Sequence[str] | None = None,
+    htm: str | None = None,
+    htu: str | None = None,
+    dpop_nonce: str | None = None,
+    scheme: str | None = None,
+    dpop_jti_cache: JtiCache | None = None,
 ) -> dict[str, Any]:
     """Verify an access token; return its claims or raise :class:`TokenValidationError`.
 
@@ -258,7 +344,13 @@ def verify_access_token(
     ``audience`` (``audience`` may list the application id and the App ID URI), ``expired``,
     ``not_yet_valid`` (both with ``leeway`` seconds of clock skew), ``scope`` (every one of
     ``required_scopes`` in ``scp``/``scope``), ``role`` (every one of ``required_roles`` in
-    ``roles``).
+    ``roles``); then, for a sender-constrained token, its ``cnf`` binding: ``cnf``,
+    ``dpop_scheme``, ``dpop_unbound``, ``cnf_x5t#S256``, ``dpop_header``, the
+    :func:`~certauth.dpop.check_proof` checks (``dpop_*``), ``cnf_jkt``. The binding arguments
+    (``client_certificate``, ``forwarded_client_cert``, ``dpop_proof``, ``htm``, ``htu``,
+    ``dpop_nonce``, ``scheme``) are :meth:`TokenVerifier.verify`'s; DPoP proofs already seen
+    are refused through ``dpop_jti_cache`` (default: one per shared key source, and one for
+    every offline call).
 
     Keys: ``issuer`` alone (found through OIDC discovery), ``jwks_uri`` (with or without
     ``issuer``; B2C needs both) or a ``jwks`` document (offline). Keys fetched from the network
@@ -276,6 +368,16 @@ def verify_access_token(
         leeway=leeway,
         algorithms=algorithms,
     )
+    presented = _Presented.build(
+        client_certificate=client_certificate,
+        forwarded_client_cert=forwarded_client_cert,
+        dpop_proof=dpop_proof,
+        htm=htm,
+        htu=htu,
+        dpop_nonce=dpop_nonce,
+        scheme=scheme,
+    )
+    given_jti = None if dpop_jti_cache is None else _jti_cache(dpop_jti_cache)
     at = _as_epoch(now)
     if jwks is not None:
         # Offline: a throwaway key core over the given keys (it never fetches).
@@ -291,8 +393,12 @@ def verify_access_token(
         step = static.lookup(parsed, 0.0)
         assert isinstance(step, tuple)  # a static core raises instead of asking to fetch
         keys = step
+        seen_jti = _offline_dpop_jti
     else:
         source = _shared_keys(policy.issuer, jwks_uri, verify, timeout, retry)
         parsed = policy.parse(token)
-        keys = source.key_for(parsed)
-    return policy.finish(parsed, keys, at)
+        keys = source.keys.key_for(parsed)
+        seen_jti = source.dpop_jti
+    claims = policy.finish(parsed, keys, at)
+    presented.check(token, claims, now=at, seen_jti=seen_jti if given_jti is None else given_jti)
+    return claims

@@ -160,6 +160,12 @@ KINDS: dict[str, str] = {
     "--access-token-env": "envvar",
     "--access-token-file": "infile",
     "verify TOKEN|-": "token",
+    "verify --client-cert": "infile",
+    "verify --forwarded-client-cert": "text",
+    "verify --dpop-proof": "text",
+    "verify --htm": "text",
+    "verify --htu": "url",
+    "verify --dpop-nonce": "text",
 }
 
 
@@ -402,6 +408,8 @@ EXPECTED: dict[tuple[str, str, str], frozenset[int]] = {
     # ...and a --key that names no file yet is where the new key goes.
     ("dpop-proof", "--key", "missing"): frozenset({0}),
     ("dpop-proof", "--key", "undecodable"): frozenset({0}),
+    # `verify` compares --htu with a DPoP proof's and never contacts it.
+    ("verify", "--htu", "closed-port"): frozenset({0}),
 }
 #: Options checked against a token: a value the token does not satisfy fails verification.
 for _checked in ("--audience", "--require-scope", "--require-role"):
@@ -616,6 +624,14 @@ ADJUST: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]] = 
     "token --cache": (("--no-cache",), ()),
     "token --cache-namespace": (("--no-cache",), (("--cache", "redis://127.0.0.1:{closed}/0"),)),
     "verify --jwks-uri": (("--issuer",), ()),
+    # The DPoP options describe one request together (alone, each is a usage error).
+    "verify --dpop-proof": ((), (("--htm", "GET"), ("--htu", "https://api.example/items"))),
+    "verify --htm": ((), (("--dpop-proof", "a.b.c"), ("--htu", "https://api.example/items"))),
+    "verify --htu": ((), (("--dpop-proof", "a.b.c"), ("--htm", "GET"))),
+    "verify --dpop-nonce": (
+        (),
+        (("--dpop-proof", "a.b.c"), ("--htm", "GET"), ("--htu", "https://api.example/items")),
+    ),
     "emulator --tls-dir": ((), (("--tls", None),)),
     # The PKCS#11 options act only with a pkcs11: key (no token is needed to refuse them).
     **{
