@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import threading
 import time
@@ -207,8 +208,8 @@ def test_a_token_that_is_not_dpop_bound_is_refused_and_not_kept(
 
 def test_the_nonce_retry_stays_within_the_calls_bound(server: TokenServer) -> None:
     server.script = [
-        Answer(**{**nonce_demand("n-1").__dict__, "delay": 0.3}),
-        Answer(**{**dpop_token().__dict__, "delay": 2.0}),
+        dataclasses.replace(nonce_demand("n-1"), delay=0.3),
+        dataclasses.replace(dpop_token(), delay=2.0),
     ]
     bound = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.02, total_timeout=0.5)
     started = time.monotonic()
