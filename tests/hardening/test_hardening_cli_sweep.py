@@ -166,6 +166,9 @@ KINDS: dict[str, str] = {
     "verify --htm": "text",
     "verify --htu": "url",
     "verify --dpop-nonce": "text",
+    "token --dpop-key": "infile",
+    "token --htm": "text",
+    "token --htu": "url",
 }
 
 
@@ -410,6 +413,11 @@ EXPECTED: dict[tuple[str, str, str], frozenset[int]] = {
     ("dpop-proof", "--key", "undecodable"): frozenset({0}),
     # `verify` compares --htu with a DPoP proof's and never contacts it.
     ("verify", "--htu", "closed-port"): frozenset({0}),
+    # `token --output curl-config` writes --htu into the config; curl contacts it, not certauth.
+    ("token", "--htu", "closed-port"): frozenset({0}),
+    # A --dpop-key that names no file yet is where the new key goes (as dpop-proof --key).
+    ("token", "--dpop-key", "missing"): frozenset({0}),
+    ("token", "--dpop-key", "undecodable"): frozenset({0}),
 }
 #: Options checked against a token: a value the token does not satisfy fails verification.
 for _checked in ("--audience", "--require-scope", "--require-role"):
@@ -633,6 +641,13 @@ ADJUST: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]] = 
         (("--dpop-proof", "a.b.c"), ("--htm", "GET"), ("--htu", "https://api.example/items")),
     ),
     "emulator --tls-dir": ((), (("--tls", None),)),
+    # The sender-constrained options of `token` act together (alone, each is a usage error).
+    "token --dpop-key": ((), (("--dpop", None),)),
+    "token --htm": (
+        (),
+        (("--output", "curl-config"), ("--htu", "https://api.example/items")),
+    ),
+    "token --htu": ((), (("--output", "curl-config"),)),
     # The PKCS#11 options act only with a pkcs11: key (no token is needed to refuse them).
     **{
         f"cert {command} {flag}": ((), ((option, "pkcs11:token=sweep;object=sweep"),))
