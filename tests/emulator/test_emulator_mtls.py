@@ -608,3 +608,13 @@ def test_cli_refuses_bad_mtls_options(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
+
+
+def test_the_docs_example_runs() -> None:
+    import re
+
+    from _docs import section
+
+    blocks = re.findall(r"```python\n(.*?)```", section("emulator"), re.DOTALL)
+    example = next(b for b in blocks if "tenant.mtls_token_endpoint" in b)
+    exec(compile(example, "docs/emulator.md", "exec"), {})  # noqa: S102
