@@ -421,10 +421,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
         """With ``tls=True``: the v2 token endpoint on the mutual-TLS listener (RFC 8705 section
         5's alias), where a TLS client certificate authenticates and binds; ``None`` without."""
         base = self._mtls.base_url if self._mtls is not None else None
-        if base is None:
-            return None
-        self._running_server()
-        return f"{base}/{self.tenant_id}/oauth2/v2.0/token"
+        return f"{base}/{self.tenant_id}/oauth2/v2.0/token" if base is not None else None
 
     @property
     def ca_file(self) -> str | None:

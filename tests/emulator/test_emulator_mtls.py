@@ -13,6 +13,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
+import re
 import signal
 import ssl
 from collections.abc import Iterator
@@ -332,6 +333,7 @@ def test_a_registered_ca_certificate_cannot_issue_tls_client_auth_certificates(
 def test_without_a_verified_chain_tls_client_auth_is_refused(pki: Pki) -> None:
     # A resumed TLS session keeps no verified chain: whether a client CA issued the
     # certificate is unknown, and unknown is a refusal.
+    from certauth.emulator.entra_errors import OAuthError
     from certauth.emulator.mtls_checks import authenticate_tls_client
     from certauth.emulator.registry import App, normalize_subject_dn
 
@@ -342,8 +344,6 @@ def test_without_a_verified_chain_tls_client_auth_is_refused(pki: Pki) -> None:
     assert authenticate_tls_client(PeerCertificate(leaf.der, True), app, now=now)[0] == (
         "tls_client_auth"
     )
-    from certauth.emulator.entra_errors import OAuthError
-
     with pytest.raises(OAuthError, match="resumed session"):
         authenticate_tls_client(PeerCertificate(leaf.der, None), app, now=now)
 
@@ -611,8 +611,6 @@ def test_cli_refuses_bad_mtls_options(
 
 
 def test_the_docs_example_runs() -> None:
-    import re
-
     from _docs import section
 
     blocks = re.findall(r"```python\n(.*?)```", section("emulator"), re.DOTALL)
