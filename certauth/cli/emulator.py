@@ -27,13 +27,14 @@ Examples:
   certauth emulator --port 8400 --register 11111111-2222-3333-4444-555555555555=billing.crt
   certauth emulator --tls --port 0 --ready-file /tmp/emulator.json --config tenant.toml &
   BILLING_SECRET=s3cret certauth emulator --secret billing-app=BILLING_SECRET
+  certauth emulator --tls --client-ca ca.pem --register-tls-client "billing=CN=billing,O=Contoso"
 
 \b
 At start it prints one "name: value" line each for tenant, issuer, token_endpoint, jwks_uri,
-authority_host, graph_url (and ca_file with --tls); --ready-file gets the same as JSON once it
-accepts connections. --print-env prints instead, and --env-file FILE writes, the shell export
-lines a client needs (AZURE_TENANT_ID, AZURE_AUTHORITY_HOST, AZURE_CLIENT_ID and
-AZURE_CLIENT_CERTIFICATE_PATH for one --register, SSL_CERT_FILE with --tls):
+authority_host, graph_url (and ca_file and mtls_token_endpoint with --tls); --ready-file gets
+the same as JSON once it accepts connections. --print-env prints instead, and --env-file FILE
+writes, the shell export lines a client needs (AZURE_TENANT_ID, AZURE_AUTHORITY_HOST,
+AZURE_CLIENT_ID and AZURE_CLIENT_CERTIFICATE_PATH for one --register, SSL_CERT_FILE with --tls):
   certauth emulator --port 0 --register APP=certs/app.pem --env-file emulator.env &
   until [ -s emulator.env ]; do sleep 0.2; done; . ./emulator.env; certauth token --scope api://x
 Wrong requests get the AADSTS code Entra ID would send, and a log line on stderr.
@@ -155,12 +156,36 @@ def _pairs(values: tuple[str, ...], option: str, right: str) -> list[tuple[str, 
     default=None,
     help="RFC 7523 on top of Entra's rules: single-use jti, lifetime cap, alg/thumbprint pairing.",
 )
-@click.option("--tls", is_flag=True, help="Serve https with a generated CA (printed as ca_file).")
+@click.option(
+    "--tls",
+    is_flag=True,
+    help="Serve https with a generated CA (printed as ca_file), and a second https listener "
+    "that asks for client certificates (RFC 8705 mutual TLS; printed as mtls_token_endpoint).",
+)
 @click.option(
     "--tls-dir",
     metavar="DIR",
     type=PathText(),
     help="Write the CA and server certificate here (default: a temporary directory).",
+)
+@click.option(
+    "--client-ca",
+    "client_cas",
+    multiple=True,
+    metavar="FILE",
+    type=PathText(),
+    help="With --tls: trust client certificates this CA (PEM) issued on the mutual-TLS "
+    "listener, for apps given with --register-tls-client. Repeatable.",
+)
+@click.option(
+    "--register-tls-client",
+    "tls_clients",
+    multiple=True,
+    metavar="CLIENT_ID=SUBJECT_DN",
+    type=Text(),
+    help="Let an app authenticate on the mutual-TLS listener with a certificate a --client-ca "
+    "issued with this subject (RFC 4514, e.g. 'CN=billing,O=Contoso'; tls_client_auth). "
+    "Repeatable.",
 )
 @click.option(
     "--dpop-nonce",
@@ -219,6 +244,8 @@ def emulator(
     strict: bool | None,
     tls: bool,
     tls_dir: str | None,
+    client_cas: tuple[str, ...],
+    tls_clients: tuple[str, ...],
     dpop_nonce: bool,
     token_lifetime: int | None,
     propagation_delay: float | None,
@@ -240,6 +267,9 @@ def emulator(
     if print_env and as_json:
         raise click.UsageError("give either --print-env or --json, not both")
     registered = _pairs(registrations, "--register", "CERT_FILE")
+    if client_cas and not tls:
+        raise click.UsageError("--client-ca is for the mutual-TLS listener: add --tls")
+    tls_subjects = _subjects(tls_clients)
     secret_pairs = _pairs(secrets, "--secret", "ENVVAR")
     secret_values = []
     for client_id, variable in secret_pairs:
@@ -268,9 +298,12 @@ def emulator(
         config=config_file,
         propagation_delay=propagation_delay,
         dpop_nonce=dpop_nonce,
+        client_ca=client_cas,
     )
     for client_id, path in registered:
         tenant.register(client_id, path)
+    for client_id, subject in tls_subjects:
+        tenant.register(client_id, tls_client_auth_subject_dn=subject)
     for client_id, value in secret_values:
         tenant.register_secret(client_id, value)
     for uri, names in resource_roles:
@@ -317,6 +350,21 @@ def emulator(
                     written.unlink()
         restore_logging()
     return 0
+
+
+def _subjects(values: tuple[str, ...]) -> list[tuple[str, str]]:
+    """``--register-tls-client`` pairs, each subject DN checked now (a usage error naming the
+    option, before anything starts)."""
+    from certauth.emulator.registry import normalize_subject_dn
+    from certauth.errors import InvalidArgumentError
+
+    pairs = _pairs(values, "--register-tls-client", "SUBJECT_DN")
+    for _, subject in pairs:
+        try:
+            normalize_subject_dn(subject)
+        except InvalidArgumentError as exc:
+            raise click.BadParameter(str(exc), param_hint="--register-tls-client") from None
+    return pairs
 
 
 def _configure_logging(level: str) -> Callable[[], None]:

@@ -17,7 +17,8 @@ Order of the checks (the first failure is the answer, as with Entra): tenant, ``
 multi-tenant path, endpoint-specific parameters (``resource``), ``client_id``, ``scope`` syntax,
 ``claims`` (:mod:`certauth.emulator.cae`), the app registration, the credential (assertion:
 header, key, key strength, certificate validity, signature, ``iss``/``sub``, ``aud``, time; or
-secret), then the resource.
+secret; or, on the mutual-TLS listener, the TLS client certificate:
+:mod:`certauth.emulator.mtls_checks`), then the resource.
 
 Two modes. **entra**: only what Entra ID enforces (no assertion lifetime cap, a reused ``jti``
 is fine because MSAL reuses assertions for ~9 minutes, any RS/PS algorithm with either
@@ -36,6 +37,7 @@ from collections.abc import Mapping
 from certauth.emulator.assertion_checks import SUPPORTED_ASSERTION_ALGORITHMS, check_assertion
 from certauth.emulator.cae import parse_claims_request
 from certauth.emulator.entra_errors import EntraError, missing_parameter
+from certauth.emulator.mtls_checks import authenticate_tls_client
 from certauth.emulator.registry import (
     GRAPH_RESOURCE,
     MULTI_TENANT_NAMES,
@@ -162,6 +164,10 @@ def check_token_request(
     elif "client_secret" in form or basic is not None:
         _check_secret(form, basic, app, client_id, now=now)
         method = "secret"
+    elif request.mtls:
+        # RFC 8705 section 2: on the mutual-TLS listener the TLS client certificate is the
+        # credential when the form carries none.
+        method, thumbprint = authenticate_tls_client(request.peer, app, now=now)
     else:
         raise EntraError(
             7000218,

@@ -27,6 +27,7 @@ from certauth.emulator.registry import (
     Tenant,
     as_utc,
     federated_keys,
+    normalize_subject_dn,
 )
 from certauth.errors import ConfigurationError, InputFileError, InvalidArgumentError
 
@@ -44,6 +45,8 @@ class AppConfig:
     roles: list[str] | dict[str, list[str]] = field(default_factory=list)
     display_name: str | None = None
     object_id: str | None = None
+    #: The subject of its certificates a client CA issues (RFC 8705 ``tls_client_auth``).
+    tls_client_auth_subject_dn: str | None = None
 
 
 @dataclass
@@ -91,6 +94,7 @@ class EmulatorConfig:
                     roles=app.roles,
                     display_name=app.display_name,
                     object_id=app.object_id,
+                    tls_client_auth_subject_dn=app.tls_client_auth_subject_dn,
                 )
 
 
@@ -114,6 +118,7 @@ _APP_KEYS = {
     "roles",
     "display_name",
     "object_id",
+    "tls_client_auth_subject_dn",
 }
 _SECRET_KEYS = {"env", "file", "expires"}
 _FEDERATED_KEYS = {"issuer", "subject", "audience", "certificate", "jwks_file"}
@@ -278,7 +283,13 @@ def _parse_app(spec: Any, where: str, base: Path) -> AppConfig:
         client_id=client_id,
         display_name=_str(spec, "display_name", where),
         object_id=_str(spec, "object_id", where),
+        tls_client_auth_subject_dn=_str(spec, "tls_client_auth_subject_dn", where),
     )
+    if app.tls_client_auth_subject_dn is not None:
+        try:
+            normalize_subject_dn(app.tls_client_auth_subject_dn)
+        except InvalidArgumentError as exc:
+            raise ConfigurationError(f"{where}: 'tls_client_auth_subject_dn': {exc}") from None
     for path in _str_list(spec, "certificates", where):
         app.certificates.append(load_certificate(base / path, load_key=False))
     secrets = spec.get("secrets", [])

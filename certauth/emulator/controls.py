@@ -87,8 +87,9 @@ class TokenEndpointControls:
 
     @property
     def last_thumbprint(self) -> str | None:
-        """``x5t#S256`` of the certificate behind the last accepted assertion (for rotation
-        tests: which of an app's certificates did the client use?)."""
+        """``x5t#S256`` of the certificate behind the last accepted assertion, or of the TLS
+        client certificate that authenticated on the mutual-TLS listener (for rotation tests:
+        which of an app's certificates did the client use?)."""
         return self._token_endpoint.last_thumbprint
 
     @property

@@ -18,6 +18,7 @@ __all__ = [
     "instance_discovery",
     "v1_openid_configuration",
     "v2_openid_configuration",
+    "with_port",
 ]
 
 #: Claims Entra's v2 document lists.
@@ -37,6 +38,8 @@ _B2C_RESPONSE_TYPES = [
     "id_token", "id_token token", "token", "token id_token",
 ]  # fmt: skip
 _AUTH_METHODS = ["client_secret_post", "private_key_jwt", "client_secret_basic"]
+#: RFC 8705 section 2.1.1 and 2.2.1: the client authentication methods of mutual TLS.
+_MTLS_AUTH_METHODS = ["tls_client_auth", "self_signed_tls_client_auth"]
 _CLOUD = {
     "cloud_instance_name": "microsoftonline.com",
     "cloud_graph_host_name": "graph.windows.net",
@@ -45,18 +48,41 @@ _CLOUD = {
 }
 
 
-def v2_openid_configuration(base: str, tenant: str, tenant_id: str | None) -> dict[str, Any]:
+def with_port(base_url: str, port: int) -> str:
+    """``scheme://host:port`` for ``base_url``'s scheme and host on another ``port`` (the
+    host as the client wrote it: the mutual-TLS listener is reached under the same name)."""
+    parts = urllib.parse.urlsplit(base_url)
+    host = parts.hostname or "127.0.0.1"
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def _mtls_fields(mtls_base: str | None, path: str) -> dict[str, Any]:
+    """What a document adds when the mutual-TLS listener runs (RFC 8705 sections 2.1.1,
+    2.2.1, 3.3 and 5): the token endpoint's alias there, and bound tokens."""
+    if mtls_base is None:
+        return {}
+    return {
+        "mtls_endpoint_aliases": {"token_endpoint": f"{mtls_base}{path}"},
+        "tls_client_certificate_bound_access_tokens": True,
+    }
+
+
+def v2_openid_configuration(
+    base: str, tenant: str, tenant_id: str | None, *, mtls_base: str | None = None
+) -> dict[str, Any]:
     """``/{tenant}/v2.0/.well-known/openid-configuration``.
 
     ``tenant_id`` is ``None`` for the multi-tenant names (``common``, ``organizations``), whose
     issuer is the template ``{base}/{tenantid}/v2.0``, as in Entra ID. Beyond Entra's fields it
-    lists the DPoP proof algorithms the token endpoint takes (RFC 9449 section 5.1).
+    lists the DPoP proof algorithms the token endpoint takes (RFC 9449 section 5.1) and, with
+    ``mtls_base`` (``scheme://host:port`` of the mutual-TLS listener), RFC 8705's fields.
     """
     segment = tenant_id or tenant
     root = f"{base}/{segment}"
+    methods = _AUTH_METHODS + (_MTLS_AUTH_METHODS if mtls_base else [])
     return {
         "token_endpoint": f"{root}/oauth2/v2.0/token",
-        "token_endpoint_auth_methods_supported": list(_AUTH_METHODS),
+        "token_endpoint_auth_methods_supported": methods,
         "jwks_uri": f"{root}/discovery/v2.0/keys",
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
@@ -77,20 +103,24 @@ def v2_openid_configuration(base: str, tenant: str, tenant_id: str | None) -> di
         **_CLOUD,
         # RFC 9449 section 5.1: the token endpoint takes DPoP proofs signed with these.
         "dpop_signing_alg_values_supported": list(DPOP_SIGNING_ALGS),
+        **_mtls_fields(mtls_base, f"/{segment}/oauth2/v2.0/token"),
     }
 
 
-def v1_openid_configuration(base: str, tenant: str, tenant_id: str | None) -> dict[str, Any]:
+def v1_openid_configuration(
+    base: str, tenant: str, tenant_id: str | None, *, mtls_base: str | None = None
+) -> dict[str, Any]:
     """``/{tenant}/.well-known/openid-configuration`` (the v1 endpoints).
 
     Entra's v1 issuer is ``https://sts.windows.net/{tid}/``; the emulator, which has one host,
-    uses ``{base}/{tid}/`` in its place.
+    uses ``{base}/{tid}/`` in its place. ``mtls_base`` as for the v2 document.
     """
     segment = tenant_id or tenant
     root = f"{base}/{segment}"
+    methods = _AUTH_METHODS + (_MTLS_AUTH_METHODS if mtls_base else [])
     return {
         "token_endpoint": f"{root}/oauth2/token",
-        "token_endpoint_auth_methods_supported": list(_AUTH_METHODS),
+        "token_endpoint_auth_methods_supported": methods,
         "jwks_uri": f"{root}/discovery/keys",
         "response_modes_supported": ["query", "fragment", "form_post"],
         "subject_types_supported": ["pairwise"],
@@ -110,6 +140,7 @@ def v1_openid_configuration(base: str, tenant: str, tenant_id: str | None) -> di
         "kerberos_endpoint": f"{root}/kerberos",
         "tenant_region_scope": "NA" if tenant_id else None,
         **_CLOUD,
+        **_mtls_fields(mtls_base, f"/{segment}/oauth2/token"),
     }
 
 

@@ -17,9 +17,10 @@ import hmac
 import re
 import threading
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certauth import _jose
@@ -36,6 +37,7 @@ __all__ = [
     "Resource",
     "Tenant",
     "normalize_resource",
+    "normalize_subject_dn",
 ]
 
 #: The emulator's tenant when none is given: a fixed, recognisably fake GUID ("c3a7 c0de").
@@ -80,6 +82,35 @@ def normalize_resource(uri: str) -> str:
     """
     key = uri.strip().rstrip("/").lower()
     return GRAPH_RESOURCE if key == GRAPH_APP_ID else key
+
+
+#: An attribute type at the start of an RDN, in any case (RFC 4514 section 3: case-insensitive),
+#: with the spaces people write around it (RFC 4514 has none there).
+_ATTRIBUTE_TYPE = re.compile(r"(^|(?<!\\)\s*[,+])\s*([A-Za-z][A-Za-z0-9-]*)\s*=")
+
+
+def normalize_subject_dn(subject: str | x509.Name) -> str:
+    """A distinguished name as ``tls_client_auth`` compares it (RFC 8705 section 2.1.2):
+    cryptography's ``rfc4514_string()``, case-folded (the usual attributes match
+    case-insensitively, RFC 4517 caseIgnoreMatch).
+
+    A string is read as RFC 4514 (most specific first: ``CN=billing,O=Contoso``), forgiving
+    spaces after commas and lower-case attribute names. :class:`InvalidArgumentError` for one
+    that does not parse.
+    """
+    if isinstance(subject, str):
+        text = _ATTRIBUTE_TYPE.sub(lambda m: f"{m[1].strip()}{m[2].upper()}=", subject.strip())
+        try:
+            name = x509.Name.from_rfc4514_string(text)
+        except ValueError:
+            name = x509.Name([])
+        if not list(name):
+            raise InvalidArgumentError(
+                f"subject DN {subject[:200]!r} does not parse; write it as RFC 4514, most specific "
+                "first, e.g. 'CN=billing,O=Contoso'"
+            )
+        subject = name
+    return subject.rfc4514_string().casefold()
 
 
 def as_utc(when: dt.datetime) -> dt.datetime:
@@ -235,6 +266,9 @@ class App:
     arriving: Mapping[bytes, float] = field(default_factory=dict)
     #: Keys removed through Graph that the token endpoint still accepts until a time.
     departing: tuple[tuple[RegisteredCertificate, float], ...] = ()
+    #: The subject DN a client CA's certificate must have for ``tls_client_auth`` (RFC 8705
+    #: section 2.1), as :func:`normalize_subject_dn` makes it; ``None``: not registered.
+    tls_client_auth_subject_dn: str | None = None
 
     def find_certificate(
         self,
@@ -297,6 +331,30 @@ class Registry:
         self._lock = threading.RLock()
         self._tenants: dict[str, Tenant] = {}
         self._names: dict[str, Tenant] = {}
+        self._certificate_listeners: list[Callable[[Certificate], None]] = []
+
+    def on_certificate_added(self, listener: Callable[[Certificate], None]) -> None:
+        """Call ``listener`` with every certificate added to an app from now on (the
+        mutual-TLS listener trusts each, RFC 8705 section 2.2)."""
+        with self._lock:
+            self._certificate_listeners.append(listener)
+
+    def certificates(self) -> list[Certificate]:
+        """Every certificate of every app of every tenant (Graph's view: removed ones not)."""
+        with self._lock:
+            return [
+                registered.certificate
+                for tenant in self._tenants.values()
+                for app in tenant.apps.values()
+                for registered in app.certificates
+            ]
+
+    def _announce(self, certificates: Iterable[Certificate]) -> None:
+        with self._lock:
+            listeners = list(self._certificate_listeners)
+        for certificate in certificates:
+            for listener in listeners:
+                listener(certificate)
 
     @property
     def tenants(self) -> list[Tenant]:
@@ -362,12 +420,22 @@ class Registry:
         roles: Sequence[str] | Mapping[str, Sequence[str]] = (),
         display_name: str | None = None,
         object_id: str | None = None,
+        tls_client_auth_subject_dn: str | None = None,
     ) -> App:
-        """Create the app registration or add credentials and roles to an existing one."""
+        """Create the app registration or add credentials and roles to an existing one.
+
+        ``tls_client_auth_subject_dn`` registers (or replaces) the subject DN of the
+        certificates a client CA issues to the app (RFC 8705 section 2.1).
+        """
         client_id = client_id.strip()
         if not client_id or any(c.isspace() for c in client_id):
             raise InvalidArgumentError(f"client id {client_id!r} is empty or contains spaces")
         new_certs = tuple(RegisteredCertificate.from_certificate(c) for c in certificates)
+        subject_dn = (
+            normalize_subject_dn(tls_client_auth_subject_dn)
+            if tls_client_auth_subject_dn is not None
+            else None
+        )
         with self._lock:
             app = tenant.app(client_id)
             if app is None:
@@ -393,7 +461,10 @@ class Registry:
                 app.resource_roles = merged
             else:
                 app.roles = app.roles | _role_names(roles)
-            return app
+            if subject_dn is not None:
+                app.tls_client_auth_subject_dn = subject_dn
+        self._announce(c.certificate for c in new_certs)
+        return app
 
     def add_key(
         self, app: App, key: RegisteredCertificate, *, accepted_from: float, now: float
@@ -406,6 +477,7 @@ class Registry:
             if accepted_from > now:
                 arriving[key.sha256] = accepted_from
             app.arriving = arriving
+        self._announce([key.certificate])
 
     def remove_key(
         self, app: App, key_id: str, *, accepted_until: float, now: float

@@ -21,6 +21,7 @@ from certauth.emulator.discovery import (
     instance_discovery,
     v1_openid_configuration,
     v2_openid_configuration,
+    with_port,
 )
 from certauth.emulator.graph import GraphAPI
 from certauth.emulator.registry import MULTI_TENANT_NAMES, Registry
@@ -37,7 +38,8 @@ class Router:
     """Routes requests by path for one emulator (``handle`` is the HTTP server's callback).
 
     ``port`` returns the port the server is bound to (instance discovery lists it);
-    ``default_tenant_id`` is named in the 404 answer's hint.
+    ``default_tenant_id`` is named in the 404 answer's hint; ``mtls_port`` the mutual-TLS
+    listener's port, or ``None`` when it is not running (discovery then lists no alias).
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class Router:
         default_tenant_id: str,
         api: EmulatorApi,
         graph: GraphAPI | None = None,
+        mtls_port: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.registry = registry
         self.keys = keys
@@ -60,6 +63,7 @@ class Router:
         self._default_tenant_id = default_tenant_id
         self.api = api
         self.graph = graph
+        self._mtls_port = mtls_port
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """The answer to one request."""
@@ -124,12 +128,15 @@ class Router:
 
     def _discovery(self, request: HttpRequest, name: str, *, v2: bool) -> HttpResponse:
         build = v2_openid_configuration if v2 else v1_openid_configuration
+        port = self._mtls_port()
+        # RFC 8705 section 5: the alias is on the host the client used, at the listener's port.
+        mtls = with_port(request.base_url, port) if port is not None else None
         if name.lower() in MULTI_TENANT_NAMES:
-            return json_response(200, build(request.base_url, name.lower(), None))
+            return json_response(200, build(request.base_url, name.lower(), None, mtls_base=mtls))
         tenant = self.registry.tenant(name)
         if tenant is None:
             return self._unknown_tenant(request, name)
-        return json_response(200, build(request.base_url, name, tenant.tenant_id))
+        return json_response(200, build(request.base_url, name, tenant.tenant_id, mtls_base=mtls))
 
     def _b2c_discovery(self, request: HttpRequest, name: str, policy: str) -> HttpResponse:
         tenant = self.registry.tenant(name)

@@ -55,6 +55,21 @@ class HttpRequest:
     #: Every header line as ``(lower-case name, value)``, in order: ``headers`` keeps one value
     #: per name, and some rules count the lines (RFC 9449 section 4.3: exactly one ``DPoP``).
     header_items: tuple[tuple[str, str], ...] = ()
+    #: The client's TLS certificate (DER) on a listener that asks for one (the mutual-TLS
+    #: listener); ``None`` when none was presented or none was asked for.
+    peer_certificate: bytes | None = None
+    #: The chain the TLS handshake verified for it (DER), leaf first and trust anchor last;
+    #: empty without a certificate or when the session does not say (a resumed session).
+    peer_chain: tuple[bytes, ...] = ()
+    #: ``scheme://host:port`` the client addressed when the request came in on the mutual-TLS
+    #: listener, whose ``base_url`` then names the main listener on the same host (so issuers
+    #: and discovery documents are the tenant's); empty on the main listener.
+    mtls_base_url: str = ""
+
+    @property
+    def addressed_base_url(self) -> str:
+        """``scheme://host[:port]`` of the listener the client sent this request to."""
+        return self.mtls_base_url or self.base_url
 
     def header_values(self, name: str) -> list[str]:
         """Every value of header ``name`` (any case), in the order they came."""
@@ -128,6 +143,13 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "certauth-emulator"
     sys_version = ""
     server: EmulatorHTTPServer
+    peer_certificate: bytes | None = None
+    peer_chain: tuple[bytes, ...] = ()
+
+    def setup(self) -> None:
+        """Read the client's certificate once per connection (the handshake is done)."""
+        super().setup()
+        self.peer_certificate, self.peer_chain = _peer_certificates(self.connection)
 
     def parse_request(self) -> bool:
         # http.server reads the header block inside parse_request: once it returns, the
@@ -178,6 +200,8 @@ class _Handler(BaseHTTPRequestHandler):
             base_url=self.server.base_url_for(headers.get("host")),
             client_address=str(self.client_address[0]) if self.client_address else "",
             header_items=tuple((k.lower(), v) for k, v in self.headers.items()),
+            peer_certificate=self.peer_certificate,
+            peer_chain=self.peer_chain,
         )
         try:
             response = self.server.app(request)
@@ -511,6 +535,37 @@ def _abort(conn: socket.socket) -> None:
     # shutdown() wakes a thread blocked in recv() on this socket; close() alone would not.
     with contextlib.suppress(OSError):
         conn.shutdown(socket.SHUT_RDWR)
+
+
+def _peer_certificates(conn: socket.socket) -> tuple[bytes | None, tuple[bytes, ...]]:
+    """The client's certificate (DER) and the chain the handshake verified for it."""
+    if not isinstance(conn, ssl.SSLSocket):
+        return None, ()
+    try:
+        der = conn.getpeercert(binary_form=True)
+    except (ValueError, OSError):  # the connection is already gone
+        return None, ()
+    if not der:
+        return None, ()
+    # Python 3.13 made get_verified_chain public (a list of DER bytes); 3.10-3.12 have it on
+    # the private SSL object, as certificate objects.
+    source: Any = conn if hasattr(conn, "get_verified_chain") else getattr(conn, "_sslobj", None)
+    try:
+        chain = source.get_verified_chain() if source is not None else None
+    except (AttributeError, ValueError, ssl.SSLError):
+        chain = None
+    if not chain:  # None after a resumed session: OpenSSL keeps no verified chain then
+        return der, ()
+    return der, tuple(
+        item if isinstance(item, bytes) else item.public_bytes(_der_encoding()) for item in chain
+    )
+
+
+def _der_encoding() -> int:
+    """The ``_ssl`` constant for DER output of its certificate objects."""
+    import _ssl
+
+    return int(getattr(_ssl, "ENCODING_DER", 2))
 
 
 def _content_length(values: list[str]) -> int:

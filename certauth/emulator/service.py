@@ -30,6 +30,7 @@ from certauth.emulator.dpop_checks import TokenEndpointDPoP
 from certauth.emulator.graph import GraphAPI
 from certauth.emulator.graph_checks import DEFAULT_MAX_KEY_CREDENTIALS, key_credential_json
 from certauth.emulator.keyvault import VaultHosting
+from certauth.emulator.mtls import ClientCAs, MtlsListener
 from certauth.emulator.registry import (
     DEFAULT_TENANT_ID,
     FEDERATED_AUDIENCE,
@@ -87,6 +88,12 @@ class Emulator(TokenEndpointControls, VaultHosting):
     key (``cnf.jkt``, ``token_type`` ``DPoP``); ``dpop_nonce=True`` makes proofs carry the
     server's nonce (:attr:`dpop_nonce`, :meth:`rotate_dpop_nonce`). See
     :mod:`certauth.emulator.dpop_checks`.
+
+    Mutual TLS (RFC 8705): with ``tls=True`` a second listener (:attr:`mtls_token_endpoint`)
+    asks for a client certificate, authenticates apps by it (``self_signed_tls_client_auth``
+    for a registered certificate, ``tls_client_auth`` for one a CA in ``client_ca`` issued
+    with the subject given to :meth:`register`) and binds the tokens it issues to it
+    (``cnf.x5t#S256``). See :mod:`certauth.emulator.mtls`.
     """
 
     def __init__(
@@ -108,6 +115,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
         propagation_delay: float | None = None,
         max_key_credentials: int | None = None,
         dpop_nonce: bool = False,
+        client_ca: Sequence[str | os.PathLike[str]] = (),
     ) -> None:
         parsed = (
             config if isinstance(config, EmulatorConfig) or config is None else load_config(config)
@@ -132,6 +140,13 @@ class Emulator(TokenEndpointControls, VaultHosting):
         cap = DEFAULT_MAX_KEY_CREDENTIALS if max_key_credentials is None else max_key_credentials
         if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
             raise InvalidArgumentError(f"max_key_credentials must be 1 or more: {cap!r}")
+        if client_ca and not tls:
+            raise InvalidArgumentError(
+                "client_ca is for the mutual-TLS listener, which runs with tls=True (--tls)"
+            )
+        client_cas = ClientCAs.load(
+            [client_ca] if isinstance(client_ca, str | os.PathLike) else client_ca
+        )
         self.host = host
         self.clock = clock if isinstance(clock, Clock) else Clock(clock)
         policy = Policy(
@@ -159,6 +174,17 @@ class Emulator(TokenEndpointControls, VaultHosting):
             cae_token_lifetime=cae_token_lifetime,
             dpop=TokenEndpointDPoP(require_nonce=bool(dpop_nonce)),
         )
+        self._token_endpoint.client_ca_anchors = client_cas.anchors
+        self._mtls = (
+            MtlsListener(
+                registry=self.registry,
+                client_cas=client_cas,
+                handle=self._handle,
+                main_port=lambda: self.port,
+            )
+            if tls
+            else None
+        )
         self._revocations = RevocationList()
         self._graph = GraphAPI(
             registry=self.registry,
@@ -182,6 +208,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
                 revocations=self._revocations,
             ),
             graph=self._graph,
+            mtls_port=lambda: self._mtls.port if self._mtls is not None else None,
         )
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -233,7 +260,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
         """Bind and serve in a background thread (idempotent). Returns ``self``."""
         if self._server is not None:
             return self
-        context = None
+        context = files = None
         if self._tls:
             from certauth.emulator.tls import generate_tls_files, server_context
 
@@ -277,11 +304,23 @@ class Emulator(TokenEndpointControls, VaultHosting):
         )
         self._thread.start()
         log.info("emulator listening on %s (tenant %s)", self.authority_host, self.tenant_id)
+        if self._mtls is not None and files is not None:
+            try:
+                self._mtls.start(self.host, files, self._limits)
+            except OSError as exc:
+                self.stop()
+                from certauth.errors import ConfigurationError
+
+                raise ConfigurationError(
+                    f"cannot listen for mutual TLS on {self.host}: {exc.strerror or exc}"
+                ) from None
         return self
 
     def stop(self) -> None:
         """Stop serving, close connections and remove generated TLS files (idempotent)."""
         self._stop_vaults()
+        if self._mtls is not None:
+            self._mtls.stop()
         server, thread = self._server, self._thread
         self._server = self._thread = None
         if server is not None:
@@ -378,6 +417,13 @@ class Emulator(TokenEndpointControls, VaultHosting):
         return f"{self.authority_host}/graph"
 
     @property
+    def mtls_token_endpoint(self) -> str | None:
+        """With ``tls=True``: the v2 token endpoint on the mutual-TLS listener (RFC 8705 section
+        5's alias), where a TLS client certificate authenticates and binds; ``None`` without."""
+        base = self._mtls.base_url if self._mtls is not None else None
+        return f"{base}/{self.tenant_id}/oauth2/v2.0/token" if base is not None else None
+
+    @property
     def ca_file(self) -> str | None:
         """With ``tls=True``: the PEM file of the CA that signed the server certificate."""
         return str(self._ca_file) if self._ca_file is not None else None
@@ -394,6 +440,8 @@ class Emulator(TokenEndpointControls, VaultHosting):
         }
         if self.ca_file is not None:
             result["ca_file"] = self.ca_file
+        if self.mtls_token_endpoint is not None:
+            result["mtls_token_endpoint"] = self.mtls_token_endpoint
         return result
 
     # -- the directory ----------------------------------------------------------------------
@@ -416,12 +464,17 @@ class Emulator(TokenEndpointControls, VaultHosting):
         roles: Sequence[str] | Mapping[str, Sequence[str]] = (),
         tenant: str | None = None,
         display_name: str | None = None,
+        tls_client_auth_subject_dn: str | None = None,
     ) -> App:
         """Register an app, or add a certificate and roles to one (like uploading a key).
 
         ``certificate`` is a :class:`~certauth.certificates.Certificate`, a path, or file bytes
         (PEM/DER/PFX; only the public part is used). ``roles`` are app roles granted on every
-        resource, or ``{resource: [roles]}`` for specific ones.
+        resource, or ``{resource: [roles]}`` for specific ones. ``tls_client_auth_subject_dn``
+        (RFC 4514, e.g. ``"CN=billing,O=Contoso"``) lets the app authenticate on the mutual-TLS
+        listener with any certificate a client CA issued with that subject (``tls_client_auth``,
+        RFC 8705 section 2.1); its certificates work there as themselves
+        (``self_signed_tls_client_auth``, section 2.2).
         """
         certs = []
         if certificate is not None:
@@ -435,7 +488,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
             )
         return self.registry.register_app(
             self._tenant(tenant), client_id, certificates=certs, roles=roles,
-            display_name=display_name,
+            display_name=display_name, tls_client_auth_subject_dn=tls_client_auth_subject_dn,
         )  # fmt: skip
 
     def register_secret(

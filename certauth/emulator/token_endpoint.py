@@ -10,6 +10,7 @@ Entra's error response.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from certauth.emulator.checks import (
 from certauth.emulator.clock import Clock
 from certauth.emulator.dpop_checks import TokenEndpointDPoP
 from certauth.emulator.registry import Registry
+from certauth.emulator.requests import PeerCertificate
 from certauth.emulator.responses import error_response, json_response, trace_headers
 from certauth.emulator.server import HttpRequest, HttpResponse
 from certauth.emulator.tokens import (
@@ -61,7 +63,9 @@ class TokenEndpoint:
 
     ``policy``, ``token_lifetime`` and ``cae_token_lifetime`` (for clients that declared the
     CAE capability) are read at every request, so changing them applies to the next one.
-    ``dpop`` checks the requests' DPoP proofs and holds the server's nonces.
+    ``dpop`` checks the requests' DPoP proofs and holds the server's nonces;
+    ``client_ca_anchors`` (SHA-256 of each client CA certificate) tell a TLS client certificate
+    a client CA issued from a registered one trusted as itself (RFC 8705 section 2.1).
     """
 
     #: How many ``claims`` values :attr:`claims_received` keeps (the oldest go first).
@@ -87,6 +91,7 @@ class TokenEndpoint:
         #: The ``jti`` values strict mode has seen.
         self.replay = ReplayCache()
         self.dpop = dpop if dpop is not None else TokenEndpointDPoP()
+        self.client_ca_anchors: frozenset[bytes] = frozenset()
         self._lock = threading.Lock()
         self._request_count = 0
         self._last_thumbprint: str | None = None
@@ -177,15 +182,20 @@ class TokenEndpoint:
                 return _fault_response(fault)
         form = _parse_form(request)
         self._record_claims(form.get("claims"))
-        url = f"{request.base_url}{request.path}"
+        # The URL as the client addressed it (the mutual-TLS listener's own port there): what
+        # an assertion's aud and a DPoP proof's htu name.
+        url = f"{request.addressed_base_url}{request.path}"
+        peer = self._peer(request)
         token_request = TokenRequest(
             endpoint=endpoint,
             tenant=tenant,
             url=url,
-            base_url=request.base_url,
+            base_url=request.addressed_base_url,
             form=form,
             policy=policy,
             authorization=request.headers.get("authorization"),
+            mtls=bool(request.mtls_base_url),
+            peer=peer,
         )
         now = self.clock.time()
         try:
@@ -205,10 +215,24 @@ class TokenEndpoint:
                 endpoint,
             )
             return self._error_response(error, request)
+        if peer is not None:
+            # RFC 8705 section 3.1: a token issued over mutual TLS names the client
+            # certificate, however the client authenticated (section 3).
+            grant = dataclasses.replace(grant, cnf=(*grant.cnf, ("x5t#S256", peer.x5t_s256)))
         if proof is not None:
             # RFC 9449 section 6.1: the token names the proof key's thumbprint.
             grant = dataclasses.replace(grant, cnf=(*grant.cnf, ("jkt", proof.jkt)))
         return self._issue(grant, request, now)
+
+    def _peer(self, request: HttpRequest) -> PeerCertificate | None:
+        """The client certificate of a request on the mutual-TLS listener."""
+        if not request.mtls_base_url or request.peer_certificate is None:
+            return None
+        chain = request.peer_chain
+        via_client_ca = (
+            hashlib.sha256(chain[-1]).digest() in self.client_ca_anchors if chain else None
+        )
+        return PeerCertificate(request.peer_certificate, via_client_ca)
 
     def _issue(self, grant: Grant, request: HttpRequest, now: float) -> HttpResponse:
         base = request.base_url

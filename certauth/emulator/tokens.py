@@ -46,7 +46,9 @@ LONG_LIVED = 7200
 RETIRED_KEYS_KEPT = 2
 
 Endpoint = Literal["v2", "v1", "b2c"]
-AuthMethod = Literal["certificate", "secret", "federated"]
+AuthMethod = Literal[
+    "certificate", "secret", "federated", "tls_client_auth", "self_signed_tls_client_auth"
+]
 
 
 @dataclass(frozen=True)
@@ -164,11 +166,12 @@ class Grant:
 def access_token_claims(grant: Grant, *, issuer: str, now: float, lifetime: int) -> dict[str, Any]:
     """The claims of an app-only access token (Entra ID v2 shape).
 
-    ``azpacr``/``appidacr`` are "2" for certificate and federated assertions and "1" for a
-    client secret. B2C tokens carry the granted permissions as ``scp`` (B2C returns the API
-    scopes granted to the app), Entra tokens as ``roles`` (omitted when empty, as Entra does).
-    A ``claims`` request's client capabilities become ``xms_cc`` and its ``nbf`` raises
-    ``iat``/``nbf`` (:mod:`certauth.emulator.cae`); a bound token carries ``cnf``.
+    ``azpacr``/``appidacr`` are "2" for certificate and federated assertions and TLS client
+    certificates, "1" for a client secret. B2C tokens carry the granted permissions as ``scp``
+    (B2C returns the API scopes granted to the app), Entra tokens as ``roles`` (omitted when
+    empty, as Entra does). A ``claims`` request's client capabilities become ``xms_cc`` and its
+    ``nbf`` raises ``iat``/``nbf`` (:mod:`certauth.emulator.cae`); a bound token carries
+    ``cnf``.
     """
     acr = "1" if grant.auth_method == "secret" else "2"
     issued = issued_at(grant, now)

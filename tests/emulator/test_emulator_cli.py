@@ -107,17 +107,29 @@ def test_cli_tls_ca_file_is_trusted_by_httpx(tmp_path: Path) -> None:
         process,
         info,
     ):
-        assert set(info) == READY_KEYS | {"ca_file"}
+        assert set(info) == READY_KEYS | {"ca_file", "mtls_token_endpoint"}
         assert Path(info["ca_file"]).parent == tls_dir
         assert info["tenant"] != "contoso.test"  # a domain gets a stable GUID
+        mtls = info["mtls_token_endpoint"]
+        assert mtls.startswith("https://127.0.0.1:")
+        assert mtls.endswith(f"/{info['tenant']}/oauth2/v2.0/token")
+        assert mtls != info["token_endpoint"]
         with httpx.Client(verify=ssl.create_default_context(cafile=info["ca_file"])) as http:
             doc = http.get(
                 f"{info['authority_host']}/contoso.test/v2.0/.well-known/openid-configuration"
-            )
-            assert doc.json()["token_endpoint"] == info["token_endpoint"]
+            ).json()
+            assert doc["token_endpoint"] == info["token_endpoint"]
+            assert doc["mtls_endpoint_aliases"] == {"token_endpoint": mtls}
         process.send_signal(signal.SIGINT)  # Ctrl-C
-        process.communicate(timeout=10)
+        out, _ = process.communicate(timeout=10)
     assert process.returncode == 0
+    # The printed lines: the same values, in this order, the mutual-TLS endpoint last.
+    printed = [tuple(line.split(": ", 1)) for line in out.strip().splitlines()]
+    assert [name for name, _ in printed] == [
+        "tenant", "issuer", "token_endpoint", "jwks_uri", "authority_host", "graph_url",
+        "ca_file", "mtls_token_endpoint",
+    ]  # fmt: skip
+    assert dict(printed) == info
 
 
 def test_cli_json_config(tmp_path: Path, rsa_cert: Certificate) -> None:

@@ -131,6 +131,8 @@ KINDS: dict[str, str] = {
     "--env-file": "outfile",
     "--register": "pair-file",
     "--secret": "pair-env",
+    "--client-ca": "infile",
+    "--register-tls-client": "pair-dn",
     "--resource": "text",
     "emulator --host": "bindhost",
     "emulator --tenant": "tenant",
@@ -355,6 +357,12 @@ PAIR_ENVS = [
     _h("unset", "app=CERTAUTH_SWEEP_UNSET", 3),
     _h("long-var", f"app={LONG}", 2, 3),
 ]
+PAIR_DNS = [
+    *PAIRS,
+    _h("bad-dn", "app=not a dn", 2),
+    _h("newline-dn", "app=CN=a\r\nO=b", 2),
+    _h("long-dn", f"app=CN={LONG}", 0, 2),
+]
 TOKENS = [
     _h("empty", "", 3),
     _h("stdin-empty", "-", 3),
@@ -380,6 +388,7 @@ VALUES: dict[str, list[Hostile]] = {
     "envvar": ENV_VARS,
     "pair-file": PAIR_FILES,
     "pair-env": PAIR_ENVS,
+    "pair-dn": PAIR_DNS,
     "token": TOKENS,
 }
 
@@ -648,6 +657,7 @@ ADJUST: dict[str, tuple[tuple[str, ...], tuple[tuple[str, str | None], ...]]] = 
         (("--output", "curl-config"), ("--htu", "https://api.example/items")),
     ),
     "token --htu": ((), (("--output", "curl-config"),)),
+    "emulator --client-ca": ((), (("--tls", None),)),
     # The PKCS#11 options act only with a pkcs11: key (no token is needed to refuse them).
     **{
         f"cert {command} {flag}": ((), ((option, "pkcs11:token=sweep;object=sweep"),))
