@@ -35,8 +35,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from certauth.cae import declares_cae
+from certauth.dpop import JtiCache
 from certauth.emulator.cae import RevocationList, bearer_challenge, claims_challenge_header
 from certauth.emulator.clock import Clock
+from certauth.emulator.dpop_checks import DPOP_SIGNING_ALGS, DPoPNonces
 from certauth.emulator.registry import EMULATOR_ROUTES, Registry
 from certauth.emulator.responses import json_response
 from certauth.emulator.server import HttpRequest, HttpResponse
@@ -62,11 +64,17 @@ class EmulatorApi:
         keys: KeyRing,
         clock: Clock,
         revocations: RevocationList,
+        dpop_nonces: DPoPNonces | None = None,
     ) -> None:
         self.registry = registry
         self.keys = keys
         self.clock = clock
         self.revocations = revocations
+        #: The server nonces DPoP proofs must carry when they are required (RFC 9449 section 9:
+        #: a resource server may demand them too; this one shares the token endpoint's).
+        self.dpop_nonces = dpop_nonces
+        #: Proofs seen by this API, so a replayed one is refused (RFC 9449 section 11.1).
+        self.seen_jti = JtiCache()
 
     def handle(self, request: HttpRequest, route: list[str]) -> HttpResponse:
         """Answer ``/_emulator/{route...}``."""
@@ -88,19 +96,18 @@ class EmulatorApi:
     # -- the protected test API -------------------------------------------------------------
 
     def resource(self, request: HttpRequest) -> HttpResponse:
-        """Verify the bearer token and apply CAE revocation, as a CAE-aware API does."""
+        """Verify the token (and what binds it: the client certificate of a
+        certificate-bound token, the proof of a DPoP-bound one) and apply CAE revocation, as a
+        CAE-aware API does."""
         authorization_uri = f"{request.base_url}/common/oauth2/authorize"
         scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
         token = token.strip()
-        if scheme.lower() != "bearer" or not token:
+        if scheme.lower() not in ("bearer", "dpop") or not token:
             return _unauthorized(bearer_challenge(authorization_uri), "Access token is empty.")
         try:
-            claims = self._verify(token, request.base_url)
+            claims = self._verify(token, request, scheme)
         except TokenValidationError as exc:
-            challenge = bearer_challenge(
-                authorization_uri, error="invalid_token", error_description=_header_text(str(exc))
-            )
-            return _unauthorized(challenge, str(exc))
+            return self._refused(exc, authorization_uri, scheme)
         tenant_id = str(claims.get("tid", ""))
         client_id = str(claims.get("azp") or claims.get("appid") or "")
         revoked_at = self.revocations.revoked_at(tenant_id, client_id)
@@ -127,9 +134,42 @@ class EmulatorApi:
         }
         if "xms_cc" in claims:
             summary["xms_cc"] = claims["xms_cc"]
-        return json_response(200, summary)
+        if "cnf" in claims:
+            summary["cnf"] = claims["cnf"]
+        response = json_response(200, summary)
+        self._announce_nonce(response)
+        return response
 
-    def _verify(self, token: str, base_url: str) -> dict[str, Any]:
+    def _refused(
+        self, exc: TokenValidationError, authorization_uri: str, scheme: str
+    ) -> HttpResponse:
+        """401 for a token (or its binding) that failed: Bearer ``invalid_token`` (RFC 6750
+        section 3.1, and RFC 8705 section 3 for a certificate that does not match), or for a
+        DPoP request the DPoP scheme's ``invalid_dpop_proof`` / ``use_dpop_nonce`` (RFC 9449
+        sections 7.1 and 9)."""
+        description = _header_text(str(exc))
+        if scheme.lower() == "dpop" or exc.check.startswith("dpop_") or exc.check == "cnf_jkt":
+            nonce = exc.check == "dpop_nonce"
+            error = "use_dpop_nonce" if nonce else "invalid_dpop_proof"
+            if exc.check in ("dpop_unbound", "dpop_scheme"):
+                error = "invalid_token"
+            algs = " ".join(DPOP_SIGNING_ALGS)
+            challenge = f'DPoP algs="{algs}", error="{error}", error_description="{description}"'
+            response = _unauthorized(challenge, str(exc))
+            self._announce_nonce(response)
+            return response
+        challenge = bearer_challenge(
+            authorization_uri, error="invalid_token", error_description=description
+        )
+        return _unauthorized(challenge, str(exc))
+
+    def _announce_nonce(self, response: HttpResponse) -> None:
+        # RFC 9449 section 9: the nonce the next proof to this API must carry.
+        nonce = self.dpop_nonces.current if self.dpop_nonces is not None else None
+        if nonce is not None:
+            response.headers["DPoP-Nonce"] = nonce
+
+    def _verify(self, token: str, request: HttpRequest, scheme: str) -> dict[str, Any]:
         from certauth.verify import TokenVerifier, decode_unverified
 
         _, unverified = decode_unverified(token)
@@ -142,12 +182,32 @@ class EmulatorApi:
             aud = unverified.get("aud")
             audiences = [aud] if isinstance(aud, str) and aud else ["(no audience)"]
         verifier = TokenVerifier(
-            issuer=f"{base_url}/{{tenantid}}/v2.0",
+            issuer=f"{request.base_url}/{{tenantid}}/v2.0",
             jwks=self.keys.jwks(),
             audience=audiences,
+            dpop_jti_cache=self.seen_jti,
         )
+        accepted = self.dpop_nonces.accepted() if self.dpop_nonces is not None else ()
+        proofs = request.header_values("dpop")
         with verifier:
-            claims = verifier.verify(token, now=self.clock.time())
+            for nonce in accepted or (None,):
+                try:
+                    claims = verifier.verify(
+                        token,
+                        now=self.clock.time(),
+                        # What binds a token (RFC 8705 section 3, RFC 9449 section 7.1): the
+                        # certificate this connection presented, the request's DPoP proof.
+                        client_certificate=request.peer_certificate,
+                        dpop_proof=proofs or None,
+                        htm=request.method,
+                        htu=f"{request.addressed_base_url}{request.path}",
+                        dpop_nonce=nonce,
+                        scheme=scheme,
+                    )
+                    break
+                except TokenValidationError as exc:
+                    if exc.check != "dpop_nonce" or nonce == accepted[-1]:
+                        raise
         if tenant is None:
             raise TokenValidationError(
                 f"the token's tenant {unverified.get('tid')!r} is not a tenant of this emulator",

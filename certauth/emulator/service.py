@@ -206,6 +206,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
                 keys=self._keys,
                 clock=self.clock,
                 revocations=self._revocations,
+                dpop_nonces=self._token_endpoint.dpop.nonces,
             ),
             graph=self._graph,
             mtls_port=lambda: self._mtls.port if self._mtls is not None else None,
@@ -399,9 +400,11 @@ class Emulator(TokenEndpointControls, VaultHosting):
 
     @property
     def resource_url(self) -> str:
-        """A protected test API that checks bearer tokens as a CAE-aware Microsoft API does:
-        ``200`` with a summary of a valid token, ``401`` ``invalid_token`` otherwise, and the
-        ``insufficient_claims`` challenge for a CAE token issued before :meth:`revoke`."""
+        """A protected test API that checks tokens as a CAE-aware Microsoft API does: ``200``
+        with a summary of a valid token, ``401`` ``invalid_token`` otherwise, and the
+        ``insufficient_claims`` challenge for a CAE token issued before :meth:`revoke`. A
+        bound token must come with what binds it: a DPoP proof (``Authorization: DPoP``), or
+        over :attr:`mtls_resource_url` with its client certificate."""
         return f"{self.authority_host}/_emulator/resource"
 
     @property
@@ -422,6 +425,14 @@ class Emulator(TokenEndpointControls, VaultHosting):
         5's alias), where a TLS client certificate authenticates and binds; ``None`` without."""
         base = self._mtls.base_url if self._mtls is not None else None
         return f"{base}/{self.tenant_id}/oauth2/v2.0/token" if base is not None else None
+
+    @property
+    def mtls_resource_url(self) -> str | None:
+        """With ``tls=True``: :attr:`resource_url` on the mutual-TLS listener, where a
+        certificate-bound token is accepted from the client presenting its certificate
+        (RFC 8705 section 3); ``None`` without."""
+        base = self._mtls.base_url if self._mtls is not None else None
+        return f"{base}/_emulator/resource" if base is not None else None
 
     @property
     def ca_file(self) -> str | None:

@@ -190,6 +190,7 @@ def test_self_signed_certificate_authenticates_and_binds(
         issuer=tenant.issuer,
         audience="api://things",
         verify=tenant.ca_file,
+        client_certificate=ec_client_cert.der,
     )
     assert verified["cnf"]["x5t#S256"] == ec_client_cert.x5t_s256
     assert tenant.last_thumbprint == ec_client_cert.x5t_s256

@@ -1,0 +1,303 @@
+"""Sender-constrained tokens end to end against the emulator: certauth's credentials get tokens
+bound to the certificate (RFC 8705) or to a DPoP key (RFC 9449), call the emulator's protected
+API with what binds them (the library's http_client/BearerAuth, and the CLI's curl config fed
+to the real curl), and a stolen token is refused in every way it could be replayed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _cert_helpers import run_cli
+
+from certauth import AsyncCertificateCredential, BearerAuth, CertificateCredential
+from certauth.certificates import Certificate
+from certauth.dpop import DPoPKey, make_proof
+from certauth.emulator import Emulator
+
+APP = "5a1e5c0d-0000-4000-8000-0000000000b5"
+OTHER_APP = "5a1e5c0d-0000-4000-8000-0000000000b6"
+SCOPE = "api://things/.default"
+
+
+@pytest.fixture(scope="module")
+def tenant(rsa_cert: Certificate, other_rsa_cert: Certificate) -> Iterator[Emulator]:
+    with Emulator(tls=True) as emulator:
+        emulator.register(APP, rsa_cert)
+        emulator.register(OTHER_APP, other_rsa_cert)
+        yield emulator
+
+
+def _pem(certificate: Certificate, folder: Path, name: str) -> Path:
+    path = folder / f"{name}.pem"
+    path.write_bytes(certificate.private_key_pem() + certificate.pem)
+    path.chmod(0o600)
+    return path
+
+
+@pytest.fixture
+def pem(rsa_cert: Certificate, tmp_path: Path) -> Path:
+    return _pem(rsa_cert, tmp_path, "app")
+
+
+def _mtls_credential(tenant: Emulator, pem: Path, **kwargs: Any) -> CertificateCredential:
+    return CertificateCredential(
+        None, APP, pem, issuer=tenant.issuer, verify=tenant.ca_file, mtls=True, **kwargs
+    )
+
+
+def _stranger_client(tenant: Emulator, certificate: Path | None = None) -> httpx.Client:
+    """An HTTP client of someone who stole the token: the emulator's CA, and their own
+    certificate (or none)."""
+    import ssl
+
+    context = ssl.create_default_context(cafile=tenant.ca_file)
+    if certificate is not None:
+        context.load_cert_chain(certificate)
+    return httpx.Client(verify=context, timeout=10)
+
+
+# -- certificate-bound tokens (RFC 8705) -----------------------------------------------------
+
+
+def test_mtls_token_and_api_call_with_the_same_certificate(
+    tenant: Emulator, pem: Path, rsa_cert: Certificate
+) -> None:
+    with _mtls_credential(tenant, pem) as credential:
+        token = credential.get_token(SCOPE).token
+        assert tenant.mtls_resource_url is not None
+        with credential.http_client(SCOPE) as api:
+            answer = api.get(tenant.mtls_resource_url)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+    assert answer.json()["azp"] == APP
+    assert token  # the same token http_client's BearerAuth sent (cached)
+
+
+def test_the_async_credential_calls_the_api_over_mtls(
+    tenant: Emulator, pem: Path, rsa_cert: Certificate
+) -> None:
+    async def scenario() -> httpx.Response:
+        async with (
+            AsyncCertificateCredential(
+                None, APP, pem, issuer=tenant.issuer, verify=tenant.ca_file, mtls=True
+            ) as credential,
+            credential.http_client(SCOPE) as api,
+        ):
+            assert tenant.mtls_resource_url is not None
+            return await api.get(tenant.mtls_resource_url)
+
+    answer = asyncio.run(scenario())
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+
+
+def test_a_stolen_certificate_bound_token_is_refused(
+    tenant: Emulator, pem: Path, other_rsa_cert: Certificate, tmp_path: Path
+) -> None:
+    with _mtls_credential(tenant, pem) as credential:
+        token = credential.get_token(SCOPE).token
+    assert tenant.mtls_resource_url is not None
+    header = {"Authorization": f"Bearer {token}"}
+    thief_certificate = _pem(other_rsa_cert, tmp_path, "thief")
+    for thief, url in (
+        (_stranger_client(tenant), tenant.resource_url),  # no certificate at all
+        (_stranger_client(tenant), tenant.mtls_resource_url),  # mTLS listener, no certificate
+        (_stranger_client(tenant, thief_certificate), tenant.mtls_resource_url),  # another's
+    ):
+        with thief:
+            answer = thief.get(url, headers=header)
+        assert answer.status_code == 401, (url, answer.text)
+        assert 'error="invalid_token"' in answer.headers["www-authenticate"]
+        assert "cnf x5t#S256" in answer.json()["error"]["message"]
+
+
+def test_a_plain_token_still_works_on_the_mtls_listener(
+    tenant: Emulator, pem: Path, tmp_path: Path
+) -> None:
+    # Binding is opt-in: an unbound token does not become unusable where certificates are asked.
+    with CertificateCredential(
+        None, APP, pem, issuer=tenant.issuer, verify=tenant.ca_file
+    ) as credential:
+        token = credential.get_token(SCOPE).token
+    assert tenant.mtls_resource_url is not None
+    with _stranger_client(tenant) as client:
+        answer = client.get(tenant.mtls_resource_url, headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200, answer.text
+    assert "cnf" not in answer.json()
+
+
+# -- DPoP-bound tokens (RFC 9449) ------------------------------------------------------------
+
+
+def _dpop_credential(tenant: Emulator, pem: Path) -> CertificateCredential:
+    return CertificateCredential(
+        None, APP, pem, issuer=tenant.issuer, verify=tenant.ca_file, dpop=True
+    )
+
+
+def test_dpop_token_and_api_call_with_a_proof(tenant: Emulator, pem: Path) -> None:
+    with (
+        _dpop_credential(tenant, pem) as credential,
+        httpx.Client(verify=credential.ssl_context, auth=BearerAuth(credential, SCOPE)) as api,
+    ):
+        answer = api.get(tenant.resource_url)
+        assert credential.dpop_key is not None
+        jkt = credential.dpop_key.thumbprint
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cnf"] == {"jkt": jkt}
+
+
+def test_a_stolen_dpop_token_is_refused(tenant: Emulator, pem: Path) -> None:
+    with _dpop_credential(tenant, pem) as credential:
+        token = credential.get_token(SCOPE).token
+        honest = credential.make_dpop_proof("GET", tenant.resource_url, access_token=token)
+    url = tenant.resource_url
+    thief_key = DPoPKey.generate()
+    attempts = {
+        # As a bearer token, without a proof.
+        "bearer": ({"Authorization": f"Bearer {token}"}, "invalid_token"),
+        # With a proof the thief signs with their own key.
+        "own key": (
+            {
+                "Authorization": f"DPoP {token}",
+                "DPoP": make_proof(thief_key, htm="GET", htu=url, access_token=token),
+            },
+            "invalid_dpop_proof",
+        ),
+        # With a proof for another request.
+        "other request": (
+            {
+                "Authorization": f"DPoP {token}",
+                "DPoP": credential.make_dpop_proof("POST", url, access_token=token),
+            },
+            "invalid_dpop_proof",
+        ),
+    }
+    with _stranger_client(tenant) as thief:
+        # The honest proof works once; captured and replayed, it is refused.
+        first = thief.get(url, headers={"Authorization": f"DPoP {token}", "DPoP": honest})
+        assert first.status_code == 200, first.text
+        attempts["replayed proof"] = (
+            {"Authorization": f"DPoP {token}", "DPoP": honest},
+            "invalid_dpop_proof",
+        )
+        for name, (headers, error) in attempts.items():
+            answer = thief.get(url, headers=headers)
+            assert answer.status_code == 401, (name, answer.text)
+            assert f'error="{error}"' in answer.headers["www-authenticate"], name
+
+
+def test_bearer_auth_answers_the_apis_nonce_demand(
+    rsa_cert: Certificate, pem: Path, tmp_path: Path
+) -> None:
+    with Emulator(tls=True, dpop_nonce=True) as emulator:
+        emulator.register(APP, rsa_cert)
+        with (
+            _dpop_credential(emulator, pem) as credential,
+            httpx.Client(verify=credential.ssl_context, auth=BearerAuth(credential, SCOPE)) as api,
+        ):
+            assert api.get(emulator.resource_url).status_code == 200
+            emulator.rotate_dpop_nonce()
+            emulator.rotate_dpop_nonce()  # the nonce the client holds is no longer accepted
+            answer = api.get(emulator.resource_url)
+        assert answer.status_code == 200, answer.text
+
+
+# -- the CLI, with the real curl ------------------------------------------------------------
+
+
+def _curl(config: str) -> dict[str, Any]:
+    import json
+
+    done = subprocess.run(
+        ["curl", "--silent", "--show-error", "--fail-with-body", "--config", "-"],
+        input=config,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    body: dict[str, Any] = json.loads(done.stdout)
+    return body
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize("mode", ["--mtls", "--dpop"])
+def test_the_cli_curl_config_calls_the_api_with_what_binds_the_token(
+    tenant: Emulator,
+    pem: Path,
+    rsa_cert: Certificate,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    mode: str,
+) -> None:
+    url = tenant.mtls_resource_url if mode == "--mtls" else tenant.resource_url
+    assert url is not None
+    extra = ["--dpop-key", str(tmp_path / "dpop.key")] if mode == "--dpop" else []
+    result = run_cli(
+        capsys,
+        "token",
+        mode,
+        *extra,
+        "--client-id",
+        APP,
+        "--issuer",
+        tenant.issuer,
+        "--cert",
+        pem,
+        "--ca-file",
+        str(tenant.ca_file),
+        "--scope",
+        SCOPE,
+        "--output",
+        "curl-config",
+        "--htu",
+        url,
+    )
+    assert result.code == 0, result.err
+    assert result.out.startswith("# certauth: a curl config")
+    body = _curl(result.out)
+    if mode == "--mtls":
+        assert body["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+    else:
+        assert body["cnf"] == {"jkt": DPoPKey.from_private_key(_key(tmp_path)).thumbprint}
+    # Without what binds it (the token alone, as a bearer token), the same call is refused.
+    token_line = next(line for line in result.out.splitlines() if "Authorization" in line)
+    stripped = "\n".join(
+        line for line in result.out.splitlines() if line.startswith(("url", "cacert", "request"))
+    )
+    bare = stripped + "\n" + token_line.replace("DPoP ", "Bearer ") + "\n"
+    done = subprocess.run(
+        [
+            "curl",
+            "--silent",
+            "--output",
+            "/dev/null",
+            "--write-out",
+            "%{http_code}",
+            "--config",
+            "-",
+        ],
+        input=bare,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.stdout == "401"
+
+
+def _key(folder: Path) -> Any:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return load_pem_private_key((folder / "dpop.key").read_bytes(), password=None)
