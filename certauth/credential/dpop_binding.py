@@ -133,22 +133,17 @@ class DPoPBinding:
 
     def token_post(
         self, url: str, headers: Mapping[str, str], body: bytes, budget: Budget
-    ) -> Flow[Reply | Failure]:
+    ) -> Flow[tuple[Reply | Failure, bool]]:
         """Send one attempt of a token request (``POST url`` with ``headers`` and ``body``)
-        with a fresh proof (section 5). A demand for a nonce (section 8) is answered at once,
-        once, with a fresh proof carrying it, within what is left of ``budget``; a second
-        demand is the answer returned (the caller reads it as the OAuth error it is)."""
+        with a fresh proof (section 5); the answer, and whether it demands a nonce (section
+        8), which is then remembered for the request sent again. The caller sends it again
+        with a fresh assertion: a server refuses an assertion ``jti`` it has seen (RFC 7523
+        section 3, item 7)."""
         answer = yield from self._post(url, headers, body, budget)
-        if isinstance(answer, Reply) and self.demands_nonce(
-            url,
-            answer.status,
-            answer.headers,
-            _json_object(answer.body) if answer.status == 400 else None,
-        ):
-            answer = yield from self._post(url, headers, body, budget)
-            if isinstance(answer, Reply):
-                self.remember(url, answer.headers)
-        return answer
+        if not isinstance(answer, Reply):
+            return answer, False
+        body_json = _json_object(answer.body) if answer.status == 400 else None
+        return answer, self.demands_nonce(url, answer.status, answer.headers, body_json)
 
     def _post(
         self, url: str, headers: Mapping[str, str], body: bytes, budget: Budget

@@ -383,6 +383,7 @@ class Planner:
             yield from call(auth.maybe_reload, self.clock())
         scopes = normalize_scopes(scopes, entra=authority.is_entra)
         attempt = 0
+        nonce_demanded = False
         while True:
             attempt += 1
             now = self.clock()
@@ -411,8 +412,17 @@ class Planner:
                 answer = yield Send("POST", request.url, headers, request.body, timeout=budget.left)
                 budget.charge(answer.elapsed)
             else:
-                # RFC 9449 sections 5 and 8: a fresh proof per attempt; a nonce demand answered.
-                answer = yield from self.dpop.token_post(request.url, headers, request.body, budget)
+                # RFC 9449 sections 5 and 8: a fresh proof per attempt.
+                answer, demand = yield from self.dpop.token_post(
+                    request.url, headers, request.body, budget
+                )
+                if demand and not nonce_demanded:
+                    # The server's nonce, asked for once: sent again at once with it (and a
+                    # fresh assertion), not counted as a failed attempt; a second demand is
+                    # the error it reads as below.
+                    nonce_demanded = True
+                    attempt -= 1
+                    continue
             delay = retry_delay(
                 answer,
                 attempt,

@@ -21,6 +21,7 @@ from _oidc_provider import (
     OidcProvider,
     ca_issued,
     oidc_provider,
+    private_key_jwt_client,
     require_peer,
     self_signed_client,
     tls_client,
@@ -36,6 +37,9 @@ pytestmark = pytest.mark.interop
 SELF_SIGNED = "certauth-self-signed"
 PKI = "certauth-pki"
 PKI_SUBJECT = "CN=certauth-pki,O=Contoso"
+DPOP = "certauth-dpop"
+DPOP_NONCE = "certauth-dpop-nonce"
+API = "https://api.example.test/items"
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,9 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory: pytest.TempPathFactory, ec_cert: Certificate) -> Iterator[Setup]:
+def setup(
+    tmp_path_factory: pytest.TempPathFactory, ec_cert: Certificate, rsa_cert: Certificate
+) -> Iterator[Setup]:
     require_peer()
     folder = tmp_path_factory.mktemp("oidc-provider-certauth")
     root = ca_issued("CN=Contoso Root CA", None, ca=True, days=365)
@@ -63,15 +69,21 @@ def setup(tmp_path_factory: pytest.TempPathFactory, ec_cert: Certificate) -> Ite
         "self-signed": Client(ec_cert, *write_client_files(folder, "self-signed", ec_cert)),
         "pki": Client(pki, *write_client_files(folder, "pki", pki, intermediate)),
         "stranger": Client(stranger, *write_client_files(folder, "stranger", stranger)),
+        "jwt": Client(rsa_cert, *write_client_files(folder, "jwt", rsa_cert)),
     }
     root_file = folder / "root-ca.pem"
     root_file.write_bytes(root.pem)
     registrations = [
         self_signed_client(SELF_SIGNED, ec_cert),
         tls_client(PKI, pki.x509.subject.rfc4514_string()),
+        private_key_jwt_client(DPOP, rsa_cert, dpop_bound=True),
+        private_key_jwt_client(DPOP_NONCE, rsa_cert, dpop_bound=True),
     ]
     with oidc_provider(
-        registrations, client_ca_files=[root_file], directory=folder / "peer"
+        registrations,
+        client_ca_files=[root_file],
+        dpop_nonce=[DPOP_NONCE],
+        directory=folder / "peer",
     ) as peer:
         yield Setup(peer, clients)
 
@@ -183,3 +195,58 @@ def test_certauths_verifier_accepts_the_bound_token_only_with_its_certificate(
             token, client_certificate=setup.clients["stranger"].certificate.pem, **checks
         )
     assert other.value.check == "cnf_x5t#S256"
+
+
+# -- DPoP (RFC 9449) ---------------------------------------------------------------------------
+
+
+def _dpop_credential(setup: Setup, client_id: str) -> CertificateCredential:
+    client = setup.clients["jwt"]
+    return CertificateCredential(
+        None,
+        client_id,
+        client.cert_file,
+        key_path=client.key_file,
+        issuer=setup.peer.issuer,
+        verify=str(setup.peer.ca_file),
+        dpop=True,
+    )
+
+
+@pytest.mark.parametrize("client_id", [DPOP, DPOP_NONCE])
+def test_dpop_bound_tokens_verify_with_their_proof_only(setup: Setup, client_id: str) -> None:
+    from certauth import verify_access_token
+    from certauth.dpop import DPoPKey, make_proof
+    from certauth.errors import TokenValidationError
+
+    with _dpop_credential(setup, client_id) as credential:
+        info = credential.get_token_info(SCOPE)
+        proof = credential.make_dpop_proof("GET", API, access_token=info.token)
+        assert credential.dpop_key is not None
+        jkt = credential.dpop_key.thumbprint
+    assert info.token_type == "DPoP"
+    assert setup.peer.verified_claims(info.token)["cnf"] == {"jkt": jkt}
+    peer = setup.peer
+    checks = {"issuer": peer.issuer, "audience": peer.resource, "verify": str(peer.ca_file)}
+    request = {"htm": "GET", "htu": API, "scheme": "DPoP"}
+    claims = verify_access_token(info.token, dpop_proof=proof, **request, **checks)
+    assert claims["cnf"] == {"jkt": jkt}
+    # Stolen: presented as a bearer token, without a proof, or with the thief's own proof.
+    stolen: list[tuple[dict[str, str], str]] = [
+        ({"scheme": "Bearer"}, "dpop_scheme"),
+        ({**request}, "dpop_header"),
+        (
+            {
+                **request,
+                "dpop_proof": make_proof(
+                    DPoPKey.generate(), htm="GET", htu=API, access_token=info.token
+                ),
+            },
+            "cnf_jkt",
+        ),
+        ({**request, "dpop_proof": proof}, "dpop_replay"),
+    ]
+    for extra, check in stolen:
+        with pytest.raises(TokenValidationError) as refused:
+            verify_access_token(info.token, **extra, **checks)  # type: ignore[arg-type]
+        assert refused.value.check == check
