@@ -429,8 +429,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
     @property
     def mtls_resource_url(self) -> str | None:
         """With ``tls=True``: :attr:`resource_url` on the mutual-TLS listener, where a
-        certificate-bound token is accepted from the client presenting its certificate
-        (RFC 8705 section 3); ``None`` without."""
+        certificate-bound token is accepted with its certificate; ``None`` without."""
         base = self._mtls.base_url if self._mtls is not None else None
         return f"{base}/_emulator/resource" if base is not None else None
 
@@ -448,11 +447,14 @@ class Emulator(TokenEndpointControls, VaultHosting):
             "jwks_uri": self.jwks_uri,
             "authority_host": self.authority_host,
             "graph_url": self.graph_url,
+            "resource_url": self.resource_url,
         }
         if self.ca_file is not None:
             result["ca_file"] = self.ca_file
         if self.mtls_token_endpoint is not None:
             result["mtls_token_endpoint"] = self.mtls_token_endpoint
+        if self.mtls_resource_url is not None:
+            result["mtls_resource_url"] = self.mtls_resource_url
         return result
 
     # -- the directory ----------------------------------------------------------------------

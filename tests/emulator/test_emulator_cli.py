@@ -21,7 +21,9 @@ from certauth.certificates import Certificate
 from certauth.cli.main import main
 from certauth.emulator import DEFAULT_TENANT_ID, Emulator
 
-READY_KEYS = {"tenant", "issuer", "token_endpoint", "jwks_uri", "authority_host", "graph_url"}
+READY_KEYS = {
+    "tenant", "issuer", "token_endpoint", "jwks_uri", "authority_host", "graph_url", "resource_url"
+}  # fmt: skip
 
 
 @contextmanager
@@ -107,7 +109,7 @@ def test_cli_tls_ca_file_is_trusted_by_httpx(tmp_path: Path) -> None:
         process,
         info,
     ):
-        assert set(info) == READY_KEYS | {"ca_file", "mtls_token_endpoint"}
+        assert set(info) == READY_KEYS | {"ca_file", "mtls_token_endpoint", "mtls_resource_url"}
         assert Path(info["ca_file"]).parent == tls_dir
         assert info["tenant"] != "contoso.test"  # a domain gets a stable GUID
         mtls = info["mtls_token_endpoint"]
@@ -123,11 +125,11 @@ def test_cli_tls_ca_file_is_trusted_by_httpx(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)  # Ctrl-C
         out, _ = process.communicate(timeout=10)
     assert process.returncode == 0
-    # The printed lines: the same values, in this order, the mutual-TLS endpoint last.
+    # The printed lines: the same values, in this order, the mutual-TLS listener's last.
     printed = [tuple(line.split(": ", 1)) for line in out.strip().splitlines()]
     assert [name for name, _ in printed] == [
         "tenant", "issuer", "token_endpoint", "jwks_uri", "authority_host", "graph_url",
-        "ca_file", "mtls_token_endpoint",
+        "resource_url", "ca_file", "mtls_token_endpoint", "mtls_resource_url",
     ]  # fmt: skip
     assert dict(printed) == info
 

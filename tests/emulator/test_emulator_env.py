@@ -103,10 +103,11 @@ def test_readme_env_file_block_runs_as_written(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     # The emulator's start-up lines (its stdout is the shell's), then the token's client id.
     lines = proc.stdout.splitlines()
-    assert [line.split(":", 1)[0] for line in lines[:6]] == [
+    assert [line.split(":", 1)[0] for line in lines[:7]] == [
         "tenant", "issuer", "token_endpoint", "jwks_uri", "authority_host", "graph_url",
+        "resource_url",
     ]  # fmt: skip
-    assert lines[6:] == [f'  "appid": "{CLIENT_ID}",']
+    assert lines[7:] == [f'  "appid": "{CLIENT_ID}",']
     # The file is removed when the emulator stops (it would point at a server that is gone).
     deadline = time.monotonic() + 10
     while (tmp_path / "emulator.env").exists() and time.monotonic() < deadline:

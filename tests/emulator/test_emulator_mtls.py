@@ -530,7 +530,7 @@ def test_info_and_the_listener_follow_start_and_stop(tmp_path: Path) -> None:
         url = emulator.mtls_token_endpoint
         assert url is not None
         assert emulator.info()["mtls_token_endpoint"] == url
-        assert list(emulator.info())[-2:] == ["ca_file", "mtls_token_endpoint"]
+        assert list(emulator.info())[-3:] == ["ca_file", "mtls_token_endpoint", "mtls_resource_url"]
     assert emulator.mtls_token_endpoint is None
     with pytest.raises(httpx.ConnectError):
         httpx.get(url, verify=False, timeout=5)  # noqa: S501 - the port is closed; no trust needed
@@ -589,7 +589,10 @@ def test_cli_tls_client_ca_and_register_tls_client(
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
-    assert out.strip().splitlines()[-1] == f"mtls_token_endpoint: {url}"
+    assert out.strip().splitlines()[-2:] == [
+        f"mtls_token_endpoint: {url}",
+        f"mtls_resource_url: {url.split('/c3a7')[0]}/_emulator/resource",
+    ]
 
 
 @pytest.mark.parametrize(
