@@ -620,3 +620,21 @@ def test_the_docs_example_runs() -> None:
     blocks = re.findall(r"```python\n(.*?)```", section("emulator"), re.DOTALL)
     example = next(b for b in blocks if "tenant.mtls_token_endpoint" in b)
     exec(compile(example, "docs/emulator.md", "exec"), {})  # noqa: S102
+
+
+def test_certauths_mtls_client_with_a_ca_issued_certificate(ca_tenant: Emulator, pki: Pki) -> None:
+    # certauth's own client (not raw httpx): tls_client_auth by subject, the chain in the file.
+    from certauth import CertificateCredential
+
+    leaf, path = pki.issue(BILLING_DN)
+    with CertificateCredential(
+        None, BILLING, path, issuer=ca_tenant.issuer, verify=ca_tenant.ca_file, mtls=True
+    ) as credential:
+        token = credential.get_token("api://things/.default").token
+        assert ca_tenant.mtls_resource_url is not None
+        with credential.http_client("api://things/.default") as api:
+            answer = api.get(ca_tenant.mtls_resource_url)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cnf"] == {"x5t#S256": leaf.x5t_s256}
+    assert ca_tenant.last_thumbprint == leaf.x5t_s256
+    assert claims_of(token)["cnf"] == {"x5t#S256": leaf.x5t_s256}
