@@ -301,3 +301,42 @@ def _key(folder: Path) -> Any:
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
     return load_pem_private_key((folder / "dpop.key").read_bytes(), password=None)
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("cli_env")
+def test_the_curl_config_presents_a_password_protected_pfx(
+    tenant: Emulator,
+    rsa_cert: Certificate,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    pfx = tmp_path / "app.pfx"
+    pfx.write_bytes(rsa_cert.to_pfx(b"pfx-pass-1"))
+    monkeypatch.setenv("PFX_PASSWORD", "pfx-pass-1")
+    assert tenant.mtls_resource_url is not None
+    result = run_cli(
+        capsys,
+        "token",
+        "--mtls",
+        "--client-id",
+        APP,
+        "--issuer",
+        tenant.issuer,
+        "--cert",
+        pfx,
+        "--password-env",
+        "PFX_PASSWORD",
+        "--ca-file",
+        str(tenant.ca_file),
+        "--scope",
+        SCOPE,
+        "--output",
+        "curl-config",
+        "--htu",
+        tenant.mtls_resource_url,
+    )
+    assert result.code == 0, result.err
+    assert 'cert-type = "P12"' in result.out.splitlines()
+    assert _curl(result.out)["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
