@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import threading
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -66,13 +65,7 @@ class EmulatedVault:
         self._state = state
         self._api = api
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"certauth-keyvault-{state.name}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = server.serve_in_thread(f"certauth-keyvault-{state.name}")
 
     @property
     def name(self) -> str:

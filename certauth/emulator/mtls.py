@@ -150,13 +150,7 @@ class MtlsListener:
             (host, 0), self._route, scheme="https", tls=context, limits=limits
         )
         self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"certauth-emulator-mtls-{server.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = server.serve_in_thread(f"certauth-emulator-mtls-{server.port}")
         log.info("mutual-TLS listener on %s", server.default_base_url)
 
     def stop(self) -> None:

@@ -522,6 +522,18 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
             self.limits.log_interval,
         )
 
+    def serve_in_thread(self, name: str) -> threading.Thread:
+        """Serve from a daemon thread named ``name`` (started here; stop with ``shutdown``)."""
+        thread = threading.Thread(
+            target=self.serve_forever,
+            # How long shutdown() may wait for the serving loop to notice.
+            kwargs={"poll_interval": 0.05},
+            name=name,
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
     def server_close(self) -> None:
         """Stop accepting, close every open connection and the listening socket."""
         self._stopping.set()

@@ -296,14 +296,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
                 f"cannot listen on {self.host}:{self._requested_port}: {exc.strerror or exc}; "
                 "choose another --port (0 picks a free one)"
             ) from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            # How long stop() may wait for the serving loop to notice.
-            kwargs={"poll_interval": 0.05},
-            name=f"certauth-emulator-{self._server.port}",
-            daemon=True,
-        )
-        self._thread.start()
+        self._thread = self._server.serve_in_thread(f"certauth-emulator-{self._server.port}")
         log.info("emulator listening on %s (tenant %s)", self.authority_host, self.tenant_id)
         if self._mtls is not None and files is not None:
             try:
