@@ -250,3 +250,37 @@ def test_dpop_bound_tokens_verify_with_their_proof_only(setup: Setup, client_id:
         with pytest.raises(TokenValidationError) as refused:
             verify_access_token(info.token, **extra, **checks)  # type: ignore[arg-type]
         assert refused.value.check == check
+
+
+def test_the_cli_gets_a_dpop_token_bound_to_its_key_file(
+    setup: Setup, capsys: pytest.CaptureFixture[str], cli_env: None, tmp_path: Path
+) -> None:
+    from certauth.cli.dpop import load_or_create_key
+
+    client = setup.clients["jwt"]
+    key_file = tmp_path / "dpop.key"
+    result = run_cli(
+        capsys,
+        "token",
+        "--dpop",
+        "--dpop-key",
+        key_file,
+        "--client-id",
+        DPOP_NONCE,  # the server demands its nonce: answered by the CLI too
+        "--issuer",
+        setup.peer.issuer,
+        "--cert",
+        client.cert_file,
+        "--key",
+        client.key_file,
+        "--ca-file",
+        setup.peer.ca_file,
+        "--scope",
+        SCOPE,
+        "--json",
+    )
+    assert result.code == 0, result.err
+    body = json.loads(result.out)
+    assert body["token_type"] == "DPoP"
+    assert body["cnf"] == {"jkt": load_or_create_key(str(key_file)).thumbprint}
+    assert setup.peer.verified_claims(body["access_token"])["cnf"] == body["cnf"]
