@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -550,34 +549,6 @@ def test_redis_outage_never_fails_a_caller_and_the_cache_comes_back(
 # -- many processes ------------------------------------------------------------------------------
 
 
-class Fleet:
-    """Replica processes (see tests/_redis_fleet.py) started and stopped together."""
-
-    def __init__(self, replica: _redis_fleet.Replica, count: int) -> None:
-        ctx = _redis_fleet.context()
-        self.ready, self.out, self.go = ctx.Queue(), ctx.Queue(), ctx.Event()
-        self.processes = _redis_fleet.start(ctx, replica, count, self.ready, self.go, self.out)
-        for _ in range(count):
-            assert self.ready.get(timeout=60) == "ready"
-
-    def run(self) -> list[dict[str, Any]]:
-        """Let every replica get its tokens; their reports."""
-        self.go.set()
-        results = [self.out.get(timeout=60) for _ in self.processes]
-        for process in self.processes:
-            process.join(10)
-        return results
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.is_alive():
-                process.kill()
-            process.join(10)
-        for channel in (self.ready, self.out):
-            channel.close()
-            channel.join_thread()
-
-
 def _replica(
     redis_server: RedisServer, tenant: Emulator, pem: str, threads: int, lock_timeout: float = 10
 ) -> _redis_fleet.Replica:
@@ -602,7 +573,7 @@ def test_16_processes_x_8_threads_on_a_cold_cache_make_one_request(
     tmp_path: Path,
 ) -> None:
     pem = _write_pem(tmp_path / "app.pem", rsa_cert)
-    fleet = Fleet(_replica(redis_server, tenant, pem, threads=8), count=16)
+    fleet = _redis_fleet.Fleet(_replica(redis_server, tenant, pem, threads=8), count=16)
     try:
         tenant.inject_faults(delay=0.3, count=1)  # keep the one request open while all arrive
         results = fleet.run()
@@ -626,8 +597,8 @@ def test_a_holder_killed_mid_fetch_does_not_stop_the_fleet(
 ) -> None:
     lock_timeout = 1.0
     pem = _write_pem(tmp_path / "app.pem", rsa_cert)
-    fleet = Fleet(_replica(redis_server, tenant, pem, 4, lock_timeout), count=4)
-    holder = Fleet(_replica(redis_server, tenant, pem, 1, lock_timeout), count=1)
+    fleet = _redis_fleet.Fleet(_replica(redis_server, tenant, pem, 4, lock_timeout), count=4)
+    holder = _redis_fleet.Fleet(_replica(redis_server, tenant, pem, 1, lock_timeout), count=1)
     try:
         tenant.inject_faults(delay=8, count=1)  # the holder's request hangs ...
         holder.go.set()
