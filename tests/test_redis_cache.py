@@ -366,7 +366,7 @@ def test_settings_are_checked_and_repr_hides_the_password(redis_server: RedisSer
 
     with pytest.raises(InvalidArgumentError, match="synchronous"):
         RedisTokenCache(AsyncRedis(port=redis_server.port))  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError, match=r"or a redis\.Redis client, not int"):
+    with pytest.raises(InvalidArgumentError, match=r"or a redis\.RedisCluster client, not int"):
         RedisTokenCache(42)  # type: ignore[arg-type]
     # A ready client is used as is (and not closed by us).
     client = redis.Redis(port=redis_server.port)
@@ -768,7 +768,8 @@ def test_cli_shares_a_services_tokens_through_its_namespace(
 
 
 def _readme_redis_section() -> str:
-    return section("redis")
+    # Up to the next section (the cluster's: tests/test_redis_cluster.py runs its examples).
+    return section("redis").split("<!-- section:", 1)[0]
 
 
 def _readme_redis_commands(*, everything: bool = False) -> list[str]:
