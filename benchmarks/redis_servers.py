@@ -21,7 +21,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import redis
@@ -59,12 +60,14 @@ def free_cluster_port() -> int:
     raise RuntimeError("no free pair of ports for a cluster node")
 
 
-def _wait(condition: object, what: str, timeout: float, folder: Path | None = None) -> None:
+def _wait(
+    condition: Callable[[], object], what: str, timeout: float, folder: Path | None = None
+) -> None:
     """Poll ``condition()`` until it is true; RuntimeError naming ``what`` after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            if condition():  # type: ignore[operator]
+            if condition():
                 return
         except (redis.RedisError, OSError):
             pass
@@ -75,6 +78,21 @@ def _wait(condition: object, what: str, timeout: float, folder: Path | None = No
                     logs += f"\n--- {log.name}:\n" + log.read_text(errors="replace")[-2000:]
             raise RuntimeError(f"timed out waiting for {what}{logs}")
         time.sleep(0.02)
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """One line of ``CLUSTER NODES``."""
+
+    id: str
+    port: int
+    #: ``myself``, ``master``, ``slave``, ``fail?``, ``fail``, ...
+    flags: frozenset[str]
+    #: The primary's id for a replica, ``-`` for a primary.
+    primary_id: str
+    connected: bool
+    #: Slot ranges (``0-5460``), for a primary.
+    slots: tuple[str, ...]
 
 
 class RedisProcess:
@@ -229,27 +247,24 @@ class LocalCluster:
         with node.client() as client:
             return str(client.execute_command("CLUSTER", "MYID").decode())
 
-    def _view(self, node: RedisProcess) -> list[dict[str, object]]:
-        """``CLUSTER NODES`` as seen by ``node``: one dict per node it knows."""
+    def _view(self, node: RedisProcess) -> list[NodeEntry]:
+        """``CLUSTER NODES`` as seen by ``node``: one entry per node it knows."""
         with node.client() as client:
             text = client.execute_command("CLUSTER", "NODES")
         if isinstance(text, bytes):
             text = text.decode()
-        if isinstance(text, dict):  # redis-py may parse it: keep to the raw form
-            raise RuntimeError("unexpected CLUSTER NODES reply")
         view = []
         for line in str(text).splitlines():
             fields = line.split()
-            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
             view.append(
-                {
-                    "id": fields[0],
-                    "port": port,
-                    "flags": set(fields[2].split(",")),
-                    "primary_id": fields[3],
-                    "connected": fields[7] == "connected",
-                    "slots": fields[8:],
-                }
+                NodeEntry(
+                    id=fields[0],
+                    port=int(fields[1].split("@")[0].rsplit(":", 1)[1]),
+                    flags=frozenset(fields[2].split(",")),
+                    primary_id=fields[3],
+                    connected=fields[7] == "connected",
+                    slots=tuple(fields[8:]),
+                )
             )
         return view
 
@@ -273,8 +288,8 @@ class LocalCluster:
         """The primary serving ``key``'s slot now (by its own account)."""
         slot = self.slot_of(key)
         for node in self.primaries():
-            mine = next(e for e in self._view(node) if "myself" in e["flags"])  # type: ignore[operator]
-            if _owns(mine["slots"], slot):  # type: ignore[arg-type]
+            mine = next(e for e in self._view(node) if "myself" in e.flags)
+            if _owns(mine.slots, slot):
                 return node
         raise RuntimeError(f"no primary serves slot {slot}")
 
@@ -284,7 +299,7 @@ class LocalCluster:
         for node in self.nodes:
             if node.running and node is not primary:
                 for entry in self._view(node):
-                    if "myself" in entry["flags"] and entry["primary_id"] == primary_id:
+                    if "myself" in entry.flags and entry.primary_id == primary_id:
                         return node
         raise RuntimeError(f"node {primary.port} has no replica")
 
@@ -347,13 +362,11 @@ class LocalCluster:
                 if info.get("role") == "slave" and info.get("master_link_status") != "up":
                     return False
                 view = self._view(node)
-                if len(view) != 6 or not all(
-                    e["connected"] or "myself" in e["flags"] for e in view
-                ):  # type: ignore[operator]
+                if len(view) != 6 or not all(e.connected or "myself" in e.flags for e in view):
                     return False
-                if sum("slave" in e["flags"] for e in view) != 3:  # type: ignore[operator]
+                if sum("slave" in e.flags for e in view) != 3:
                     return False
-                if any("fail" in e["flags"] or "fail?" in e["flags"] for e in view):  # type: ignore[operator]
+                if any("fail" in e.flags or "fail?" in e.flags for e in view):
                     return False
             return True
 
