@@ -15,6 +15,7 @@ and promotion").
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import signal
@@ -47,12 +48,18 @@ def free_port() -> int:
 
 def free_cluster_port() -> int:
     """A port free on 127.0.0.1 whose cluster bus port (10000 higher, the cluster spec's
-    fixed offset unless ``cluster-port`` says otherwise) is free too."""
+    fixed offset unless ``cluster-port`` says otherwise) is free too. Both are taken below
+    the kernel's ephemeral range when it leaves room, so no outgoing connection can grab the
+    bus port between this check and the server's bind."""
+    low = 32768
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    first, last = (10000, low - 10001) if low > 20001 else (20000, 55535)
     for _ in range(200):
-        port = random.randint(20000, 55535)  # the bus port must stay below 65536
+        port = random.randint(first, last)
         try:
-            with socket.socket() as first, socket.socket() as bus:
-                first.bind(("127.0.0.1", port))
+            with socket.socket() as server, socket.socket() as bus:
+                server.bind(("127.0.0.1", port))
                 bus.bind(("127.0.0.1", port + 10000))
         except OSError:
             continue
@@ -195,8 +202,8 @@ class LocalCluster:
         """Start the six servers and assemble the cluster; returns once it serves every slot
         and every replica is in sync."""
         try:
-            for node in self.nodes:
-                node.start()
+            for index in range(len(self.nodes)):
+                self._start_node(index)
             primaries, replicas = self.nodes[:3], self.nodes[3:]
             ids = [self._myid(node) for node in self.nodes]
             share = SLOTS // len(primaries)
@@ -222,6 +229,21 @@ class LocalCluster:
             self.stop()
             raise
         return self
+
+    def _start_node(self, index: int) -> None:
+        """Start a new node, on other ports if another listener took them meanwhile."""
+        for attempt in range(3):
+            try:
+                self.nodes[index].start()
+                return
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+            node = self.nodes[index]
+            node.stop()
+            port = free_cluster_port()
+            conf = ("--cluster-config-file", str(self.folder / f"nodes-{port}.conf"))
+            self.nodes[index] = RedisProcess(self.folder, *node.extra[:-2], *conf, port=port)
 
     def stop(self) -> None:
         """Stop every node."""
