@@ -389,7 +389,8 @@ def test_a_primary_killed_mid_fetch_with_replicas_1_costs_no_extra_request(
     with caplog.at_level(logging.WARNING, logger="certauth"):
         join = ask_together(tenant, rsa_cert, [(c, SCOPE) for c in fleet])
         (lock_name,) = wait_for(lambda: fresh.keys("*:lock"), "the holder's lock")
-        assert on_replica(fresh, lock_name)  # WAIT returned: the replica has the lock
+        # The replica has the lock (the holder's WAIT returned before it fetched).
+        wait_for(lambda: on_replica(fresh, lock_name), "the lock on the replica", timeout=2)
         fresh.kill_primary_for(lock_name)  # ... and its primary dies
         tokens = join()
     assert len(set(tokens)) == 1
