@@ -80,7 +80,7 @@ class Counts:
     #: The fleet rows: processes x threads at once on one cold scope, measured runs each.
     fleet_processes: int = 8
     fleet_threads: int = 8
-    fleet_runs: int = 5
+    fleet_runs: int = 9
 
 
 SMOKE = Counts(
