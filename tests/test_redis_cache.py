@@ -377,6 +377,29 @@ def test_settings_are_checked_and_repr_hides_the_password(redis_server: RedisSer
     client.close()
 
 
+def test_replicas_on_a_server_without_replicas_waits_briefly_and_says_so(
+    raw: redis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """replicas=N on one server: each lock attempt and entry write is followed by WAIT on the
+    same connection; with no replica to acknowledge, each waits half of socket_timeout, goes
+    on (the write is on the server) and the cache warns once."""
+    cache = RedisTokenCache(redis_server.url, replicas=1, socket_timeout=0.4)
+    assert cache.failover_timeout == 0.0
+    with caplog.at_level(logging.WARNING, logger="certauth"):
+        started = time.monotonic()
+        cache.set("k", b"entry", time.time() + 60)
+        with cache.lock("k") as held:
+            assert held is True
+        elapsed = time.monotonic() - started
+    assert 0.35 < elapsed < 2, elapsed  # two WAITs of 200 ms
+    assert caplog.text.count("reached 0 of the 1 replicas") == 1
+    assert cache.get("k") == b"entry"
+    assert raw.keys("*:lock") == []
+    wait_calls = raw.info("commandstats")["cmdstat_wait"]["calls"]
+    assert wait_calls >= 2
+    cache.close()
+
+
 def test_unix_socket_url(raw: redis.Redis, redis_server: RedisServer) -> None:
     cache = RedisTokenCache(redis_server.unix_url)
     cache.set("k", b"over a unix socket", time.time() + 60)
