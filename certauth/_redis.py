@@ -52,9 +52,7 @@ except ImportError:
         "from a checkout: pip install '.[redis]')"
     ) from None
 
-from certauth._redis_client import URL_SCHEMES, Link, Lua  # noqa: E402 - needs redis
-
-__all__ += ["URL_SCHEMES"]
+from certauth._redis_client import Link, Lua  # noqa: E402 - needs redis
 
 # One round trip per attempt: take the lock if it is free, unless an entry different from the
 # one seen when waiting began has appeared (the holder finished: re-read it instead of queueing
