@@ -10,8 +10,12 @@ a batch runs, as ``timeit`` does); process rows run each command several times w
 ``subprocess`` and take the median wall time. The signer rows (certauth only) get the first
 token and sign assertions with a key in a SoftHSM2 token and in the emulator's Key Vault
 (``benchmarks.signers``); without SoftHSM2 or python-pkcs11 the SoftHSM2 rows are skipped, with
-the reason in the table's notes and the JSON. Results: a table on stdout and a JSON file
-(default ``benchmarks/results/latest.json``; ``benchmarks/results/`` is git-ignored).
+the reason in the table's notes and the JSON. The fleet rows (certauth only,
+``benchmarks.redis_fleet``) start a redis-server and a local Redis Cluster and count the token
+requests, the time to the last token and the Redis commands of a cold fleet; without
+redis-server or the redis package they are skipped the same way. Results: a table on stdout
+and a JSON file (default ``benchmarks/results/latest.json``; ``benchmarks/results/`` is
+git-ignored).
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ from typing import Any
 
 from benchmarks._server import VAULT_CERTIFICATE
 from benchmarks.clients import LIBRARIES, Library, Target, process_argv
+from benchmarks.redis_fleet import DEPLOYMENTS as FLEET_DEPLOYMENTS
+from benchmarks.redis_fleet import redis_missing
 from benchmarks.signers import softhsm_missing, softhsm_signer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +77,10 @@ class Counts:
     #: The signer rows (certauth only; a Key Vault signature is an HTTPS round trip).
     signer_first_token: int = 20
     signer_sign_calls: int = 30
+    #: The fleet rows: processes x threads at once on one cold scope, measured runs each.
+    fleet_processes: int = 8
+    fleet_threads: int = 8
+    fleet_runs: int = 9
 
 
 SMOKE = Counts(
@@ -91,6 +101,9 @@ SMOKE = Counts(
     throughput_connections=2,
     signer_first_token=1,
     signer_sign_calls=2,
+    fleet_processes=2,
+    fleet_threads=2,
+    fleet_runs=1,
 )
 
 
@@ -559,6 +572,49 @@ class Bench:
             row.values["certauth"] = statistics.median(times)
             row.details["certauth"] = summary(times) | {"argv": argv[-2:]}
 
+    def fleet(self, rows: dict[str, Row], folder: Path) -> None:
+        """The fleet rows (``benchmarks.redis_fleet``): N processes x M threads, a credential
+        each, ask at once for a token of one cold scope through a ``RedisTokenCache``, on one
+        Redis server, a Redis Cluster, and the cluster with ``replicas=1``."""
+        from benchmarks.redis_fleet import DEPLOYMENTS, Replica, deployments, run_fleet, scopes
+
+        target, counts = self.target, self.counts
+        with deployments(folder) as where:
+            for key, _label, options in DEPLOYMENTS:
+                url, commandstats = where[key]
+                replica = Replica(
+                    url,
+                    options,
+                    f"certauth-bench-{key}",
+                    target.authority_host,
+                    target.tenant_id,
+                    target.client_id,
+                    target.pem_path,
+                    target.ca_file,
+                    counts.fleet_threads,
+                    scopes(key, counts.fleet_runs),
+                )
+                figures = run_fleet(
+                    replica,
+                    counts.fleet_processes,
+                    reset=self.endpoint.reset,
+                    token_requests=lambda: self.endpoint.counts()["token"],
+                    commandstats=commandstats,
+                )
+                row = rows[key]
+                row.values["certauth"] = statistics.median(figures.requests)
+                row.cells["certauth"] = figures.cell()
+                row.details["certauth"] = figures.details() | {"cache_options": options}
+        self.notes.append(
+            "fleet rows: each process one RedisTokenCache and one connection pool, each thread "
+            "its own credential (so the callers coordinate only through Redis), all released "
+            "together on a scope nobody asked for; medians of the measured runs after one "
+            "warm-up run. Redis commands: those the processes sent, counted where redis-py "
+            "packs them (an EVALSHA is one; connection set-up included); writes: packed sends "
+            "to a socket (a command or a pipeline), about the round trips; what Redis executed "
+            "(the scripts' own commands included) is in the JSON details"
+        )
+
     def throughput(self, row: Row) -> None:
         """Token requests per second the emulator sustains from concurrent clients."""
         import ssl
@@ -676,7 +732,7 @@ def _date() -> str:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def _rows(threads: int) -> dict[str, Row]:
+def _rows(threads: int, fleet: tuple[int, int] = (8, 8)) -> dict[str, Row]:
     rows = [
         Row(
             "first_token",
@@ -755,6 +811,18 @@ def _rows(threads: int) -> dict[str, Row]:
             "1",
             lambda v: v == 1,
         ),
+        *(
+            Row(
+                key,
+                f"fleet: {fleet[0]} processes x {fleet[1]} threads (a credential each) at once "
+                f"on one cold scope, {label}: token requests · wall time to the last token · "
+                "Redis commands per get_token (socket writes)",
+                "count",
+                "exactly 1 request",
+                lambda v: v == 1,
+            )
+            for key, label, _ in FLEET_DEPLOYMENTS
+        ),
         Row(
             "emulator_throughput",
             "emulator: token requests/s (TLS, concurrent keep-alive clients)",
@@ -830,7 +898,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     certificate = generate_certificate("CN=certauth-bench", key_type="rsa2048")
-    rows = _rows(counts.burst_threads)
+    rows = _rows(counts.burst_threads, (counts.fleet_processes, counts.fleet_threads))
     with tempfile.TemporaryDirectory(prefix="certauth-bench-") as folder, ExitStack() as stack:
         cert_file = Path(folder) / "app.crt"
         cert_file.write_bytes(certificate.pem)
@@ -915,6 +983,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lambda: bench.throughput(rows["emulator_throughput"]),
             ),
         ]
+        no_redis = redis_missing()
+        if no_redis is None:
+            steps.append(("fleet on Redis", lambda: bench.fleet(rows, Path(folder) / "redis")))
+        else:
+            for key, _, _ in FLEET_DEPLOYMENTS:
+                rows[key].skip(no_redis)
+            notes.append(f"fleet rows skipped: {no_redis}")
         for title, step in steps:
             print(f"benchmarks: {title} ...", file=sys.stderr, flush=True)
             step()

@@ -9,7 +9,10 @@ process.
 Layout, for a cache key ``K`` (``H`` = SHA-256 of ``K``, so no scope or client id appears in
 Redis): ``{namespace}:{H}:token`` holds the entry, with an expiry (``PX``) equal to the token's
 remaining life; ``{namespace}:{H}:lock`` is the fetch lock. The braces are a Redis Cluster hash
-tag: both keys of one token live in the same slot, as the Lua scripts below need.
+tag: both keys of one token live in the same slot, as the Lua scripts below need (a script's
+keys must all hash to one slot: https://redis.io/docs/latest/operate/oss_and_stack/reference/cluster-spec/,
+"Hash tags"). How the cache reaches one server or a cluster, and rides out a failover, is
+:mod:`certauth._redis_client`.
 
 This module imports ``redis``; :mod:`certauth.cache` re-exports :class:`RedisTokenCache` lazily
 so that the file cache never pays for (or needs) that import.
@@ -24,9 +27,7 @@ import random
 import secrets
 import threading
 import time
-import urllib.parse
 from collections.abc import Iterator
-from typing import Any
 
 from certauth.cache import MAX_ENTRY_BYTES
 from certauth.errors import ConfigurationError, InvalidArgumentError
@@ -43,8 +44,6 @@ class MissingRedisError(ConfigurationError, ImportError):
 
 try:
     import redis
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
 except ImportError:
     # The distribution is named certauth-toolkit: "certauth" on PyPI is another project.
     raise MissingRedisError(
@@ -53,17 +52,18 @@ except ImportError:
         "from a checkout: pip install '.[redis]')"
     ) from None
 
-#: URL schemes redis-py connects to (TCP, TLS, a Unix socket).
-URL_SCHEMES = ("redis", "rediss", "unix")
+from certauth._redis_client import Link, Lua  # noqa: E402 - needs redis
 
 # One round trip per attempt: take the lock if it is free, unless an entry different from the
 # one seen when waiting began has appeared (the holder finished: re-read it instead of queueing
 # for a lock nobody needs any more). Comparing digests (not mere presence) matters for
 # refresh-ahead: the old, still valid entry is there all along and must not release waiters.
-# An entry over the size cap is not hashed (it is corrupt; the holder replaces it). A busy
-# lock without an expiry (PTTL -1: set by hand, or by a client that crashed between SET and
-# PEXPIRE) would hold every fetch for the whole wait: it gets the lock lifetime, as a dead
-# holder's lock has, so it ends within lock_timeout.
+# An entry over the size cap is not hashed (it is corrupt; the holder replaces it). A lock
+# that already holds this caller's owner token is its own: an attempt retried through a
+# failover whose first run took the lock but whose reply was lost. A busy lock without an
+# expiry (PTTL -1: set by hand, or by a client that crashed between SET and PEXPIRE) would
+# hold every fetch for the whole wait: it gets the lock lifetime, as a dead holder's lock has,
+# so it ends within lock_timeout.
 # KEYS: lock, entry. ARGV: owner token, lock PX, digest seen before ("*": not yet known), cap.
 # Returns {status, digest}: 1 lock taken, 0 lock busy, 2 a new entry appeared.
 _ACQUIRE = """
@@ -78,6 +78,9 @@ if ARGV[3] ~= '*' and digest ~= '' and digest ~= ARGV[3] then
     return {2, digest}
 end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+    return {1, digest}
+end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
     return {1, digest}
 end
 if redis.call('PTTL', KEYS[1]) == -1 then
@@ -134,10 +137,13 @@ def check_namespace(namespace: object) -> str:
 
 
 class RedisTokenCache:
-    """A token cache shared by every process and machine that reaches one Redis server.
+    """A token cache shared by every process and machine that reaches one Redis server or
+    one Redis Cluster.
 
-    ``url_or_client`` is a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL, or a
-    ready ``redis.Redis`` client (used as is: give it short timeouts and
+    ``url_or_client`` is a ``redis://``, ``rediss://`` (TLS) or ``unix://`` URL; a
+    ``redis+cluster://HOST:PORT`` or ``rediss+cluster://HOST:PORT`` URL naming any node of a
+    Redis Cluster (the others are discovered); or a ready ``redis.Redis`` or
+    ``redis.RedisCluster`` client (used as is: give it short timeouts and
     ``decode_responses=False``). Entries live under ``namespace`` with an expiry equal to the
     token's remaining life.
 
@@ -147,9 +153,14 @@ class RedisTokenCache:
     Waiters poll (with backoff) until the lock is free or a new entry appears, and give up after
     ``wait_timeout`` seconds (the caller then fetches without the lock).
 
-    Redis down or slow makes operations fail within ``socket_timeout`` seconds (no retry loop
-    beyond one immediate reconnect): the credential then goes on without the store and uses it
-    again as soon as Redis answers.
+    One server down or slow makes operations fail within ``socket_timeout`` seconds (no retry
+    loop beyond one immediate reconnect): the credential then goes on without the store and
+    uses it again as soon as Redis answers. On a cluster, a primary that stops answering is
+    taken for a failover in progress: operations are retried (the slot map relearnt) until its
+    replica serves them, for at most ``failover_timeout`` seconds per outage (default 20 s
+    on a cluster, 0 on one server), and only then fail. ``replicas=N`` makes the lock and entry
+    writes wait (``WAIT``, at most half of ``socket_timeout``) until N replicas hold them, so
+    a failover right after them does not lose them.
 
     Example::
 
@@ -161,12 +172,14 @@ class RedisTokenCache:
 
     def __init__(
         self,
-        url_or_client: str | redis.Redis,
+        url_or_client: str | redis.Redis | redis.RedisCluster,
         *,
         namespace: str = "certauth",
         lock_timeout: float = 10.0,
         wait_timeout: float = 120.0,
         socket_timeout: float = 1.0,
+        failover_timeout: float | None = None,
+        replicas: int = 0,
     ) -> None:
         for name, value in (
             ("lock_timeout", lock_timeout),
@@ -175,42 +188,43 @@ class RedisTokenCache:
         ):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise InvalidArgumentError(f"{name} must be seconds above 0, got {value!r}")
+        if failover_timeout is not None and (
+            isinstance(failover_timeout, bool)
+            or not isinstance(failover_timeout, (int, float))
+            or failover_timeout < 0
+        ):
+            raise InvalidArgumentError(
+                f"failover_timeout must be seconds (0 or more) or None, got {failover_timeout!r}"
+            )
+        if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
+            raise InvalidArgumentError(f"replicas must be a count (0 or more), got {replicas!r}")
         self.namespace = check_namespace(namespace)
         self.lock_timeout = float(lock_timeout)
         self.wait_timeout = float(wait_timeout)
         self.socket_timeout = float(socket_timeout)
+        self.replicas = replicas
         self._lock_ms = max(1, int(self.lock_timeout * 1000))
-        self._client: redis.Redis
-        if isinstance(url_or_client, str):
-            self._where = _describe_url(url_or_client)
-            self._client = redis.Redis.from_url(
-                url_or_client,
-                socket_timeout=socket_timeout,
-                socket_connect_timeout=socket_timeout,
-                # redis-py's default retries with backoff for seconds; a cache must fail fast
-                # (the token endpoint is still there). One immediate retry on a connection
-                # error replaces a pooled connection that died with a restarted server, so
-                # recovery costs no failure; a timeout is not retried (it would only double).
-                retry=Retry(NoBackoff(), 1, supported_errors=(redis.ConnectionError,)),
-                decode_responses=False,
-            )
-            self._owns_client = True
-        else:
-            self._client = _check_client(url_or_client)
-            self._where = f"client={url_or_client!r}"
-            self._owns_client = False
-        self._acquire = self._client.register_script(_ACQUIRE)
-        self._get_capped = self._client.register_script(_GET_CAPPED)
-        self._release = self._client.register_script(_RELEASE)
-        self._extend = self._client.register_script(_EXTEND)
+        self._link = Link(
+            url_or_client,
+            socket_timeout=self.socket_timeout,
+            failover_timeout=failover_timeout,
+            replicas=replicas,
+        )
+        #: Seconds a failing cluster is waited for (see the class docstring).
+        self.failover_timeout = self._link.failover_timeout
+        self._acquire = Lua(self._link, _ACQUIRE)
+        self._get_capped = Lua(self._link, _GET_CAPPED)
+        self._release = Lua(self._link, _RELEASE)
+        self._extend = Lua(self._link, _EXTEND)
         self._keeper = _Keeper(self)
 
     def __repr__(self) -> str:
         # The URL's password never shows: the credential logs this repr when the store fails.
-        return f"RedisTokenCache({self._where}, namespace={self.namespace!r})"
+        return f"RedisTokenCache({self._link.where}, namespace={self.namespace!r})"
 
     def _key(self, key: str, kind: str) -> str:
-        # Hashing keeps scopes, client ids and endpoints out of key names.
+        # Hashing keeps scopes, client ids and endpoints out of key names; the braces make
+        # the digest the key's hash tag, so a token's entry and lock share a cluster slot.
         digest = hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
         return f"{self.namespace}:{{{digest}}}:{kind}"
 
@@ -237,13 +251,16 @@ class RedisTokenCache:
         name = self._key(key, "token")
         remaining_ms = int((expires_on - time.time()) * 1000)
         if remaining_ms <= 0:
-            self._client.delete(name)
-            return
-        self._client.set(name, value, px=remaining_ms)
+            self._link.call(lambda client: client.delete(name))
+        elif self.replicas:
+            self._link.replicated(name, [("SET", name, value, "PX", remaining_ms)])
+        else:
+            self._link.call(lambda client: client.set(name, value, px=remaining_ms))
 
     def delete(self, key: str) -> None:
         """Remove the entry for ``key``."""
-        self._client.delete(self._key(key, "token"))
+        name = self._key(key, "token")
+        self._link.call(lambda client: client.delete(name))
 
     @contextlib.contextmanager
     def lock(self, key: str, *, timeout: float | None = None) -> Iterator[bool]:
@@ -265,21 +282,30 @@ class RedisTokenCache:
         finally:
             if held:
                 self._keeper.drop(lock_name, owner)
-                if not self._release(keys=[lock_name], args=[owner]):
-                    log.warning(
-                        "certauth: the token cache lock expired while held (Redis restarted or "
-                        "did not answer for %.1f s); another replica may have fetched too",
-                        self.lock_timeout,
-                    )
+                self._release_lock(lock_name, owner)
+
+    def _release_lock(self, lock_name: str, owner: str) -> None:
+        attempts = 0
+
+        def release(client: redis.Redis | redis.RedisCluster) -> object:
+            nonlocal attempts
+            attempts += 1
+            return self._release.run(client, [lock_name], [owner])
+
+        # A release retried through a failover may find its first attempt already deleted it.
+        if not self._link.call(release) and attempts == 1:
+            log.warning(
+                "certauth: the token cache lock expired while held (Redis restarted or "
+                "did not answer for %.1f s); another replica may have fetched too",
+                self.lock_timeout,
+            )
 
     def _wait_for_lock(self, lock_name: str, entry_name: str, owner: str, wait: float) -> bool:
         deadline = time.monotonic() + wait
         seen = "*"
         pause = _FIRST_POLL
         while True:
-            status, digest = self._acquire(
-                keys=[lock_name, entry_name], args=[owner, self._lock_ms, seen, MAX_ENTRY_BYTES]
-            )
+            status, digest = self._try_lock(lock_name, entry_name, owner, seen, deadline)
             if status == _LOCK_TAKEN:
                 return True
             if status == _ENTRY_APPEARED:
@@ -298,10 +324,26 @@ class RedisTokenCache:
             time.sleep(min(left, pause * random.uniform(0.5, 1.0)))  # noqa: S311 - not security
             pause = min(pause * 1.5, _MAX_POLL)
 
+    def _try_lock(
+        self, lock_name: str, entry_name: str, owner: str, seen: str, deadline: float
+    ) -> tuple[int, object]:
+        """One attempt of :data:`_ACQUIRE` (its reply), ridden through a failover no longer
+        than the caller waits; with ``replicas``, pipelined with WAIT so a lock taken is held
+        by the replicas before its holder fetches."""
+        keys, args = [lock_name, entry_name], [owner, self._lock_ms, seen, MAX_ENTRY_BYTES]
+        if self.replicas:
+            command = self._acquire.command(keys, args)
+            (reply,) = self._link.replicated(
+                lock_name, [command], scripts=[self._acquire], deadline=deadline
+            )
+        else:
+            reply = self._acquire(keys=keys, args=args, deadline=deadline)
+        status, digest = reply
+        return int(status), digest
+
     def close(self) -> None:
         """Close the connections (when this cache created the client from a URL)."""
-        if self._owns_client:
-            self._client.close()
+        self._link.close()
 
 
 class _Keeper:
@@ -353,52 +395,14 @@ class _Keeper:
                 due = list(self._held)
             for lock_name, owner in due:
                 try:
+                    # Tried once, not ridden through a failover: the next round (a third of
+                    # the lock's life later) tries again.
                     still_ours = self._cache._extend(
-                        keys=[lock_name], args=[owner, self._cache._lock_ms]
+                        keys=[lock_name], args=[owner, self._cache._lock_ms], ride_out=False
                     )
-                except redis.RedisError as exc:
+                except Exception as exc:  # noqa: BLE001 - the keeper thread must not die
                     # The next round may succeed; if none does, the lock simply expires.
                     log.debug("certauth: extending a token cache lock failed: %s", exc)
                     continue
                 if not still_ours:
                     self.drop(lock_name, owner)
-
-
-def _check_client(client: Any) -> redis.Redis:
-    if isinstance(client, redis.Redis):
-        kwargs = client.get_connection_kwargs()
-        if kwargs.get("decode_responses"):
-            raise ConfigurationError(
-                "RedisTokenCache needs a client with decode_responses=False: entries are "
-                "binary (encrypted)"
-            )
-        return client
-    if client.__class__.__module__.startswith("redis.asyncio"):
-        raise InvalidArgumentError(
-            "RedisTokenCache needs a synchronous redis.Redis client (async credentials call "
-            "the cache from a worker thread); pass a URL or redis.Redis(...)"
-        )
-    raise InvalidArgumentError(
-        f"RedisTokenCache takes a redis://, rediss:// or unix:// URL or a redis.Redis client, "
-        f"not {type(client).__name__}"
-    )
-
-
-def _describe_url(url: str) -> str:
-    """The URL without user name, password or query (for repr and logs); checks the scheme."""
-    usage = "use redis://HOST[:PORT][/DB], rediss://... (TLS) or unix:///PATH/TO/SOCKET"
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in URL_SCHEMES:
-        # Only the scheme is quoted back: the rest of a URL may hold a password.
-        scheme = f"{parts.scheme}://" if parts.scheme else "a URL without a scheme"
-        raise InvalidArgumentError(f"the token cache URL has {scheme}, not a Redis one; {usage}")
-    if parts.scheme == "unix":
-        return f"'unix://{parts.path}'"
-    try:
-        port = f":{parts.port}" if parts.port else ""
-    except ValueError:
-        raise InvalidArgumentError(f"the token cache URL has an invalid port; {usage}") from None
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"'{parts.scheme}://{host}{port}{parts.path}'"

@@ -6,7 +6,8 @@ replica loads the certificate and makes one credential per thread; they share th
 RedisTokenCache and HTTP connection pool but, as separate credential objects, coordinate only
 through Redis. It reports ``ready``, waits for ``go`` (so that all replicas start together),
 then every thread gets a token. It reports the SHA-256 of each token received (never the
-token), its errors and its slowest call.
+token), its errors and its slowest call. :class:`Fleet` starts and stops a set of replicas
+(tests/test_redis_cache.py against one server, tests/test_redis_cluster.py against a cluster).
 """
 
 from __future__ import annotations
@@ -116,3 +117,32 @@ def run(replica: Replica, ready: Queue[Any], go: Event, out: Queue[Any]) -> None
         worker.join(60)
     http.close()
     out.put({"tokens": digests, "errors": errors, "slowest": slowest[0]})
+
+
+class Fleet:
+    """Replica processes started and stopped together."""
+
+    def __init__(self, replica: Replica, count: int) -> None:
+        ctx = context()
+        self.ready, self.out, self.go = ctx.Queue(), ctx.Queue(), ctx.Event()
+        self.processes = start(ctx, replica, count, self.ready, self.go, self.out)
+        for _ in range(count):
+            assert self.ready.get(timeout=60) == "ready"
+
+    def run(self) -> list[dict[str, Any]]:
+        """Let every replica get its tokens; their reports."""
+        self.go.set()
+        results = [self.out.get(timeout=60) for _ in self.processes]
+        for process in self.processes:
+            process.join(10)
+        return results
+
+    def stop(self) -> None:
+        """Kill the replicas still running; close the queues."""
+        for process in self.processes:
+            if process.is_alive():
+                process.kill()
+            process.join(10)
+        for channel in (self.ready, self.out):
+            channel.close()
+            channel.join_thread()

@@ -1,7 +1,8 @@
 """The benchmark must keep running: ``python -m benchmarks --smoke`` (tiny counts, every row,
 all three libraries) in a subprocess, checked for a complete table and JSON file. That includes
 the signer rows (SoftHSM2 and the emulated Key Vault): where SoftHSM2 or python-pkcs11 is
-missing, the SoftHSM2 rows must say so (skipped, with the reason) instead of failing the run.
+missing, the SoftHSM2 rows must say so (skipped, with the reason) instead of failing the run;
+so must the fleet rows (a redis-server and a local Redis Cluster) without redis-server.
 
 The numbers are not checked here (a loaded CI machine would make that flaky); the full run
 (``scripts/bench``) is what the README's Performance table comes from.
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.redis_fleet import redis_missing
 from benchmarks.signers import softhsm_missing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +56,9 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
         "assertion_pkcs11",
         "assertion_keyvault",
         "requests_first_token",
+        "fleet_single",
+        "fleet_cluster",
+        "fleet_cluster_wait",
         "emulator_throughput",
     }
     for key in ("first_token", "cached", "burst_posts", "process", "assertion"):
@@ -81,6 +86,21 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
         assert row["skipped"] is None, key
         assert set(row["median"]) == {"certauth"}, key
         assert row["median"]["certauth"] > 0, key
+    # The fleet rows (certauth's alone) need redis-server and the redis package; a cold fleet
+    # makes one token request on one server and on the cluster, with or without WAIT.
+    no_redis = redis_missing()
+    for key in ("fleet_single", "fleet_cluster", "fleet_cluster_wait"):
+        row = rows[key]
+        if no_redis:
+            assert row["skipped"] == no_redis, key
+            continue
+        assert row["median"] == {"certauth": 1}, key
+        details = row["details"]["certauth"]
+        assert details["token_requests"]["max"] == 1, key
+        assert details["wall_ms_to_last_token"]["median"] > 0, key
+        assert details["redis_commands_sent_per_call"]["median"] >= 2, key  # lock, read
+        waits = details["executed_in_last_run"].get("wait", 0)
+        assert (waits > 0) == key.endswith("_wait"), key
     for key in ("first_token_pkcs11", "first_token_keyvault"):
         if rows[key]["skipped"]:
             continue

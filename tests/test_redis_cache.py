@@ -22,7 +22,6 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -367,7 +366,7 @@ def test_settings_are_checked_and_repr_hides_the_password(redis_server: RedisSer
 
     with pytest.raises(InvalidArgumentError, match="synchronous"):
         RedisTokenCache(AsyncRedis(port=redis_server.port))  # type: ignore[arg-type]
-    with pytest.raises(InvalidArgumentError, match=r"or a redis\.Redis client, not int"):
+    with pytest.raises(InvalidArgumentError, match=r"or a redis\.RedisCluster client, not int"):
         RedisTokenCache(42)  # type: ignore[arg-type]
     # A ready client is used as is (and not closed by us).
     client = redis.Redis(port=redis_server.port)
@@ -376,6 +375,29 @@ def test_settings_are_checked_and_repr_hides_the_password(redis_server: RedisSer
     given.close()
     assert client.get(given._key("k", "token")) == b"v"
     client.close()
+
+
+def test_replicas_on_a_server_without_replicas_waits_briefly_and_says_so(
+    raw: redis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """replicas=N on one server: each lock attempt and entry write is followed by WAIT on the
+    same connection; with no replica to acknowledge, each waits half of socket_timeout, goes
+    on (the write is on the server) and the cache warns once."""
+    cache = RedisTokenCache(redis_server.url, replicas=1, socket_timeout=0.4)
+    assert cache.failover_timeout == 0.0
+    with caplog.at_level(logging.WARNING, logger="certauth"):
+        started = time.monotonic()
+        cache.set("k", b"entry", time.time() + 60)
+        with cache.lock("k") as held:
+            assert held is True
+        elapsed = time.monotonic() - started
+    assert 0.35 < elapsed < 2, elapsed  # two WAITs of 200 ms
+    assert caplog.text.count("reached 0 of the 1 replicas") == 1
+    assert cache.get("k") == b"entry"
+    assert raw.keys("*:lock") == []
+    wait_calls = raw.info("commandstats")["cmdstat_wait"]["calls"]
+    assert wait_calls >= 2
+    cache.close()
 
 
 def test_unix_socket_url(raw: redis.Redis, redis_server: RedisServer) -> None:
@@ -550,34 +572,6 @@ def test_redis_outage_never_fails_a_caller_and_the_cache_comes_back(
 # -- many processes ------------------------------------------------------------------------------
 
 
-class Fleet:
-    """Replica processes (see tests/_redis_fleet.py) started and stopped together."""
-
-    def __init__(self, replica: _redis_fleet.Replica, count: int) -> None:
-        ctx = _redis_fleet.context()
-        self.ready, self.out, self.go = ctx.Queue(), ctx.Queue(), ctx.Event()
-        self.processes = _redis_fleet.start(ctx, replica, count, self.ready, self.go, self.out)
-        for _ in range(count):
-            assert self.ready.get(timeout=60) == "ready"
-
-    def run(self) -> list[dict[str, Any]]:
-        """Let every replica get its tokens; their reports."""
-        self.go.set()
-        results = [self.out.get(timeout=60) for _ in self.processes]
-        for process in self.processes:
-            process.join(10)
-        return results
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.is_alive():
-                process.kill()
-            process.join(10)
-        for channel in (self.ready, self.out):
-            channel.close()
-            channel.join_thread()
-
-
 def _replica(
     redis_server: RedisServer, tenant: Emulator, pem: str, threads: int, lock_timeout: float = 10
 ) -> _redis_fleet.Replica:
@@ -602,7 +596,7 @@ def test_16_processes_x_8_threads_on_a_cold_cache_make_one_request(
     tmp_path: Path,
 ) -> None:
     pem = _write_pem(tmp_path / "app.pem", rsa_cert)
-    fleet = Fleet(_replica(redis_server, tenant, pem, threads=8), count=16)
+    fleet = _redis_fleet.Fleet(_replica(redis_server, tenant, pem, threads=8), count=16)
     try:
         tenant.inject_faults(delay=0.3, count=1)  # keep the one request open while all arrive
         results = fleet.run()
@@ -626,8 +620,8 @@ def test_a_holder_killed_mid_fetch_does_not_stop_the_fleet(
 ) -> None:
     lock_timeout = 1.0
     pem = _write_pem(tmp_path / "app.pem", rsa_cert)
-    fleet = Fleet(_replica(redis_server, tenant, pem, 4, lock_timeout), count=4)
-    holder = Fleet(_replica(redis_server, tenant, pem, 1, lock_timeout), count=1)
+    fleet = _redis_fleet.Fleet(_replica(redis_server, tenant, pem, 4, lock_timeout), count=4)
+    holder = _redis_fleet.Fleet(_replica(redis_server, tenant, pem, 1, lock_timeout), count=1)
     try:
         tenant.inject_faults(delay=8, count=1)  # the holder's request hangs ...
         holder.go.set()
@@ -797,7 +791,8 @@ def test_cli_shares_a_services_tokens_through_its_namespace(
 
 
 def _readme_redis_section() -> str:
-    return section("redis")
+    # Up to the next section (the cluster's: tests/test_redis_cluster.py runs its examples).
+    return section("redis").split("<!-- section:", 1)[0]
 
 
 def _readme_redis_commands(*, everything: bool = False) -> list[str]:

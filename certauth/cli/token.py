@@ -334,8 +334,9 @@ OUTPUTS = ("token", "json", "header", "env", "curl-config")
     "cache_url",
     metavar="URL",
     type=Text(),
-    help="Share tokens through Redis (redis://, rediss:// or unix:// URL) instead of the local "
-    f"file cache [env: {ENV_CACHE_URL}].",
+    help="Share tokens through Redis (redis://, rediss:// or unix:// URL) or a Redis Cluster "
+    "(redis+cluster://HOST:PORT, rediss+cluster://...) instead of the local file cache "
+    f"[env: {ENV_CACHE_URL}].",
 )
 @click.option(
     "--cache-namespace",
@@ -580,10 +581,14 @@ def _token_cache(no_cache: bool, cache_url: str | None, namespace: str | None = 
             )
         return FileTokenCache()
     source = "--cache" if cache_url else ENV_CACHE_URL
-    if url.split("://", 1)[0] not in ("redis", "rediss", "unix") or "://" not in url:
+    # The schemes of certauth._redis_client.URL_SCHEMES, named here so that a wrong one is
+    # refused without importing redis.
+    schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
+    if url.split("://", 1)[0] not in schemes or "://" not in url:
         # Only the scheme is named: the URL may hold a password.
         raise click.UsageError(
-            f"{source}: expected a redis://, rediss:// or unix:// URL, e.g. redis://localhost:6379/0"
+            f"{source}: expected a redis://, rediss:// or unix:// URL, e.g. "
+            "redis://localhost:6379/0, or redis+cluster://HOST:PORT for a Redis Cluster"
         )
     from certauth.cache import RedisTokenCache
     from certauth.errors import InvalidArgumentError
@@ -606,7 +611,7 @@ def _token_cache(no_cache: bool, cache_url: str | None, namespace: str | None = 
         # number) with a message that may quote it, password included: name only the option.
         raise click.UsageError(
             f"{source}: not a valid Redis URL; write it as redis://[:PASSWORD@]HOST[:PORT][/DB], "
-            "rediss://... (TLS) or unix:///PATH/TO/SOCKET"
+            "rediss://... (TLS), unix:///PATH/TO/SOCKET or redis+cluster://[:PASSWORD@]HOST:PORT"
         ) from None
 
 
