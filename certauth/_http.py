@@ -153,23 +153,30 @@ def load_client_certificate(context: ssl.SSLContext, certificate: Certificate) -
         c.public_bytes(serialization.Encoding.PEM) for c in certificate.chain
     )
     pem += certificate.private_key_pem(password)
-    with _private_file(pem) as path:
-        try:
+    try:
+        with _private_file(pem) as path:
             context.load_cert_chain(path, password=password)
-        except ssl.SSLError as exc:
-            raise ConfigurationError(
-                f"cannot use the certificate for mutual TLS ({exc.reason or exc})"
-            ) from None
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"cannot use the certificate for mutual TLS ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        # No in-memory file and no private temporary one (a full or read-only temporary
+        # folder, no descriptor left): nothing of the key is in the message.
+        raise ConfigurationError(
+            f"cannot hand the certificate's key to the TLS layer for mutual TLS "
+            f"({exc.strerror or type(exc).__name__}); check TMPDIR (a private temporary file "
+            "is used where memfd_create is not allowed)"
+        ) from None
 
 
 @contextlib.contextmanager
 def _private_file(data: bytes) -> Iterator[str]:
     """A path holding ``data`` while the ``with`` block runs, readable by this process only."""
-    memfd = getattr(os, "memfd_create", None)
-    if memfd is not None and os.path.isdir("/proc/self/fd"):
-        fd = memfd("certauth-tls", getattr(os, "MFD_CLOEXEC", 0))
+    fd = _memfd()
+    if fd is not None:
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
             yield f"/proc/self/fd/{fd}"
         finally:
             os.close(fd)
@@ -182,12 +189,32 @@ def _private_file(data: bytes) -> Iterator[str]:
         path = os.path.join(folder, "client.pem")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
         finally:
             os.close(fd)
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _memfd() -> int | None:
+    """An anonymous in-memory file (Linux), or ``None`` where there is none to be had."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        fd: int = memfd("certauth-tls", getattr(os, "MFD_CLOEXEC", 0))
+    except OSError:
+        # A seccomp profile that forbids the call (EPERM), a kernel before 3.17 (ENOSYS):
+        # the private temporary file does the same job.
+        return None
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _timeout(total: float) -> httpx.Timeout:

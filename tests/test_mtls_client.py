@@ -249,3 +249,46 @@ def test_a_rotation_to_another_key_type_keeps_the_current_certificate(
     assert auth.fingerprint == f"mtls:x5t#S256:{rsa_cert.x5t_s256}"
     assert "cannot switch key types" in caplog.text
     credential.close()
+
+
+def _refused(*args: object) -> int:
+    # What a seccomp profile that forbids memfd_create (or an old kernel: ENOSYS) answers.
+    import errno
+
+    raise PermissionError(errno.EPERM, "Operation not permitted")
+
+
+@pytest.mark.parametrize("memfd", ["refused", "absent"])
+def test_without_memfd_create_the_key_goes_through_a_private_file_removed_at_once(
+    recorder: _PeerRecorder,
+    tls_files: TlsFiles,
+    rsa_cert: Certificate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    memfd: str,
+) -> None:
+    import tempfile
+
+    if memfd == "refused":
+        monkeypatch.setattr(os, "memfd_create", _refused, raising=False)
+    else:
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    before = set(os.listdir("/proc/self/fd"))
+    context = _http.client_certificate_context(str(tls_files.ca_file), rsa_cert)
+    assert set(os.listdir("/proc/self/fd")) <= before | {"3"}
+    assert os.listdir(tmp_path) == []  # the folder and the encrypted key are gone
+    recorder.connect(context)
+    assert recorder.seen == [rsa_cert.der]
+
+
+def test_a_key_that_cannot_be_handed_to_the_tls_layer_is_a_configuration_error(
+    rsa_cert: Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(os, "memfd_create", _refused, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="mutual TLS") as caught:
+        _http.client_certificate_context(None, rsa_cert)
+    assert "BEGIN" not in str(caught.value)
