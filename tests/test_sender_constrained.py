@@ -340,3 +340,129 @@ def test_the_curl_config_presents_a_password_protected_pfx(
     assert result.code == 0, result.err
     assert 'cert-type = "P12"' in result.out.splitlines()
     assert _curl(result.out)["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+
+
+def _mtls_curl_config(
+    capsys: pytest.CaptureFixture[str], tenant: Emulator, *args: str | Path
+) -> str:
+    assert tenant.mtls_resource_url is not None
+    result = run_cli(
+        capsys,
+        "token",
+        "--mtls",
+        "--client-id",
+        APP,
+        "--issuer",
+        tenant.issuer,
+        *args,
+        "--ca-file",
+        str(tenant.ca_file),
+        "--scope",
+        SCOPE,
+        "--output",
+        "curl-config",
+        "--htu",
+        tenant.mtls_resource_url,
+    )
+    assert result.code == 0, result.err
+    # One option a line, each one certauth writes: nothing a value held became an option.
+    options = [line.split(" = ", 1)[0] for line in result.out.splitlines()[1:]]
+    assert set(options) <= {"url", "request", "header", "cert", "cert-type", "key", "key-type"} | {
+        "pass",
+        "cacert",
+    }, result.out
+    return result.out
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("cli_env")
+def test_curl_config_paths_and_passwords_with_line_breaks_quotes_and_backslashes(
+    tenant: Emulator,
+    rsa_cert: Certificate,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    folder = tmp_path / 'a"b\\c\nheader = "X-Injected: 1"\r\td'
+    folder.mkdir()
+    pem = _pem(rsa_cert, folder, "app")
+    config = _mtls_curl_config(capsys, tenant, "--cert", pem)
+    assert _curl(config)["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+    password = 'p"w\\\noutput = /tmp/certauth-injected\n'
+    pfx = folder / "app.pfx"
+    pfx.write_bytes(rsa_cert.to_pfx(password.encode()))
+    monkeypatch.setenv("PFX_PASSWORD", password)
+    config = _mtls_curl_config(capsys, tenant, "--cert", pfx, "--password-env", "PFX_PASSWORD")
+    assert _curl(config)["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+@pytest.mark.usefixtures("cli_env")
+def test_curl_config_with_a_der_certificate_and_a_der_key(
+    tenant: Emulator, rsa_cert: Certificate, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    cert = tmp_path / "app.der"
+    cert.write_bytes(rsa_cert.der)
+    key = tmp_path / "app.key.der"
+    key.write_bytes(
+        rsa_cert.require_private_key().private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    config = _mtls_curl_config(capsys, tenant, "--cert", cert, "--key", key)
+    assert 'cert-type = "DER"' in config.splitlines()
+    assert 'key-type = "DER"' in config.splitlines()
+    assert _curl(config)["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_curl_config_refuses_an_encrypted_der_key_curl_cannot_read(
+    tenant: Emulator,
+    rsa_cert: Certificate,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from _cert_helpers import assert_one_line_error
+    from cryptography.hazmat.primitives import serialization
+
+    cert = tmp_path / "app.der"
+    cert.write_bytes(rsa_cert.der)
+    key = tmp_path / "app.key.der"
+    key.write_bytes(
+        rsa_cert.require_private_key().private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"key-pass-1"),
+        )
+    )
+    monkeypatch.setenv("KEY_PASSWORD", "key-pass-1")
+    assert tenant.mtls_resource_url is not None
+    result = run_cli(
+        capsys,
+        "token",
+        "--mtls",
+        "--client-id",
+        APP,
+        "--issuer",
+        tenant.issuer,
+        "--cert",
+        cert,
+        "--key",
+        key,
+        "--password-env",
+        "KEY_PASSWORD",
+        "--ca-file",
+        str(tenant.ca_file),
+        "--scope",
+        SCOPE,
+        "--output",
+        "curl-config",
+        "--htu",
+        tenant.mtls_resource_url,
+    )
+    assert_one_line_error(result, 3, "--key", "encrypted DER key", "certauth cert bundle")
