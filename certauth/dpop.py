@@ -331,10 +331,11 @@ class JtiCache:
         self._lock = threading.Lock()
 
     def add(self, jti: str, *, expires_at: float, now: float) -> bool:
-        """Record ``jti`` until ``expires_at``; ``False`` if it is already recorded (a replay)."""
+        """Record ``jti`` until ``expires_at`` (the last moment its proof is accepted, that
+        moment included); ``False`` if it is already recorded (a replay)."""
         with self._lock:
             expiry = self._seen.get(jti)
-            if expiry is not None and expiry > now:
+            if expiry is not None and expiry >= now:
                 return False
             self._seen.pop(jti, None)
             if len(self._seen) >= self._max:
@@ -345,7 +346,7 @@ class JtiCache:
             return True
 
     def _purge(self, now: float) -> None:
-        for stale in [jti for jti, expiry in self._seen.items() if expiry <= now]:
+        for stale in [jti for jti, expiry in self._seen.items() if expiry < now]:
             del self._seen[stale]
 
     def __len__(self) -> int:
