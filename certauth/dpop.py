@@ -200,13 +200,16 @@ def normalize_htu(url: str) -> str:
     """
     from certauth.authority import _check_host
 
-    if len(url) > MAX_HTU_CHARS:
+    # The query and the fragment are no part of the htu, nor of its limit: a request with a
+    # long query string is as provable as any (RFC 3986 section 3: "?" and "#" end the path).
+    base = re.split(r"[?#]", url.strip(), maxsplit=1)[0]
+    if len(base) > MAX_HTU_CHARS:
         raise InvalidArgumentError(
-            f"the URL is {len(url):,} characters long, over the {MAX_HTU_CHARS:,} a DPoP "
-            "htu may have"
+            f"the URL without its query is {len(base):,} characters long, over the "
+            f"{MAX_HTU_CHARS:,} a DPoP htu may have"
         )
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(base)
         host = parts.hostname or ""
         port = parts.port
     except ValueError as exc:

@@ -174,6 +174,16 @@ def test_htu_normalisation(url: str, htu: str) -> None:
     assert normalize_htu(url) == htu
 
 
+def test_a_long_query_or_fragment_is_no_part_of_the_htu_nor_of_its_limit(key: DPoPKey) -> None:
+    # An API call with a long query string (a search, a list of ids) signs a proof like any
+    # other: htu leaves the query and fragment out (RFC 9449 section 4.2), so does the limit.
+    long = URL + "?ids=" + ",".join(str(n) for n in range(3000)) + "#" + "f" * 9000
+    assert normalize_htu(long) == URL
+    proof = make_proof(key, htm="GET", htu=long, access_token=TOKEN, now=NOW)
+    checked = check_proof(proof, htm="GET", htu=long, access_token=TOKEN, now=NOW)
+    assert checked.htu == URL
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
