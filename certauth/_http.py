@@ -233,31 +233,57 @@ def given_client(client: object, kind: type[C]) -> C | None:
     return client
 
 
-def new_sync_client(verify: Any = None, timeout: float = 30.0) -> httpx.Client:
+def new_sync_client(
+    verify: Any = None,
+    timeout: float = 30.0,
+    *,
+    client_certificate: Callable[[], object] | None = None,
+) -> httpx.Client:
     """An httpx client with certauth's TLS trust and timeouts (always set).
 
     Requests go through :class:`~certauth._transport.StdlibTransport` (``http.client``), which
     spares a short-lived process httpcore's import and bounds each attempt by one deadline
-    (see :func:`run_sync`).
+    (see :func:`run_sync`). With ``client_certificate`` (what returns the certificate the TLS
+    context presents, under mutual TLS), no connection opened before a rotation is reused
+    after it (:mod:`certauth._rotating_transport`).
     """
     from certauth._httpx import httpx
     from certauth._transport import StdlibTransport
 
     context = resolve_verify(verify)
+    transport: httpx.BaseTransport = StdlibTransport(context)
+    if client_certificate is not None:
+        from certauth._rotating_transport import RotatingTransport
+
+        transport = RotatingTransport(lambda: StdlibTransport(context), client_certificate)
     return httpx.Client(
         verify=context,
-        transport=StdlibTransport(context),
+        transport=transport,
         timeout=_timeout(timeout),
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )
 
 
-def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncClient:
+def new_async_client(
+    verify: Any = None,
+    timeout: float = 30.0,
+    *,
+    client_certificate: Callable[[], object] | None = None,
+) -> httpx.AsyncClient:
     """The async twin of :func:`new_sync_client`."""
     from certauth._httpx import httpx
 
+    context = resolve_verify(verify)
+    transport = None
+    if client_certificate is not None:
+        from certauth._rotating_transport import AsyncRotatingTransport
+
+        transport = AsyncRotatingTransport(
+            lambda: httpx.AsyncHTTPTransport(verify=context), client_certificate
+        )
     return httpx.AsyncClient(
-        verify=resolve_verify(verify),
+        verify=context,
+        transport=transport,
         timeout=_timeout(timeout),
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )

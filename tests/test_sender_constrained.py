@@ -7,6 +7,7 @@ to the real curl), and a stolen token is refused in every way it could be replay
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -466,3 +467,69 @@ def test_curl_config_refuses_an_encrypted_der_key_curl_cannot_read(
         tenant.mtls_resource_url,
     )
     assert_one_line_error(result, 3, "--key", "encrypted DER key", "certauth cert bundle")
+
+
+# -- a rotated certificate and the connections opened before it ----------------------------
+
+
+def _cnf(token: str) -> Any:
+    import base64
+    import json
+
+    return json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))["cnf"]
+
+
+@pytest.fixture
+def rotating_tenant(rsa_cert: Certificate, other_rsa_cert: Certificate) -> Iterator[Emulator]:
+    with Emulator(tls=True) as emulator:
+        emulator.register(APP, rsa_cert)
+        emulator.register(APP, other_rsa_cert)  # the certificate rotated to
+        yield emulator
+
+
+def _rotate(pem: Path, certificate: Certificate) -> None:
+    pem.write_bytes(certificate.private_key_pem() + certificate.pem)
+    os.utime(pem, ns=(1, 1))  # whatever the file system's time resolution
+
+
+def test_http_client_presents_a_rotated_certificate_on_its_next_call(
+    rotating_tenant: Emulator, pem: Path, rsa_cert: Certificate, other_rsa_cert: Certificate
+) -> None:
+    tenant = rotating_tenant
+    assert tenant.mtls_resource_url is not None
+    with _mtls_credential(tenant, pem) as credential, credential.http_client(SCOPE) as api:
+        first = api.get(tenant.mtls_resource_url)
+        assert first.json()["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+        _rotate(pem, other_rsa_cert)
+        credential.invalidate(SCOPE)  # as the token's renewal does: it picks up the new file
+        # The kept-alive connection presents the old certificate; the new token is bound to
+        # the new one. The call must go over a connection that presents the new one.
+        answer = api.get(tenant.mtls_resource_url)
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["cnf"] == {"x5t#S256": other_rsa_cert.x5t_s256}
+        assert _cnf(credential.get_token(SCOPE).token) == {"x5t#S256": other_rsa_cert.x5t_s256}
+
+
+def test_the_async_http_client_presents_a_rotated_certificate_on_its_next_call(
+    rotating_tenant: Emulator, pem: Path, rsa_cert: Certificate, other_rsa_cert: Certificate
+) -> None:
+    tenant = rotating_tenant
+    assert tenant.mtls_resource_url is not None
+    url = tenant.mtls_resource_url
+
+    async def scenario() -> tuple[httpx.Response, httpx.Response]:
+        async with (
+            AsyncCertificateCredential(
+                None, APP, pem, issuer=tenant.issuer, verify=tenant.ca_file, mtls=True
+            ) as credential,
+            credential.http_client(SCOPE) as api,
+        ):
+            first = await api.get(url)
+            _rotate(pem, other_rsa_cert)
+            credential.invalidate(SCOPE)
+            return first, await api.get(url)
+
+    first, answer = asyncio.run(scenario())
+    assert first.json()["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cnf"] == {"x5t#S256": other_rsa_cert.x5t_s256}

@@ -11,7 +11,7 @@ small call); a call with ``claims`` never does (its token is fetched).
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
@@ -75,6 +75,7 @@ class _TLS:
 
     _verify: Any
     _timeout: float
+    _core: Planner
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -86,6 +87,21 @@ class _TLS:
         from certauth import _http
 
         return _http.resolve_verify(self._verify)
+
+    def _client_certificate(self) -> Callable[[], object] | None:
+        """What returns the certificate the TLS context presents now, under ``mtls=True``
+        (``None`` otherwise): a client that sees it change opens new connections (see
+        :mod:`certauth._rotating_transport`)."""
+        auth = self._core.auth
+        if not (auth.mtls and isinstance(auth, CertificateAuth)):
+            return None
+        return lambda: auth.certificate
+
+    def _transport_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The ``httpx.Client`` keywords its default transport takes: an API client's inner
+        transports are made with them."""
+        names = ("http1", "http2", "limits", "trust_env")
+        return {name: kwargs[name] for name in names if name in kwargs}
 
 
 class SyncCredential(_TLS, DPoPCredential):
@@ -110,7 +126,11 @@ class SyncCredential(_TLS, DPoPCredential):
                 if client is None:
                     from certauth import _http
 
-                    client = self._given = _http.new_sync_client(self._verify, self._timeout)
+                    client = self._given = _http.new_sync_client(
+                        self._verify,
+                        self._timeout,
+                        client_certificate=self._client_certificate(),
+                    )
         return client
 
     def http_client(self, *scopes: str, **kwargs: Any) -> httpx.Client:
@@ -122,7 +142,16 @@ class SyncCredential(_TLS, DPoPCredential):
         from certauth.auth import BearerAuth
 
         kwargs.setdefault("timeout", self._timeout)
-        return httpx.Client(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
+        context = self.ssl_context
+        certificate = self._client_certificate()
+        if certificate is not None and "transport" not in kwargs:
+            from certauth._rotating_transport import RotatingTransport
+
+            settings = self._transport_settings(kwargs)
+            kwargs["transport"] = RotatingTransport(
+                lambda: httpx.HTTPTransport(verify=context, **settings), certificate
+            )
+        return httpx.Client(verify=context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
@@ -252,7 +281,9 @@ class AsyncCredential(_TLS, DPoPCredential):
         if client is None:
             from certauth import _http
 
-            client = self._given = _http.new_async_client(self._verify, self._timeout)
+            client = self._given = _http.new_async_client(
+                self._verify, self._timeout, client_certificate=self._client_certificate()
+            )
         return client
 
     def http_client(self, *scopes: str, **kwargs: Any) -> httpx.AsyncClient:
@@ -261,7 +292,16 @@ class AsyncCredential(_TLS, DPoPCredential):
         from certauth.auth import BearerAuth
 
         kwargs.setdefault("timeout", self._timeout)
-        return httpx.AsyncClient(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
+        context = self.ssl_context
+        certificate = self._client_certificate()
+        if certificate is not None and "transport" not in kwargs:
+            from certauth._rotating_transport import AsyncRotatingTransport
+
+            settings = self._transport_settings(kwargs)
+            kwargs["transport"] = AsyncRotatingTransport(
+                lambda: httpx.AsyncHTTPTransport(verify=context, **settings), certificate
+            )
+        return httpx.AsyncClient(verify=context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
