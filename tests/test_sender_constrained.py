@@ -533,3 +533,48 @@ def test_the_async_http_client_presents_a_rotated_certificate_on_its_next_call(
     assert first.json()["cnf"] == {"x5t#S256": rsa_cert.x5t_s256}
     assert answer.status_code == 200, answer.text
     assert answer.json()["cnf"] == {"x5t#S256": other_rsa_cert.x5t_s256}
+
+
+@pytest.mark.usefixtures("cli_env")
+@pytest.mark.parametrize(
+    ("args", "code", "fragments"),
+    [
+        # The conflict is the usage error, whatever the named variable holds.
+        (["--client-secret-env", "UNSET_SECRET"], 2, ["--mtls", "client secret"]),
+        (["--client-secret-file", "{missing}"], 2, ["--mtls", "client secret"]),
+        (["--federated-token-file", "{missing}"], 2, ["--mtls", "federated token"]),
+        # A tenant alone names Entra ID, which takes no mutual-TLS client authentication.
+        (["--tenant", "contoso.onmicrosoft.com"], 2, ["--mtls needs", "--issuer"]),
+    ],
+)
+def test_the_cli_refuses_what_mtls_cannot_go_with_naming_the_options(
+    pem: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    args: list[str],
+    code: int,
+    fragments: list[str],
+) -> None:
+    from _cert_helpers import assert_one_line_error
+
+    where = [] if "--tenant" in args else ["--token-endpoint", "https://127.0.0.1:9/token"]
+    dpop_key = tmp_path / "dpop.key"
+    result = run_cli(
+        capsys,
+        "token",
+        "--mtls",
+        "--dpop",
+        "--dpop-key",
+        dpop_key,
+        "--client-id",
+        APP,
+        *where,
+        "--cert",
+        pem,
+        "--scope",
+        SCOPE,
+        *(arg.format(missing=tmp_path / "missing") for arg in args),
+    )
+    line = assert_one_line_error(result, code, *fragments)
+    assert "mtls=" not in line
+    assert not dpop_key.exists()  # nothing is written before the options are found usable
