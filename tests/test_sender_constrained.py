@@ -578,3 +578,29 @@ def test_the_cli_refuses_what_mtls_cannot_go_with_naming_the_options(
     line = assert_one_line_error(result, code, *fragments)
     assert "mtls=" not in line
     assert not dpop_key.exists()  # nothing is written before the options are found usable
+
+
+def test_a_closed_credential_opens_new_connections_on_its_next_request(
+    tenant: Emulator, pem: Path
+) -> None:
+    # As azure-core's transports reopen after close(): a credential closed by a `with` block
+    # (or before it ever sent anything) still works when used again.
+    credential = _mtls_credential(tenant, pem)
+    credential.close()  # nothing sent yet: nothing to close
+    assert credential.get_token(SCOPE).token
+    credential.close()
+    assert credential.get_token("api://other/.default").token
+    credential.close()
+
+    async def scenario() -> str:
+        async_credential = AsyncCertificateCredential(
+            None, APP, pem, issuer=tenant.issuer, verify=tenant.ca_file, mtls=True
+        )
+        await async_credential.close()
+        await async_credential.get_token(SCOPE)
+        await async_credential.close()
+        token = (await async_credential.get_token("api://other/.default")).token
+        await async_credential.close()
+        return token
+
+    assert asyncio.run(scenario())

@@ -251,9 +251,14 @@ class SyncCredential(_TLS, DPoPCredential):
             self._core.delete_stored(key)
 
     def close(self) -> None:
-        """Close the HTTP client (when the credential created it)."""
-        if self._owns_client and self._given is not None:
-            self._given.close()
+        """Close the HTTP client (when the credential created it). The credential stays
+        usable: its next request opens a new one, as azure-core's transports reopen."""
+        if not self._owns_client:
+            return
+        with self._client_lock:
+            client, self._given = self._given, None
+        if client is not None:
+            client.close()
 
     def __enter__(self) -> SyncCredential:
         return self
@@ -403,9 +408,12 @@ class AsyncCredential(_TLS, DPoPCredential):
         loop.run_in_executor(None, core.delete_stored, key)
 
     async def close(self) -> None:
-        """Close the HTTP client (when the credential created it)."""
-        if self._owns_client and self._given is not None:
-            await self._given.aclose()
+        """Close the HTTP client (when the credential created it). The credential stays
+        usable: its next request opens a new one."""
+        client = self._given
+        if self._owns_client and client is not None:
+            self._given = None
+            await client.aclose()
 
     async def __aenter__(self) -> AsyncCredential:
         return self
