@@ -102,10 +102,23 @@ def resolve_verify(verify: Any) -> ssl.SSLContext:
         return verify
     if verify is None or verify is True:
         return ssl_context()
-    if isinstance(verify, str):
-        return ssl_context(verify)
+    return ssl_context(_ca_file(verify))
+
+
+def _ca_file(verify: object) -> str:
+    """``verify=`` as a CA file path (a ``str`` or an ``os.PathLike``); anything else is
+    refused, naming what it is."""
+    if verify is False:
+        raise ConfigurationError(
+            "verify=False is not supported: certauth always verifies TLS; pass a CA file instead"
+        )
+    if isinstance(verify, str | os.PathLike):
+        path = os.fspath(verify)
+        if isinstance(path, str):
+            return path
     raise ConfigurationError(
-        "verify=False is not supported: certauth always verifies TLS; pass a CA file instead"
+        f"verify= takes a CA file path, True or an ssl.SSLContext, not "
+        f"{type(verify).__name__}"
     )
 
 
@@ -124,12 +137,10 @@ def client_certificate_context(verify: Any, certificate: Certificate) -> ssl.SSL
             "mtls=True builds its own TLS context to present the certificate: give verify= "
             "as a CA file (or leave it out for the system store), not an ssl.SSLContext"
         )
-    if verify is False:
-        resolve_verify(verify)  # the refusal, worded once
     context = (
         ssl.create_default_context()
         if verify is None or verify is True
-        else _ca_file_context(str(verify))
+        else _ca_file_context(_ca_file(verify))
     )
     load_client_certificate(context, certificate)
     return context

@@ -5,6 +5,7 @@ node oidc-provider's mTLS endpoints are in tests/test_mtls_end_to_end.py."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -251,6 +252,15 @@ def test_a_rotation_to_another_key_type_keeps_the_current_certificate(
     credential.close()
 
 
+def _open_files() -> list[str]:
+    """What this process's descriptors point to (other threads' sockets come and go)."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return targets
+
+
 def _refused(*args: object) -> int:
     # What a seccomp profile that forbids memfd_create (or an old kernel: ENOSYS) answers.
     import errno
@@ -274,10 +284,9 @@ def test_without_memfd_create_the_key_goes_through_a_private_file_removed_at_onc
     else:
         monkeypatch.delattr(os, "memfd_create", raising=False)
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    before = set(os.listdir("/proc/self/fd"))
     context = _http.client_certificate_context(str(tls_files.ca_file), rsa_cert)
-    assert set(os.listdir("/proc/self/fd")) <= before | {"3"}
     assert os.listdir(tmp_path) == []  # the folder and the encrypted key are gone
+    assert not [target for target in _open_files() if str(tmp_path) in target]
     recorder.connect(context)
     assert recorder.seen == [rsa_cert.der]
 
@@ -395,3 +404,28 @@ def test_a_certificate_rotated_before_the_first_request_binds_the_first_token(
         server.close()
     names = {rsa_cert.der: "the old certificate", other_rsa_cert.der: "the rotated one"}
     assert [names.get(der or b"", "none") for der in server.presented] == ["the rotated one"]
+
+
+@pytest.mark.parametrize("mtls", [False, True])
+def test_verify_takes_a_path_object_and_names_a_wrong_type(
+    recorder: _PeerRecorder, tls_files: TlsFiles, rsa_cert: Certificate, mtls: bool
+) -> None:
+    if mtls:
+        context = _http.client_certificate_context(Path(tls_files.ca_file), rsa_cert)
+        recorder.connect(context)
+        assert recorder.seen == [rsa_cert.der]
+    else:
+        assert _http.resolve_verify(Path(tls_files.ca_file)) is _http.resolve_verify(
+            str(tls_files.ca_file)
+        )
+    for wrong in (42, b"/etc/ssl/ca.pem"):
+        check = (
+            (lambda v: _http.client_certificate_context(v, rsa_cert))
+            if mtls
+            else _http.resolve_verify
+        )
+        with pytest.raises(ConfigurationError) as caught:
+            check(wrong)
+        assert "verify=" in str(caught.value)
+        assert type(wrong).__name__ in str(caught.value)
+        assert "verify=False" not in str(caught.value)
