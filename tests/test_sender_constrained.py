@@ -604,3 +604,34 @@ def test_a_closed_credential_opens_new_connections_on_its_next_request(
         return token
 
     assert asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fragment"),
+    [
+        ({"verify": False}, "verify="),
+        ({"auth": None}, "auth="),
+        ({"transport": "mtls"}, "transport="),
+        ({"mounts": {}}, "mounts="),
+    ],
+)
+def test_http_client_refuses_keywords_that_would_drop_the_certificate_or_the_token(
+    tenant: Emulator, pem: Path, kwargs: dict[str, Any], fragment: str
+) -> None:
+    from certauth.errors import InvalidArgumentError
+
+    if kwargs.get("transport") == "mtls":
+        kwargs = {"transport": httpx.HTTPTransport()}
+    with _mtls_credential(tenant, pem) as credential:
+        with pytest.raises(InvalidArgumentError) as caught:
+            credential.http_client(SCOPE, **kwargs)
+        assert fragment in str(caught.value)
+    # Without mutual TLS a transport of one's own is fine: nothing to present.
+    with CertificateCredential(
+        None, APP, pem, issuer=tenant.issuer, verify=tenant.ca_file
+    ) as plain:
+        if "transport" in kwargs or "mounts" in kwargs:
+            plain.http_client(SCOPE, **kwargs).close()
+        else:
+            with pytest.raises(InvalidArgumentError):
+                plain.http_client(SCOPE, **kwargs)

@@ -97,6 +97,29 @@ class _TLS:
             return None
         return lambda: auth.certificate
 
+    def _check_client_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Refuse the ``http_client`` keywords that would take its TLS context or its tokens
+        away: ``verify``/``auth`` are its own, and under ``mtls=True`` a ``transport``/
+        ``mounts`` of the caller's would not present the certificate."""
+        from certauth.errors import InvalidArgumentError
+
+        for name in ("verify", "auth"):
+            if name in kwargs:
+                raise InvalidArgumentError(
+                    f"http_client() sets {name}= itself (the credential's ssl_context and "
+                    "BearerAuth); give the CA file as the credential's verify=, or build an "
+                    "httpx client of your own with those"
+                )
+        if self._client_certificate() is not None:
+            for name in ("transport", "mounts"):
+                if name in kwargs:
+                    raise InvalidArgumentError(
+                        f"http_client({name}=...) with mtls=True: a transport of yours does "
+                        "not present the client certificate, and the API refuses the "
+                        "certificate-bound token without it; leave it out, or build your "
+                        "transport with verify=credential.ssl_context"
+                    )
+
     def _transport_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """The ``httpx.Client`` keywords its default transport takes: an API client's inner
         transports are made with them."""
@@ -137,10 +160,14 @@ class SyncCredential(_TLS, DPoPCredential):
         """An ``httpx.Client`` for the API that ``scopes`` are for: this credential's TLS
         context (:attr:`ssl_context`, the client certificate included with ``mtls=True``) and
         :class:`~certauth.BearerAuth` with its tokens. ``kwargs`` go to ``httpx.Client``
-        (``base_url=``, ``timeout=`` ...). Close it when done (``with`` does)."""
+        (``base_url=``, ``timeout=`` ...; not ``verify=`` nor ``auth=``, which are these, nor
+        with ``mtls=True`` a ``transport=``/``mounts=``, which would not present the
+        certificate: :class:`~certauth.errors.InvalidArgumentError`). Close it when done
+        (``with`` does)."""
         from certauth._httpx import httpx
         from certauth.auth import BearerAuth
 
+        self._check_client_kwargs(kwargs)
         kwargs.setdefault("timeout", self._timeout)
         context = self.ssl_context
         certificate = self._client_certificate()
@@ -296,6 +323,7 @@ class AsyncCredential(_TLS, DPoPCredential):
         from certauth._httpx import httpx
         from certauth.auth import BearerAuth
 
+        self._check_client_kwargs(kwargs)
         kwargs.setdefault("timeout", self._timeout)
         context = self.ssl_context
         certificate = self._client_certificate()
