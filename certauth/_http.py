@@ -102,10 +102,23 @@ def resolve_verify(verify: Any) -> ssl.SSLContext:
         return verify
     if verify is None or verify is True:
         return ssl_context()
-    if isinstance(verify, str):
-        return ssl_context(verify)
+    return ssl_context(_ca_file(verify))
+
+
+def _ca_file(verify: object) -> str:
+    """``verify=`` as a CA file path (a ``str`` or an ``os.PathLike``); anything else is
+    refused, naming what it is."""
+    if verify is False:
+        raise ConfigurationError(
+            "verify=False is not supported: certauth always verifies TLS; pass a CA file instead"
+        )
+    if isinstance(verify, str | os.PathLike):
+        path = os.fspath(verify)
+        if isinstance(path, str):
+            return path
     raise ConfigurationError(
-        "verify=False is not supported: certauth always verifies TLS; pass a CA file instead"
+        f"verify= takes a CA file path, True or an ssl.SSLContext, not "
+        f"{type(verify).__name__}"
     )
 
 
@@ -124,12 +137,10 @@ def client_certificate_context(verify: Any, certificate: Certificate) -> ssl.SSL
             "mtls=True builds its own TLS context to present the certificate: give verify= "
             "as a CA file (or leave it out for the system store), not an ssl.SSLContext"
         )
-    if verify is False:
-        resolve_verify(verify)  # the refusal, worded once
     context = (
         ssl.create_default_context()
         if verify is None or verify is True
-        else _ca_file_context(str(verify))
+        else _ca_file_context(_ca_file(verify))
     )
     load_client_certificate(context, certificate)
     return context
@@ -153,23 +164,30 @@ def load_client_certificate(context: ssl.SSLContext, certificate: Certificate) -
         c.public_bytes(serialization.Encoding.PEM) for c in certificate.chain
     )
     pem += certificate.private_key_pem(password)
-    with _private_file(pem) as path:
-        try:
+    try:
+        with _private_file(pem) as path:
             context.load_cert_chain(path, password=password)
-        except ssl.SSLError as exc:
-            raise ConfigurationError(
-                f"cannot use the certificate for mutual TLS ({exc.reason or exc})"
-            ) from None
+    except ssl.SSLError as exc:
+        raise ConfigurationError(
+            f"cannot use the certificate for mutual TLS ({exc.reason or exc})"
+        ) from None
+    except OSError as exc:
+        # No in-memory file and no private temporary one (a full or read-only temporary
+        # folder, no descriptor left): nothing of the key is in the message.
+        raise ConfigurationError(
+            f"cannot hand the certificate's key to the TLS layer for mutual TLS "
+            f"({exc.strerror or type(exc).__name__}); check TMPDIR (a private temporary file "
+            "is used where memfd_create is not allowed)"
+        ) from None
 
 
 @contextlib.contextmanager
 def _private_file(data: bytes) -> Iterator[str]:
     """A path holding ``data`` while the ``with`` block runs, readable by this process only."""
-    memfd = getattr(os, "memfd_create", None)
-    if memfd is not None and os.path.isdir("/proc/self/fd"):
-        fd = memfd("certauth-tls", getattr(os, "MFD_CLOEXEC", 0))
+    fd = _memfd()
+    if fd is not None:
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
             yield f"/proc/self/fd/{fd}"
         finally:
             os.close(fd)
@@ -182,12 +200,32 @@ def _private_file(data: bytes) -> Iterator[str]:
         path = os.path.join(folder, "client.pem")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, data)
+            _write_all(fd, data)
         finally:
             os.close(fd)
         yield path
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _memfd() -> int | None:
+    """An anonymous in-memory file (Linux), or ``None`` where there is none to be had."""
+    memfd = getattr(os, "memfd_create", None)
+    if memfd is None or not os.path.isdir("/proc/self/fd"):
+        return None
+    try:
+        fd: int = memfd("certauth-tls", getattr(os, "MFD_CLOEXEC", 0))
+    except OSError:
+        # A seccomp profile that forbids the call (EPERM), a kernel before 3.17 (ENOSYS):
+        # the private temporary file does the same job.
+        return None
+    return fd
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _timeout(total: float) -> httpx.Timeout:
@@ -206,31 +244,57 @@ def given_client(client: object, kind: type[C]) -> C | None:
     return client
 
 
-def new_sync_client(verify: Any = None, timeout: float = 30.0) -> httpx.Client:
+def new_sync_client(
+    verify: Any = None,
+    timeout: float = 30.0,
+    *,
+    client_certificate: Callable[[], object] | None = None,
+) -> httpx.Client:
     """An httpx client with certauth's TLS trust and timeouts (always set).
 
     Requests go through :class:`~certauth._transport.StdlibTransport` (``http.client``), which
     spares a short-lived process httpcore's import and bounds each attempt by one deadline
-    (see :func:`run_sync`).
+    (see :func:`run_sync`). With ``client_certificate`` (what returns the certificate the TLS
+    context presents, under mutual TLS), no connection opened before a rotation is reused
+    after it (:mod:`certauth._rotating_transport`).
     """
     from certauth._httpx import httpx
     from certauth._transport import StdlibTransport
 
     context = resolve_verify(verify)
+    transport: httpx.BaseTransport = StdlibTransport(context)
+    if client_certificate is not None:
+        from certauth._rotating_transport import RotatingTransport
+
+        transport = RotatingTransport(lambda: StdlibTransport(context), client_certificate)
     return httpx.Client(
         verify=context,
-        transport=StdlibTransport(context),
+        transport=transport,
         timeout=_timeout(timeout),
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )
 
 
-def new_async_client(verify: Any = None, timeout: float = 30.0) -> httpx.AsyncClient:
+def new_async_client(
+    verify: Any = None,
+    timeout: float = 30.0,
+    *,
+    client_certificate: Callable[[], object] | None = None,
+) -> httpx.AsyncClient:
     """The async twin of :func:`new_sync_client`."""
     from certauth._httpx import httpx
 
+    context = resolve_verify(verify)
+    transport = None
+    if client_certificate is not None:
+        from certauth._rotating_transport import AsyncRotatingTransport
+
+        transport = AsyncRotatingTransport(
+            lambda: httpx.AsyncHTTPTransport(verify=context), client_certificate
+        )
     return httpx.AsyncClient(
-        verify=resolve_verify(verify),
+        verify=context,
+        transport=transport,
         timeout=_timeout(timeout),
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )

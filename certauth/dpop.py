@@ -200,13 +200,16 @@ def normalize_htu(url: str) -> str:
     """
     from certauth.authority import _check_host
 
-    if len(url) > MAX_HTU_CHARS:
+    # The query and the fragment are no part of the htu, nor of its limit: a request with a
+    # long query string is as provable as any (RFC 3986 section 3: "?" and "#" end the path).
+    base = re.split(r"[?#]", url.strip(), maxsplit=1)[0]
+    if len(base) > MAX_HTU_CHARS:
         raise InvalidArgumentError(
-            f"the URL is {len(url):,} characters long, over the {MAX_HTU_CHARS:,} a DPoP "
-            "htu may have"
+            f"the URL without its query is {len(base):,} characters long, over the "
+            f"{MAX_HTU_CHARS:,} a DPoP htu may have"
         )
     try:
-        parts = urlsplit(url.strip())
+        parts = urlsplit(base)
         host = parts.hostname or ""
         port = parts.port
     except ValueError as exc:
@@ -331,10 +334,11 @@ class JtiCache:
         self._lock = threading.Lock()
 
     def add(self, jti: str, *, expires_at: float, now: float) -> bool:
-        """Record ``jti`` until ``expires_at``; ``False`` if it is already recorded (a replay)."""
+        """Record ``jti`` until ``expires_at`` (the last moment its proof is accepted, that
+        moment included); ``False`` if it is already recorded (a replay)."""
         with self._lock:
             expiry = self._seen.get(jti)
-            if expiry is not None and expiry > now:
+            if expiry is not None and expiry >= now:
                 return False
             self._seen.pop(jti, None)
             if len(self._seen) >= self._max:
@@ -345,7 +349,7 @@ class JtiCache:
             return True
 
     def _purge(self, now: float) -> None:
-        for stale in [jti for jti, expiry in self._seen.items() if expiry <= now]:
+        for stale in [jti for jti, expiry in self._seen.items() if expiry < now]:
             del self._seen[stale]
 
     def __len__(self) -> int:

@@ -174,6 +174,16 @@ def test_htu_normalisation(url: str, htu: str) -> None:
     assert normalize_htu(url) == htu
 
 
+def test_a_long_query_or_fragment_is_no_part_of_the_htu_nor_of_its_limit(key: DPoPKey) -> None:
+    # An API call with a long query string (a search, a list of ids) signs a proof like any
+    # other: htu leaves the query and fragment out (RFC 9449 section 4.2), so does the limit.
+    long = URL + "?ids=" + ",".join(str(n) for n in range(3000)) + "#" + "f" * 9000
+    assert normalize_htu(long) == URL
+    proof = make_proof(key, htm="GET", htu=long, access_token=TOKEN, now=NOW)
+    checked = check_proof(proof, htm="GET", htu=long, access_token=TOKEN, now=NOW)
+    assert checked.htu == URL
+
+
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
@@ -321,11 +331,31 @@ def test_a_replayed_jti_is_refused(key: DPoPKey) -> None:
     check_proof(forge(key, *good(key, jti="j-2")), htm="GET", htu=URL, now=NOW, seen_jti=cache)
 
 
+def test_a_proof_is_never_accepted_twice_even_at_the_last_moment_of_its_window(
+    key: DPoPKey,
+) -> None:
+    # iat + max_age + leeway is the last moment check_proof accepts the proof; its jti must
+    # still be remembered then.
+    cache = JtiCache()
+    proof = forge(key, *good(key))
+    last = NOW + 300 + 60
+    check_proof(proof, htm="GET", htu=URL, now=NOW, seen_jti=cache)
+    with pytest.raises(TokenValidationError) as info:
+        check_proof(proof, htm="GET", htu=URL, now=last, seen_jti=cache)
+    assert info.value.check == "dpop_replay"
+    fresh = JtiCache()
+    check_proof(proof, htm="GET", htu=URL, now=last, seen_jti=fresh)
+    with pytest.raises(TokenValidationError) as info:
+        check_proof(proof, htm="GET", htu=URL, now=last, seen_jti=fresh)
+    assert info.value.check == "dpop_replay"
+
+
 def test_the_jti_cache_is_bounded_and_expires() -> None:
     cache = JtiCache(max_entries=3)
     assert cache.add("a", expires_at=10, now=0)
     assert not cache.add("a", expires_at=10, now=5)
-    assert cache.add("a", expires_at=20, now=10)  # expired: a new proof may reuse it
+    assert not cache.add("a", expires_at=20, now=10)  # its last moment: still a replay
+    assert cache.add("a", expires_at=20, now=10.5)  # expired: a new proof may reuse it
     for name in "bcd":
         assert cache.add(name, expires_at=100, now=11)
     assert len(cache) == 3

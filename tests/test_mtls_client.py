@@ -5,6 +5,7 @@ node oidc-provider's mTLS endpoints are in tests/test_mtls_end_to_end.py."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import socket
@@ -249,3 +250,182 @@ def test_a_rotation_to_another_key_type_keeps_the_current_certificate(
     assert auth.fingerprint == f"mtls:x5t#S256:{rsa_cert.x5t_s256}"
     assert "cannot switch key types" in caplog.text
     credential.close()
+
+
+def _open_files() -> list[str]:
+    """What this process's descriptors point to (other threads' sockets come and go)."""
+    targets = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # closed meanwhile
+            targets.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return targets
+
+
+def _refused(*args: object) -> int:
+    # What a seccomp profile that forbids memfd_create (or an old kernel: ENOSYS) answers.
+    import errno
+
+    raise PermissionError(errno.EPERM, "Operation not permitted")
+
+
+@pytest.mark.parametrize("memfd", ["refused", "absent"])
+def test_without_memfd_create_the_key_goes_through_a_private_file_removed_at_once(
+    recorder: _PeerRecorder,
+    tls_files: TlsFiles,
+    rsa_cert: Certificate,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    memfd: str,
+) -> None:
+    import tempfile
+
+    if memfd == "refused":
+        monkeypatch.setattr(os, "memfd_create", _refused, raising=False)
+    else:
+        monkeypatch.delattr(os, "memfd_create", raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    context = _http.client_certificate_context(str(tls_files.ca_file), rsa_cert)
+    assert os.listdir(tmp_path) == []  # the folder and the encrypted key are gone
+    assert not [target for target in _open_files() if str(tmp_path) in target]
+    recorder.connect(context)
+    assert recorder.seen == [rsa_cert.der]
+
+
+def test_a_key_that_cannot_be_handed_to_the_tls_layer_is_a_configuration_error(
+    rsa_cert: Certificate, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    monkeypatch.setattr(os, "memfd_create", _refused, raising=False)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(ConfigurationError, match="mutual TLS") as caught:
+        _http.client_certificate_context(None, rsa_cert)
+    assert "BEGIN" not in str(caught.value)
+
+
+class _OneOriginServer:
+    """An OAuth server on one https origin (discovery and token endpoint, as Keycloak serves
+    its mTLS aliases) that asks for a client certificate and records, per token request, the
+    one its connection presented. Keep-alive, as servers are."""
+
+    def __init__(self, files: TlsFiles, trusted: list[Certificate]) -> None:
+        import http.server
+        import json
+        import socketserver
+
+        server = self
+        self.presented: list[bytes | None] = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _json(self, document: dict[str, object]) -> None:
+                body = json.dumps(document).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._json(
+                    {
+                        "issuer": server.issuer,
+                        "token_endpoint": f"{server.issuer}/token",
+                        "token_endpoint_auth_methods_supported": ["self_signed_tls_client_auth"],
+                    }
+                )
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                server.presented.append(self.connection.getpeercert(binary_form=True))
+                self._json({"access_token": "t0ken", "token_type": "Bearer", "expires_in": 3600})
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        context = server_context(files)
+        context.verify_mode = ssl.CERT_REQUIRED
+        context.load_verify_locations(cadata="".join(c.pem.decode() for c in trusted))
+
+        class Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+            daemon_threads = True
+
+            def get_request(self) -> tuple[socket.socket, object]:
+                raw, address = self.socket.accept()
+                return context.wrap_socket(raw, server_side=True), address
+
+        self._server = Server(("127.0.0.1", 0), Handler)
+        self.issuer = f"https://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_a_certificate_rotated_before_the_first_request_binds_the_first_token(
+    tls_files: TlsFiles,
+    rsa_cert: Certificate,
+    other_rsa_cert: Certificate,
+    tmp_path: Path,
+    flavour: str,
+) -> None:
+    # The discovery document comes over a connection that presents the certificate of the
+    # credential's start; the token request that follows, once the rotated file is loaded,
+    # must present the new one, not reuse that connection.
+    import asyncio
+
+    from certauth import AsyncCertificateCredential
+
+    server = _OneOriginServer(tls_files, [rsa_cert, other_rsa_cert])
+    cert_file = tmp_path / "app.pem"
+    cert_file.write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
+    kwargs = {"issuer": server.issuer, "verify": str(tls_files.ca_file), "mtls": True}
+    try:
+        if flavour == "sync":
+            credential = CertificateCredential(None, "app", cert_file, **kwargs)
+            cert_file.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+            os.utime(cert_file, ns=(1, 1))
+            with credential:
+                credential.get_token("api://x/.default")
+        else:
+
+            async def scenario() -> None:
+                credential = AsyncCertificateCredential(None, "app", cert_file, **kwargs)
+                cert_file.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+                os.utime(cert_file, ns=(1, 1))
+                async with credential:
+                    await credential.get_token("api://x/.default")
+
+            asyncio.run(scenario())
+    finally:
+        server.close()
+    names = {rsa_cert.der: "the old certificate", other_rsa_cert.der: "the rotated one"}
+    assert [names.get(der or b"", "none") for der in server.presented] == ["the rotated one"]
+
+
+@pytest.mark.parametrize("mtls", [False, True])
+def test_verify_takes_a_path_object_and_names_a_wrong_type(
+    recorder: _PeerRecorder, tls_files: TlsFiles, rsa_cert: Certificate, mtls: bool
+) -> None:
+    if mtls:
+        context = _http.client_certificate_context(Path(tls_files.ca_file), rsa_cert)
+        recorder.connect(context)
+        assert recorder.seen == [rsa_cert.der]
+    else:
+        assert _http.resolve_verify(Path(tls_files.ca_file)) is _http.resolve_verify(
+            str(tls_files.ca_file)
+        )
+    for wrong in (42, b"/etc/ssl/ca.pem"):
+        check = (
+            (lambda v: _http.client_certificate_context(v, rsa_cert))
+            if mtls
+            else _http.resolve_verify
+        )
+        with pytest.raises(ConfigurationError) as caught:
+            check(wrong)
+        assert "verify=" in str(caught.value)
+        assert type(wrong).__name__ in str(caught.value)
+        assert "verify=False" not in str(caught.value)

@@ -117,10 +117,19 @@ def _payload(token: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+#: What curl's config parser unescapes in a double-quoted value (tool_parsecfg.c): a line
+#: break or a carriage return written as itself would end the value and start a line of its
+#: own, read as another option (a path or a password could then add ``output = ...``).
+_ESCAPES = str.maketrans(
+    {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}
+)
+
+
 def _quoted(value: str) -> str:
-    """A curl config string: double quotes, with backslash escapes for \\ and \" (curl's
-    config file syntax, the --config section of curl's manual)."""
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A curl config string: double quotes, with backslash escapes for \\, \", line breaks,
+    carriage returns and tabs (curl's config file syntax, the --config section of curl's
+    manual)."""
+    return '"' + value.translate(_ESCAPES) + '"'
 
 
 def curl_config(
@@ -163,7 +172,10 @@ def _client_certificate(cert_path: str, key_path: str | None, password: str | No
     from certauth.errors import InputFileError
 
     data = read_input_file(cert_path, what="certificate", error=InputFileError)
-    lines = [f"cert = {_quoted(os.path.abspath(cert_path))}"]
+    # curl reads --cert as FILE[:PASSWORD], unescaping \\ and \: (tool_getparam.c): a
+    # colon in the path must not start a password.
+    escaped = os.path.abspath(cert_path).replace("\\", "\\\\").replace(":", "\\:")
+    lines = [f"cert = {_quoted(escaped)}"]
     if b"-----BEGIN " not in data:
         # Not PEM: the file loaded as a certificate, so it is PKCS#12 or DER (curl's default
         # --cert-type is PEM).
@@ -171,6 +183,18 @@ def _client_certificate(cert_path: str, key_path: str | None, password: str | No
         lines.append('cert-type = "P12"' if pkcs12 else 'cert-type = "DER"')
     if key_path:
         lines.append(f"key = {_quoted(os.path.abspath(key_path))}")
+        key = read_input_file(key_path, what="private key", error=InputFileError)
+        if b"-----BEGIN " not in key:
+            if password:
+                # OpenSSL loads a DER key file without a password (SSL_FILETYPE_ASN1): curl
+                # would fail on it with "unable to set private key file".
+                raise InputFileError(
+                    f"--key {key_path}: curl cannot read an encrypted DER key; pack it with "
+                    "the certificate into a PEM bundle or a PFX (certauth cert bundle "
+                    "--password-env VAR) and give that as --cert",
+                    path=key_path,
+                )
+            lines.append('key-type = "DER"')  # the file loaded as a key; curl assumes PEM
     if password:
         lines.append(f"pass = {_quoted(password)}")
     return lines

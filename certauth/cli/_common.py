@@ -203,9 +203,10 @@ CLI_WORDING = {
     "htu": "--htu",
     "dpop_nonce": "--dpop-nonce",
     "scheme": "--scheme",
+    "dpop": "--dpop",
 }
 #: Whole phrases first: the keyword's value is what the option spells differently.
-_CLI_PHRASES = {"cache=None": "--no-cache"}
+_CLI_PHRASES = {"cache=None": "--no-cache", "mtls=True": "--mtls", "dpop=True": "--dpop"}
 
 
 def cli_wording(message: str) -> str:

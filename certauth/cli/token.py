@@ -486,6 +486,21 @@ def _make_credential(
     )
     from certauth.protocol import RetryPolicy
 
+    if binding.mtls:
+        # Before anything is read or written (a secret's variable, a new --dpop-key file):
+        # the options' conflict is the error to report.
+        if target.in_token or not target.cert_path or secret_env or secret_file or federated_file:
+            raise click.UsageError(
+                "--mtls authenticates with the certificate file in --cert (or "
+                f"{ENV_CERT_PATH}); it cannot go with a client secret, a federated token or a "
+                "pkcs11: key"
+            )
+        if not (target.token_endpoint or target.issuer):
+            raise click.UsageError(
+                "--mtls needs a server that takes mutual-TLS client authentication, named by "
+                "--issuer (its discovery document's mtls_endpoint_aliases are used) or "
+                "--token-endpoint; Entra ID's token endpoint authenticates clients by assertion"
+            )
     where = target.credential_kwargs()
     common: dict[str, Any] = dict(
         where,
@@ -494,16 +509,10 @@ def _make_credential(
         timeout=timeout,
         retry=RetryPolicy(total_timeout=total_timeout),
         cache=cache,
-        **binding.credential_kwargs(),
     )
     tenant, client_id = target.tenant, target.client_id or ""
     secret = _read_secret(secret_env, secret_file)
-    if binding.mtls and (target.in_token or not target.cert_path or secret or federated_file):
-        raise click.UsageError(
-            "--mtls authenticates with the certificate file in --cert (or "
-            f"{ENV_CERT_PATH}); it cannot go with a client secret, a federated token or a "
-            "pkcs11: key"
-        )
+    common.update(binding.credential_kwargs())
     if target.in_token and not (secret_env or secret_file):
         return CertificateCredential(
             tenant,

@@ -11,7 +11,7 @@ small call); a call with ``claims`` never does (its token is fetched).
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
@@ -75,6 +75,7 @@ class _TLS:
 
     _verify: Any
     _timeout: float
+    _core: Planner
 
     @property
     def ssl_context(self) -> ssl.SSLContext:
@@ -86,6 +87,44 @@ class _TLS:
         from certauth import _http
 
         return _http.resolve_verify(self._verify)
+
+    def _client_certificate(self) -> Callable[[], object] | None:
+        """What returns the certificate the TLS context presents now, under ``mtls=True``
+        (``None`` otherwise): a client that sees it change opens new connections (see
+        :mod:`certauth._rotating_transport`)."""
+        auth = self._core.auth
+        if not (auth.mtls and isinstance(auth, CertificateAuth)):
+            return None
+        return lambda: auth.certificate
+
+    def _check_client_kwargs(self, kwargs: dict[str, Any]) -> None:
+        """Refuse the ``http_client`` keywords that would take its TLS context or its tokens
+        away: ``verify``/``auth`` are its own, and under ``mtls=True`` a ``transport``/
+        ``mounts`` of the caller's would not present the certificate."""
+        from certauth.errors import InvalidArgumentError
+
+        for name in ("verify", "auth"):
+            if name in kwargs:
+                raise InvalidArgumentError(
+                    f"http_client() sets {name}= itself (the credential's ssl_context and "
+                    "BearerAuth); give the CA file as the credential's verify=, or build an "
+                    "httpx client of your own with those"
+                )
+        if self._client_certificate() is not None:
+            for name in ("transport", "mounts"):
+                if name in kwargs:
+                    raise InvalidArgumentError(
+                        f"http_client({name}=...) with mtls=True: a transport of yours does "
+                        "not present the client certificate, and the API refuses the "
+                        "certificate-bound token without it; leave it out, or build your "
+                        "transport with verify=credential.ssl_context"
+                    )
+
+    def _transport_settings(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The ``httpx.Client`` keywords its default transport takes: an API client's inner
+        transports are made with them."""
+        names = ("http1", "http2", "limits", "trust_env")
+        return {name: kwargs[name] for name in names if name in kwargs}
 
 
 class SyncCredential(_TLS, DPoPCredential):
@@ -110,19 +149,36 @@ class SyncCredential(_TLS, DPoPCredential):
                 if client is None:
                     from certauth import _http
 
-                    client = self._given = _http.new_sync_client(self._verify, self._timeout)
+                    client = self._given = _http.new_sync_client(
+                        self._verify,
+                        self._timeout,
+                        client_certificate=self._client_certificate(),
+                    )
         return client
 
     def http_client(self, *scopes: str, **kwargs: Any) -> httpx.Client:
         """An ``httpx.Client`` for the API that ``scopes`` are for: this credential's TLS
         context (:attr:`ssl_context`, the client certificate included with ``mtls=True``) and
         :class:`~certauth.BearerAuth` with its tokens. ``kwargs`` go to ``httpx.Client``
-        (``base_url=``, ``timeout=`` ...). Close it when done (``with`` does)."""
+        (``base_url=``, ``timeout=`` ...; not ``verify=`` nor ``auth=``, which are these, nor
+        with ``mtls=True`` a ``transport=``/``mounts=``, which would not present the
+        certificate: :class:`~certauth.errors.InvalidArgumentError`). Close it when done
+        (``with`` does)."""
         from certauth._httpx import httpx
         from certauth.auth import BearerAuth
 
+        self._check_client_kwargs(kwargs)
         kwargs.setdefault("timeout", self._timeout)
-        return httpx.Client(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
+        context = self.ssl_context
+        certificate = self._client_certificate()
+        if certificate is not None and "transport" not in kwargs:
+            from certauth._rotating_transport import RotatingTransport
+
+            settings = self._transport_settings(kwargs)
+            kwargs["transport"] = RotatingTransport(
+                lambda: httpx.HTTPTransport(verify=context, **settings), certificate
+            )
+        return httpx.Client(verify=context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
@@ -222,9 +278,14 @@ class SyncCredential(_TLS, DPoPCredential):
             self._core.delete_stored(key)
 
     def close(self) -> None:
-        """Close the HTTP client (when the credential created it)."""
-        if self._owns_client and self._given is not None:
-            self._given.close()
+        """Close the HTTP client (when the credential created it). The credential stays
+        usable: its next request opens a new one, as azure-core's transports reopen."""
+        if not self._owns_client:
+            return
+        with self._client_lock:
+            client, self._given = self._given, None
+        if client is not None:
+            client.close()
 
     def __enter__(self) -> SyncCredential:
         return self
@@ -252,7 +313,9 @@ class AsyncCredential(_TLS, DPoPCredential):
         if client is None:
             from certauth import _http
 
-            client = self._given = _http.new_async_client(self._verify, self._timeout)
+            client = self._given = _http.new_async_client(
+                self._verify, self._timeout, client_certificate=self._client_certificate()
+            )
         return client
 
     def http_client(self, *scopes: str, **kwargs: Any) -> httpx.AsyncClient:
@@ -260,8 +323,18 @@ class AsyncCredential(_TLS, DPoPCredential):
         from certauth._httpx import httpx
         from certauth.auth import BearerAuth
 
+        self._check_client_kwargs(kwargs)
         kwargs.setdefault("timeout", self._timeout)
-        return httpx.AsyncClient(verify=self.ssl_context, auth=BearerAuth(self, *scopes), **kwargs)
+        context = self.ssl_context
+        certificate = self._client_certificate()
+        if certificate is not None and "transport" not in kwargs:
+            from certauth._rotating_transport import AsyncRotatingTransport
+
+            settings = self._transport_settings(kwargs)
+            kwargs["transport"] = AsyncRotatingTransport(
+                lambda: httpx.AsyncHTTPTransport(verify=context, **settings), certificate
+            )
+        return httpx.AsyncClient(verify=context, auth=BearerAuth(self, *scopes), **kwargs)
 
     @property
     def authority(self) -> Authority | None:
@@ -363,9 +436,12 @@ class AsyncCredential(_TLS, DPoPCredential):
         loop.run_in_executor(None, core.delete_stored, key)
 
     async def close(self) -> None:
-        """Close the HTTP client (when the credential created it)."""
-        if self._owns_client and self._given is not None:
-            await self._given.aclose()
+        """Close the HTTP client (when the credential created it). The credential stays
+        usable: its next request opens a new one."""
+        client = self._given
+        if self._owns_client and client is not None:
+            self._given = None
+            await client.aclose()
 
     async def __aenter__(self) -> AsyncCredential:
         return self
