@@ -4,6 +4,10 @@ the signer rows (SoftHSM2 and the emulated Key Vault): where SoftHSM2 or python-
 missing, the SoftHSM2 rows must say so (skipped, with the reason) instead of failing the run;
 so must the fleet rows (a redis-server and a local Redis Cluster) without redis-server.
 
+The rows with a floor (``benchmarks/floors/``: the same work with the standard library and
+cryptography alone) run it too: the cache-hit row's floor reads the entry ``certauth token``
+wrote and must print the same token.
+
 The numbers are not checked here (a loaded CI machine would make that flaky); the full run
 (``scripts/bench``) is what the README's Performance table comes from.
 """
@@ -49,6 +53,7 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
         "burst_time",
         "process",
         "process_system_trust",
+        "cli_cache_hit",
         "cli_version",
         "cli_help",
         "python_pass",
@@ -64,6 +69,15 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
     for key in ("first_token", "cached", "burst_posts", "process", "assertion"):
         assert set(rows[key]["median"]) == {"certauth", "msal", "azure-identity"}, key
         assert all(value is not None for value in rows[key]["median"].values()), key
+    # The rows measured against a floor script (benchmarks/floors/), interleaved with it: the
+    # cache-hit row printed the floor's token (checked by the run) and sent no request.
+    for key, floor in (("process", "process_floor"), ("cli_cache_hit", "cli_cache_hit_floor")):
+        assert rows[key]["floor"]["key"] == floor, key
+        assert rows[key]["floor"]["median"] > 0, key
+        assert rows[key]["ratio_certauth_to_floor"] > 0, key
+        assert rows[key]["meets_target"] is not None, key
+    assert set(rows["cli_cache_hit"]["median"]) == {"certauth"}
+    assert "| floor | certauth/floor |" in done.stdout
     # Counts, unlike times, do not depend on the machine's load.
     assert rows["requests_first_token"]["median"]["certauth"] == 1
     assert rows["burst_posts"]["median"]["certauth"] == 1
