@@ -11,7 +11,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -327,6 +326,8 @@ def _roll_back(placed: Sequence[tuple[Path, str | None]], temps: Sequence[str]) 
 
 def _write_temp(item: OutputFile) -> str:
     directory = item.path.parent
+    import tempfile  # here: only writing a file needs it (reading one is the hot path)
+
     fd, temp = tempfile.mkstemp(prefix=f".{item.path.name}.", suffix=".tmp", dir=directory)
     try:
         # mkstemp creates 0600; widen public files explicitly so the umask cannot narrow

@@ -14,9 +14,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
-from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -28,6 +27,10 @@ from certauth.errors import (
     PasswordError,
     UnsupportedKeyError,
 )
+
+if TYPE_CHECKING:
+    # Imported where certificates are parsed (see certauth.certificates for why).
+    from cryptography import x509
 
 __all__ = [
     "Loaded",
@@ -261,6 +264,8 @@ def _parse_bundle(
     data: bytes, source: str, password: Password, *, keys_only: bool = False
 ) -> _Parsed:
     """Certificates and keys in one file of any supported format."""
+    from cryptography import x509
+
     if b"-----BEGIN " in data:
         return _parse_pem(data, source)
     if _looks_like_pkcs12(data):
@@ -354,6 +359,8 @@ def _pem_blocks(data: bytes) -> list[tuple[bytes, bytes]]:
 
 
 def _parse_pem(data: bytes, source: str) -> _Parsed:
+    from cryptography import x509
+
     parsed = _Parsed()
     blocks = _pem_blocks(data)
     if not blocks:

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import fcntl
 import hashlib
-import inspect
 import json
 import logging
 import os
@@ -90,6 +89,8 @@ class TokenCache(Protocol):
 def lock_takes_timeout(store: TokenCache) -> bool:
     """Whether ``store.lock`` accepts the ``timeout`` keyword (by its signature, so call this
     once per store, not per lock). Stores written before the keyword existed do not."""
+    import inspect  # here: ~3 ms of imports that a token read from the cache does not need
+
     try:
         parameters = inspect.signature(store.lock).parameters
     except (TypeError, ValueError):  # a builtin or C method without a signature

@@ -8,18 +8,14 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
-import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509 import Certificate as X509Certificate
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from certauth._jose import MIN_RSA_BITS, b64url_encode
 from certauth._keyfiles import (
@@ -31,6 +27,13 @@ from certauth._keyfiles import (
     short_reason,
 )
 from certauth.errors import CertificateError, InvalidArgumentError, UnsupportedKeyError
+
+if TYPE_CHECKING:
+    # cryptography.x509 is imported where a certificate is parsed or built, not here: its
+    # import alone (~25 ms: it compiles the RFC 4514 name regexes) would be paid by every
+    # process that imports certauth, a token served from a cache included.
+    from cryptography import x509
+    from cryptography.x509 import Certificate as X509Certificate
 
 __all__ = [
     "KEY_TYPES",
@@ -153,6 +156,8 @@ class Certificate:
     @property
     def common_name(self) -> str | None:
         """The subject's first CN, if any."""
+        from cryptography.x509.oid import NameOID
+
         values = self.x509.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
         return str(values[0].value) if values else None
 
@@ -357,6 +362,8 @@ def _encryption(password: Password) -> serialization.KeySerializationEncryption:
 
 def parse_subject(subject: str) -> x509.Name:
     """Parse ``CN=billing-api`` or a full RFC 4514 name (``CN=api,O=Contoso,C=US``)."""
+    from cryptography import x509
+
     text = subject.strip()
     if not text or "=" not in text:
         raise InvalidArgumentError(
@@ -420,6 +427,8 @@ def generate_certificate(
     :func:`certauth.signers.pkcs11.generate_certificate_in_token`); ``key_type`` is then
     unused.
     """
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
     check_validity_days(days)
     name = parse_subject(subject)
     if key is None:
@@ -471,6 +480,8 @@ def build_certificate(
                                    subject_alt_names=["localhost", "127.0.0.1"],
                                    key_identifiers=True)
     """
+    from cryptography import x509
+
     name = subject if isinstance(subject, x509.Name) else parse_subject(subject)
     builder = (
         x509.CertificateBuilder()
@@ -505,6 +516,8 @@ def build_certificate(
 
 
 def _key_usage(usages: frozenset[KeyUsageName]) -> x509.KeyUsage:
+    from cryptography import x509
+
     return x509.KeyUsage(
         digital_signature="digital_signature" in usages,
         content_commitment="content_commitment" in usages,
@@ -519,6 +532,10 @@ def _key_usage(usages: frozenset[KeyUsageName]) -> x509.KeyUsage:
 
 
 def _general_name(value: str) -> x509.GeneralName:
+    import ipaddress
+
+    from cryptography import x509
+
     try:
         return x509.IPAddress(ipaddress.ip_address(value))
     except ValueError:
@@ -526,6 +543,8 @@ def _general_name(value: str) -> x509.GeneralName:
 
 
 def _authority_key_identifier(issuer: Certificate) -> x509.AuthorityKeyIdentifier:
+    from cryptography import x509
+
     # RFC 5280 section 4.2.1.1: the issuer's subject key identifier, when it has one.
     try:
         ski = issuer.x509.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)

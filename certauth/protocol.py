@@ -9,17 +9,18 @@ https://learn.microsoft.com/entra/identity-platform/reference-error-codes).
 from __future__ import annotations
 
 import base64
-import email.utils
 import json
 import math
-import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
 from certauth.errors import InvalidArgumentError, TokenRequestError, TransportError
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = [
     "CLIENT_ASSERTION_TYPE",
@@ -601,7 +602,11 @@ class RetryPolicy:
             if waited is not None:
                 return waited if waited <= self.max_retry_after else None
         ceiling = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
-        return (rng or random).uniform(0, ceiling)  # jitter, not security
+        if rng is None:
+            import random  # here: only a retry needs it (a token from a cache never does)
+
+            return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+        return rng.uniform(0, ceiling)
 
 
 def parse_retry_after(value: str, *, now: float) -> float | None:
@@ -609,6 +614,8 @@ def parse_retry_after(value: str, *, now: float) -> float | None:
     value = value.strip()
     if value.isdigit():
         return float(value)
+    import email.utils  # here: ~10 ms of imports that only a Retry-After date needs
+
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

@@ -22,10 +22,24 @@ from certauth.cli._common import PathText, Url
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _dpop_check(name: str) -> Callable[[click.Context, click.Parameter, str | None], str | None]:
+    """A click callback running ``certauth dpop-proof``'s check ``name`` on a given value;
+    that command's module is imported only then (``certauth token`` without --htm/--htu
+    never loads it)."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from certauth.cli import dpop
+
+        checked: str | None = dpop._core_check(getattr(dpop, name))(ctx, param, value)
+        return checked
+
+    return callback
+
+
 def binding_options(func: F) -> F:
     """``--mtls``, ``--dpop``, ``--dpop-key``, ``--htm`` and ``--htu``."""
-    from certauth.cli.dpop import _core_check, _method, _url
-
     options = [
         click.option(
             "--mtls",
@@ -48,14 +62,14 @@ def binding_options(func: F) -> F:
         click.option(
             "--htm",
             metavar="METHOD",
-            callback=_core_check(_method),
+            callback=_dpop_check("_method"),
             help="With --output curl-config: the API request's method (default GET).",
         ),
         click.option(
             "--htu",
             metavar="URL",
             type=Url(),
-            callback=_core_check(_url),
+            callback=_dpop_check("_url"),
             help="With --output curl-config: the API request's URL (the config's url, and the "
             "DPoP proof's htu).",
         ),

@@ -43,7 +43,7 @@ from certauth.cli._common import (
 )
 from certauth.cli._pkcs11 import check_uri, pkcs11_options, read_pin, refuse_unused
 from certauth.errors import CertauthError, InvalidArgumentError, LocalInputError, PasswordError
-from certauth.signers._pkcs11_uri import is_pkcs11_uri
+from certauth.signers import is_pkcs11_uri
 
 #: Exit codes of ``cert check`` (docs/exit-codes.md): expiring within the window,
 #: expired/not yet valid.

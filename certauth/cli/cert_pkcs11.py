@@ -15,7 +15,7 @@ from certauth.cli._common import emit_json, warn
 from certauth.cli._pkcs11 import open_signer
 from certauth.cli.cert import SHOW_WARN_DAYS, _print_human, _verdict, describe
 from certauth.errors import KeyMismatchError
-from certauth.signers._pkcs11_uri import is_pkcs11_uri
+from certauth.signers import is_pkcs11_uri
 from certauth.signers.pkcs11 import generate_certificate_in_token
 
 

@@ -167,7 +167,7 @@ class _Target:
     @property
     def in_token(self) -> bool:
         """Whether ``--key`` names a key in a PKCS#11 token."""
-        from certauth.signers._pkcs11_uri import is_pkcs11_uri
+        from certauth.signers import is_pkcs11_uri
 
         return is_pkcs11_uri(self.key_path)
 
@@ -451,7 +451,7 @@ def _require_settings(
         missing.append(f"--client-id (or {ENV_CLIENT_ID})")
     if not (opts["tenant"] or opts["token_endpoint"] or opts["issuer"] or _env(ENV_TENANT)):
         missing.append(f"--tenant (or {ENV_TENANT}), --token-endpoint or --issuer")
-    from certauth.signers._pkcs11_uri import is_pkcs11_uri
+    from certauth.signers import is_pkcs11_uri
 
     in_token = is_pkcs11_uri(opts["key_path"])  # the certificate may be in the token too
     has_key = opts["cert_path"] or _env(ENV_CERT_PATH) or in_token

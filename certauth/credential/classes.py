@@ -32,7 +32,7 @@ from certauth.credential.shells import AsyncCredential, SyncCredential
 from certauth.credential.tenants import TenantRules
 from certauth.errors import CertificateError, InvalidArgumentError
 from certauth.protocol import RetryPolicy, SecretMethod
-from certauth.signers._pkcs11_uri import is_pkcs11_uri
+from certauth.signers import is_pkcs11_uri
 
 if TYPE_CHECKING:
     from certauth._httpx import httpx

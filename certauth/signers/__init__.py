@@ -26,13 +26,25 @@ The rules every signer obeys:
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from certauth import _jose
-from certauth.certificates import Certificate
 from certauth.errors import CertificateError
 
+if TYPE_CHECKING:
+    # Annotations only: importing this package (for the pkcs11: URI check, say) loads no
+    # certificate code and no cryptography.
+    from certauth.certificates import Certificate
+
 __all__ = ["AsyncSigner", "KeyFileSigner", "KeyVaultSigner", "Pkcs11Signer", "Signer"]
+
+
+def is_pkcs11_uri(value: object) -> bool:
+    """Whether ``value`` is a string written as a ``pkcs11:`` URI (RFC 7512; the scheme is
+    case-insensitive, RFC 3986 section 3.1); a file path never starts so. Here, not beside the
+    URI parser (``_pkcs11_uri``): every command and credential that takes a key asks, and
+    asking must not load the parser."""
+    return isinstance(value, str) and value[:7].lower() == "pkcs11:"
+
 
 #: The backends, imported when first named (each pulls its own dependencies in).
 _BACKENDS = {
@@ -91,6 +103,10 @@ class KeyFileSigner:
                 "key file with key_path=, or a signer=",
                 path=certificate.source,
             )
+        # Here, not at the top: the package is imported for the pkcs11: URI check too.
+        from certauth._jose import sign
+
+        self._sign = sign
         self._key = key
         self._certificate = certificate
 
@@ -106,7 +122,7 @@ class KeyFileSigner:
 
     def sign(self, data: bytes, alg: str) -> bytes:
         """Sign in process with the loaded key."""
-        return _jose.sign(self._key, alg, data)
+        return self._sign(self._key, alg, data)
 
     def __repr__(self) -> str:
         return f"KeyFileSigner({self.description!r})"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes
 
 from certauth.errors import InvalidArgumentError, SignerError
+from certauth.signers import is_pkcs11_uri
 
 __all__ = ["MODULE_ENV", "Pkcs11Uri", "is_pkcs11_uri", "resolve_module", "resolve_pin"]
 
@@ -51,12 +52,6 @@ MODULE_DIRS = (
 )
 _BACKEND = "pkcs11"
 _PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
-
-
-def is_pkcs11_uri(value: object) -> bool:
-    """Whether ``value`` is a string written as a ``pkcs11:`` URI (the scheme is
-    case-insensitive, RFC 3986 section 3.1); a file path never starts so."""
-    return isinstance(value, str) and value[:7].lower() == "pkcs11:"
 
 
 @dataclass(frozen=True)
