@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from certauth import _jose
 from certauth._jose import MIN_RSA_BITS, PublicKey, b64url_encode
-from certauth.certificates import Certificate
+from certauth.certificates import Certificate, entra_key_problems
 from certauth.errors import (
     CertificateError,
     ConfigurationError,
@@ -49,6 +49,8 @@ __all__ = [
     "AssertionSigner",
     "build_client_assertion",
     "check_entra_key",
+    "check_key",
+    "check_key_for",
 ]
 
 #: RFC 7523 section 2.2 client authentication, named as OAuth server metadata names it
@@ -82,6 +84,47 @@ def check_entra_key(certificate: Certificate, where: str | None = None) -> None:
     if problems:
         where = certificate.source or where or "certificate"
         raise UnsupportedKeyError(f"{where}: {problems[0]}", path=certificate.source)
+
+
+def check_key(public_key: PublicKey, alg: str | None, *, where: str, path: str | None) -> None:
+    """What :class:`AssertionSigner` refuses of a certificate's public key before an authority
+    is known: RSA below 2048 bits, and an ``alg`` that does not fit the key. ``where`` names
+    the key in messages, ``path`` is the file they report."""
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < MIN_RSA_BITS:
+        raise UnsupportedKeyError(
+            f"{where}: RSA {public_key.key_size} key; at least {MIN_RSA_BITS} bits are required "
+            "(Entra ID answers AADSTS50032)",
+            path=path,
+        )
+    if alg is not None:
+        _check_alg(public_key, alg)
+
+
+def check_key_for(
+    authority: Authority, public_key: PublicKey, alg: str | None, *, where: str, path: str | None
+) -> str:
+    """What :meth:`AssertionSigner.check` refuses, before anything is sent, of a certificate's
+    public key for ``authority``; the algorithm to sign with (``alg``, else the authority's
+    default). Kept apart from the class so that ``certauth token``'s look in the file cache,
+    which loads no certificate object, applies the very same rules."""
+    if authority.kind == "b2c":
+        # Azure AD B2C: "client credentials ... with a client secret only" (it answers
+        # AADB2C99027 to an assertion), https://learn.microsoft.com/azure/active-directory-b2c/client-credentials-grant-flow
+        raise ConfigurationError(
+            f"{authority.token_endpoint}: Azure AD B2C takes only client secrets for the "
+            "client credentials grant, not certificates (it answers AADB2C99027); use a "
+            "client secret for B2C, or a regular Entra ID tenant"
+        )
+    if authority.is_entra:
+        problems = entra_key_problems(public_key)
+        if problems:
+            raise UnsupportedKeyError(f"{where}: {problems[0]}", path=path)
+    authority.check_auth_method(METHOD)
+    key_type = "RSA" if isinstance(public_key, rsa.RSAPublicKey) else "EC"
+    alg = alg or authority.default_alg(key_type)
+    _check_alg(public_key, alg)
+    authority.check_signing_alg(alg)
+    return alg
 
 
 def check_lifetime(lifetime: int, name: str = "lifetime") -> int:
@@ -158,14 +201,12 @@ class AssertionSigner:
         certificate = self.signer.certificate
         # Parsed once: the checks below and each signature's size check read it.
         self._public_key = public_key = certificate.public_key
-        if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < MIN_RSA_BITS:
-            raise UnsupportedKeyError(
-                f"{certificate.source or self.signer.description}: RSA {public_key.key_size} "
-                f"key; at least {MIN_RSA_BITS} bits are required (Entra ID answers AADSTS50032)",
-                path=certificate.source,
-            )
-        if alg is not None:
-            _check_alg(public_key, alg)
+        check_key(
+            public_key,
+            alg,
+            where=certificate.source or self.signer.description,
+            path=certificate.source,
+        )
         check_lifetime(lifetime)
         if not client_id:
             raise InvalidArgumentError("client id is empty; give client_id=")
@@ -190,21 +231,14 @@ class AssertionSigner:
     def check(self, authority: Authority) -> str:
         """Refuse, before anything is sent, what ``authority`` is known to reject; return the
         algorithm to sign with for it (the one asked for, else the authority's default)."""
-        if authority.kind == "b2c":
-            # Azure AD B2C: "client credentials ... with a client secret only" (it answers
-            # AADB2C99027 to an assertion), https://learn.microsoft.com/azure/active-directory-b2c/client-credentials-grant-flow
-            raise ConfigurationError(
-                f"{authority.token_endpoint}: Azure AD B2C takes only client secrets for the "
-                "client credentials grant, not certificates (it answers AADB2C99027); use a "
-                "client secret for B2C, or a regular Entra ID tenant"
-            )
-        if authority.is_entra:
-            check_entra_key(self.certificate, self.signer.description)
-        authority.check_auth_method(METHOD)
-        alg = self.alg or authority.default_alg(self.certificate.key_type)
-        _check_alg(self._public_key, alg)
-        authority.check_signing_alg(alg)
-        return alg
+        certificate = self.certificate
+        return check_key_for(
+            authority,
+            self._public_key,
+            self.alg,
+            where=certificate.source or self.signer.description or "certificate",
+            path=certificate.source,
+        )
 
     # the key's proof: once per algorithm, before the first assertion ---------------------------
 

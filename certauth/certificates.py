@@ -203,11 +203,7 @@ class Certificate:
     @property
     def key_description(self) -> str:
         """A short human description such as ``RSA 2048`` or ``EC P-256``."""
-        key = self.public_key
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-            return f"EC {curve.get(key.curve.name, key.curve.name)}"
-        return f"RSA {key.key_size}"
+        return describe_key(self.public_key)
 
     @property
     def has_private_key(self) -> bool:
@@ -234,19 +230,7 @@ class Certificate:
 
     def entra_problems(self) -> list[str]:
         """Reasons Entra ID will refuse this certificate as an app credential (empty if none)."""
-        key = self.public_key
-        if isinstance(key, ec.EllipticCurvePublicKey):
-            return [
-                f"{self.key_description} key: Entra ID will not accept it (app credentials "
-                "must be RSA; it answers AADSTS5002738); create one with key_type=rsa2048"
-            ]
-        if key.key_size < MIN_RSA_BITS:
-            return [
-                f"RSA {key.key_size} key: Entra ID will not accept it (it requires at least "
-                f"{MIN_RSA_BITS} bits; it answers AADSTS50032); create a new certificate with "
-                "key_type=rsa2048"
-            ]
-        return []
+        return entra_key_problems(self.public_key)
 
     def days_left(self, now: dt.datetime | None = None) -> float:
         """Days until ``not_after`` (negative once expired)."""
@@ -338,6 +322,31 @@ class Certificate:
     @property
     def _where(self) -> str:
         return self.source or "certificate"
+
+
+def describe_key(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
+    """A short human description of a public key, such as ``RSA 2048`` or ``EC P-256``."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
+        return f"EC {curve.get(key.curve.name, key.curve.name)}"
+    return f"RSA {key.key_size}"
+
+
+def entra_key_problems(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> list[str]:
+    """Reasons Entra ID will refuse a certificate with this public key as an app credential
+    (empty if none): :meth:`Certificate.entra_problems`, for a key alone."""
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return [
+            f"{describe_key(key)} key: Entra ID will not accept it (app credentials "
+            "must be RSA; it answers AADSTS5002738); create one with key_type=rsa2048"
+        ]
+    if key.key_size < MIN_RSA_BITS:
+        return [
+            f"RSA {key.key_size} key: Entra ID will not accept it (it requires at least "
+            f"{MIN_RSA_BITS} bits; it answers AADSTS50032); create a new certificate with "
+            "key_type=rsa2048"
+        ]
+    return []
 
 
 def _random_key_id() -> str:
