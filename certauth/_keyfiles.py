@@ -7,6 +7,7 @@ Pure: no network, no clock.
 
 from __future__ import annotations
 
+import base64
 import bisect
 import hashlib
 import math
@@ -37,6 +38,7 @@ __all__ = [
     "Password",
     "PrivateKey",
     "password_bytes",
+    "peek_pem_files",
     "read_certificate_and_key",
     "same_public_key",
     "short_reason",
@@ -141,6 +143,44 @@ def read_certificate_and_key(
         leaf = _end_entity(certs)
     _supported_public_key(leaf, source)
     return Loaded(leaf, private_key, _chain_order(leaf, certs), source)
+
+
+def peek_pem_files(
+    cert: str, *, key: str | None, password: Password
+) -> tuple[bytes, PrivateKey] | None:
+    """The DER of the one certificate in the PEM file ``cert``, and its private key (the one in
+    ``cert``, or in the PEM file ``key``) loaded and checked as :func:`read_certificate_and_key`
+    loads and checks keys; the certificate is not parsed (importing cryptography.x509 alone
+    costs ~25 ms). For a look in the token cache before a certificate is loaded: whether the
+    key belongs to the certificate is known only from an entry that opens (see
+    ``certauth._cache_lookup``). ``None`` when the files are anything but that simple (DER or
+    PFX, a chain, several keys, a PEM header in a certificate block ...): loading them
+    decides. Unreadable files and bad passwords raise as when loading."""
+    data = read_input_file(cert, what="certificate", error=CertificateError)
+    blocks = _pem_blocks(data) if b"-----BEGIN " in data else []
+    certs = [pem for label, pem in blocks if label in _CERT_LABELS]
+    if len(certs) != 1 or not certs[0].startswith(b"-----BEGIN CERTIFICATE-----"):
+        return None
+    if key is not None:
+        key_data = read_input_file(key, what="private key", error=CertificateError)
+        key_source = key
+        blocks = _pem_blocks(key_data) if b"-----BEGIN " in key_data else []
+        if any(label in _CERT_LABELS for label, _ in blocks):
+            return None
+    else:
+        key_source = cert
+    keys = [(label, pem) for label, pem in blocks if label.endswith(b"PRIVATE KEY")]
+    if len(keys) != 1 or keys[0][0] not in _KEY_LABELS:
+        return None
+    body = certs[0].split(b"\n")[1:-1]  # the BEGIN and END lines (_pem_blocks: BEGIN ends a line)
+    if any(b":" in line for line in body):
+        return None  # RFC 1421 headers: cryptography's reading of them decides
+    try:
+        der = base64.b64decode(b"".join(b"".join(body).split()), validate=True)
+    except ValueError:
+        return None
+    label, pem = keys[0]
+    return der, _load_pem_key(pem, label, key_source, password)
 
 
 def _end_entity(certs: list[x509.Certificate]) -> x509.Certificate:

@@ -14,7 +14,6 @@ import errno
 import fcntl
 import hashlib
 import json
-import logging
 import os
 import stat
 import time
@@ -41,7 +40,6 @@ __all__ = [
     "lock_takes_timeout",
 ]
 
-log = logging.getLogger("certauth")
 
 _FORMAT = b"certauth-cache-v1"
 _NONCE_BYTES = 12
@@ -166,6 +164,14 @@ class EntryCipher:
             return None
 
 
+def _warn(message: str, *args: object) -> None:
+    """Log a warning on the ``certauth`` logger, which is imported only then: ~4 ms of
+    imports that reading a token from the cache does not need."""
+    import logging
+
+    logging.getLogger("certauth").warning(message, *args)
+
+
 def default_cache_dir() -> Path:
     """``$CERTAUTH_CACHE_DIR``, else ``$XDG_CACHE_HOME/certauth``, else ``~/.cache/certauth``."""
     explicit = os.environ.get("CERTAUTH_CACHE_DIR")
@@ -225,7 +231,7 @@ class FileTokenCache:
             )
         if info.st_mode & 0o077:
             os.chmod(directory, 0o700)
-            log.warning(
+            _warn(
                 "certauth: warning: %s was open to other users (mode %o); made it 0700",
                 directory,
                 stat.S_IMODE(info.st_mode),
@@ -281,7 +287,7 @@ class FileTokenCache:
                         raise
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        log.warning(
+                        _warn(
                             "certauth: cache lock %s held by another process for %.1f s; "
                             "going on without it",
                             path,

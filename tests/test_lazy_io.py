@@ -1,7 +1,8 @@
 """Nothing that only a request needs is loaded or built before a request is due (issue 19).
 
 A token served from a cache, in a new process, never imports httpx or ``ssl`` and never builds
-a TLS context; a credential builds its HTTP client and TLS context when its first request goes
+a TLS context (and ``certauth token`` finds it without building a credential or parsing the
+certificate); a credential builds its HTTP client and TLS context when its first request goes
 out, not when it is constructed. These are checks of what a process loads, run in fresh
 interpreters (never timings: those are in ``python -m benchmarks``).
 """
@@ -24,6 +25,17 @@ CLIENT = "11111111-2222-3333-4444-5555555555aa"
 SCOPE = "api://lazy/.default"
 #: What only a request needs: the HTTP stack and TLS.
 REQUEST_ONLY = ("httpx", "httpcore", "ssl", "_ssl", "http.client", "certauth._transport")
+#: What a CLI cache hit does without: the credential and a parsed certificate (the entry,
+#: named by the certificate's hash and sealed with its key, stands for them: see
+#: certauth._cache_lookup), and what only a retry or a warning needs.
+HIT_WITHOUT = (
+    "certauth.credential",
+    "certauth._flow",
+    "cryptography.x509",
+    "email.utils",
+    "logging",
+    "tempfile",
+)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +84,8 @@ def test_a_cli_cache_hit_loads_no_http_client_and_no_tls(
     assert hit.stdout == first.stdout  # the same token, from the cache
     assert tenant.request_count == requests
     assert _imported(hit.stderr).isdisjoint(REQUEST_ONLY)
+    assert {"certauth.credential", "cryptography.x509"} <= _imported(first.stderr)
+    assert _imported(hit.stderr).isdisjoint(HIT_WITHOUT)
 
 
 _PROGRAM = """

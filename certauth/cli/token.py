@@ -31,6 +31,7 @@ from certauth.cli._common import (
     read_password,
     show_retries,
 )
+from certauth.errors import CertauthError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -384,19 +385,22 @@ def token(
         federated_sources=(federated_token_file, _env(ENV_FEDERATED_TOKEN_FILE)),
     )
     target = _Target(**opts)
-    credential = _make_credential(
-        target,
-        ca_file=ca_file,
-        timeout=timeout,
-        total_timeout=total_timeout,
-        secret_env=client_secret_env,
-        secret_file=client_secret_file,
-        federated_file=federated_token_file,
-        cache=_token_cache(no_cache, cache_url, cache_namespace),
-        binding=binding,
-    )
-    with credential, show_retries():
-        result = credential.request_token(*scopes)
+    cache = _token_cache(no_cache, cache_url, cache_namespace)
+    result = _stored_token(target, scopes, cache, binding, client_secret_env, client_secret_file)
+    if result is None:
+        credential = _make_credential(
+            target,
+            ca_file=ca_file,
+            timeout=timeout,
+            total_timeout=total_timeout,
+            secret_env=client_secret_env,
+            secret_file=client_secret_file,
+            federated_file=federated_token_file,
+            cache=cache,
+            binding=binding,
+        )
+        with credential, show_retries():
+            result = credential.request_token(*scopes)
     if output == "json":
         emit_json(with_cnf(result.as_response(now=time.time())))
     elif output == "curl-config":
@@ -465,6 +469,42 @@ def _require_settings(
         raise click.UsageError(f"missing {missing[0]}")
     if missing:
         raise click.UsageError(f"missing {len(missing)} settings: {'; '.join(missing)}")
+
+
+def _stored_token(
+    target: _Target,
+    scopes: tuple[str, ...],
+    cache: Any,
+    binding: Binding,
+    secret_env: str | None,
+    secret_file: str | None,
+) -> Any:
+    """The token the file cache holds for a certificate file, looked up before the credential
+    is built (``certauth._cache_lookup``: no certificate parsed, no credential machinery
+    loaded); ``None`` for every other case, which :func:`_make_credential` then handles."""
+    from certauth.cache import FileTokenCache
+
+    if not isinstance(cache, FileTokenCache) or binding.mtls or binding.dpop:
+        return None
+    if target.in_token or not target.cert_path or secret_env or secret_file:
+        return None  # not what _make_credential makes a key-file CertificateCredential of
+    try:
+        password = read_password(target.password_env, target.password_file)
+    except CertauthError:
+        return None  # _make_credential reads it first, and raises the same
+    from certauth._cache_lookup import stored_token
+
+    return stored_token(
+        cache,
+        tenant=target.tenant,
+        client_id=target.client_id or "",
+        cert_path=target.cert_path,
+        key_path=target.key_path,
+        password=password,
+        alg=target.alg,
+        scopes=scopes,
+        **target.credential_kwargs(),
+    )
 
 
 def _make_credential(
