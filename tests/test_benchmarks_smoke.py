@@ -76,6 +76,7 @@ def test_benchmark_smoke_run_reports_every_row(tmp_path: Path) -> None:
         assert rows[key]["floor"]["median"] > 0, key
         assert rows[key]["ratio_certauth_to_floor"] > 0, key
         assert rows[key]["meets_target"] is not None, key
+    assert rows["process"]["floor"]["details"]["unchecked"]["median"] > 0
     assert set(rows["cli_cache_hit"]["median"]) == {"certauth"}
     assert "| floor | certauth/floor |" in done.stdout
     # Counts, unlike times, do not depend on the machine's load.
