@@ -27,32 +27,26 @@ from __future__ import annotations
 import hashlib
 import time
 
+from certauth._renewal import (
+    DEFAULT_REFRESH_MARGIN,
+    cache_key,
+    certificate_fingerprint,
+    refresh_at,
+)
 from certauth.cache import EntryCipher, FileTokenCache
 from certauth.errors import CertauthError
 from certauth.protocol import Token
 
 __all__ = ["REFRESH_MARGIN", "entry_key", "refresh_at", "stored_token"]
 
-#: The credentials' default ``refresh_margin`` (``certauth.credential.planner``), which
-#: ``certauth token`` uses.
-REFRESH_MARGIN = 300
+#: The credentials' default ``refresh_margin``, which ``certauth token`` uses.
+REFRESH_MARGIN = DEFAULT_REFRESH_MARGIN
 
 
 def entry_key(token_endpoint: str, client_id: str, x5t_s256: str, scopes: tuple[str, ...]) -> str:
     """The cache key a certificate credential stores its token under for normalised
-    ``scopes`` (``Planner.cache_key``, with the ``fingerprint`` of ``CertificateAuth``:
-    ``tests/test_cache_lookup.py`` checks that the two agree)."""
-    fingerprint = f"x5t#S256:{x5t_s256}"
-    return "\x1f".join((token_endpoint, client_id, fingerprint, *sorted(scopes)))
-
-
-def refresh_at(token: Token, margin: float = REFRESH_MARGIN) -> float:
-    """When a credential stops taking ``token`` from a shared store (``Planner.refresh_at``:
-    the server's ``refresh_in``, else half the lifetime, and never closer to expiry than the
-    margin, capped at half the lifetime)."""
-    usable_until = token.expires_on - min(margin, token.expires_in / 2)
-    ahead = token.refresh_on or token.expires_on - token.expires_in / 2
-    return min(ahead, usable_until)
+    ``scopes`` (the planner's rule, :func:`certauth._renewal.cache_key`)."""
+    return cache_key(token_endpoint, client_id, certificate_fingerprint(x5t_s256), scopes)
 
 
 def stored_token(

@@ -117,8 +117,7 @@ def _ca_file(verify: object) -> str:
         if isinstance(path, str):
             return path
     raise ConfigurationError(
-        f"verify= takes a CA file path, True or an ssl.SSLContext, not "
-        f"{type(verify).__name__}"
+        f"verify= takes a CA file path, True or an ssl.SSLContext, not {type(verify).__name__}"
     )
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from certauth._files import read_input_file
 from certauth._flow import Budget, Flow, call, signature
+from certauth._renewal import certificate_fingerprint
 from certauth.assertion import METHOD as ASSERTION_METHOD
 from certauth.assertion import PROOF_MESSAGE, AssertionSigner, resolve_signer
 from certauth.certificates import Certificate, load_certificate
@@ -167,7 +168,7 @@ class CertificateAuth:
     def _publish(self, signing: _Signing) -> None:
         self._signing = signing
         # After the state: a reader that sees the new fingerprint also sees the new signer.
-        self.fingerprint = f"x5t#S256:{signing.certificate.x5t_s256}"
+        self.fingerprint = certificate_fingerprint(signing.certificate.x5t_s256)
 
     def _checked(self, key: Signer, authority: Authority) -> _Signing:
         signer = AssertionSigner(

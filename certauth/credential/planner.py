@@ -19,6 +19,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from certauth import _renewal
 from certauth._flow import Budget, Flow, Send, Sleep, call, get_json, log_retry, retry_delay
 from certauth.authority import Authority
 from certauth.cae import token_request_claims
@@ -41,7 +42,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("certauth")
 
 #: A cached token is not served with less than this left (azure-identity and MSAL use 5 min).
-DEFAULT_REFRESH_MARGIN = 300
+DEFAULT_REFRESH_MARGIN = _renewal.DEFAULT_REFRESH_MARGIN
 #: Distinct scope tuples whose cache key is memoised per credential (callers normally use one
 #: or two; the bound keeps a caller that builds scopes dynamically from growing the memo).
 _MAX_MEMOISED_SCOPES = 64
@@ -212,7 +213,7 @@ class Planner:
             endpoint += "#cae"
         if self.dpop is not None:
             endpoint += self.dpop.cache_tag
-        return "\x1f".join((endpoint, self.client_id, self.auth.fingerprint, *sorted(scopes)))
+        return _renewal.cache_key(endpoint, self.client_id, self.auth.fingerprint, scopes)
 
     def authority_for(self, options: Call) -> Authority | None:
         """Where ``options`` gets its token: the credential's authority, or an allowed tenant's
@@ -227,18 +228,14 @@ class Planner:
         return authority
 
     def usable_until(self, token: Token) -> float:
-        """After this a token is not handed out any more (it must be renewed first).
-
-        The safety margin is capped at half the token's lifetime so short-lived tokens are
-        still reused for half their life instead of never.
-        """
-        return token.expires_on - min(self.refresh_margin, token.expires_in / 2)
+        """After this a token is not handed out any more (:func:`certauth._renewal.usable_until`
+        with this credential's margin)."""
+        return _renewal.usable_until(token, self.refresh_margin)
 
     def refresh_at(self, token: Token) -> float:
-        """From this time on the token is renewed ahead of expiry while still served: the
-        server's ``refresh_in`` when sent, else half the lifetime."""
-        ahead = token.refresh_on or token.expires_on - token.expires_in / 2
-        return min(ahead, self.usable_until(token))
+        """From this time on the token is renewed ahead of expiry while still served
+        (:func:`certauth._renewal.refresh_at` with this credential's margin)."""
+        return _renewal.refresh_at(token, self.refresh_margin)
 
     def key_for(self, scopes: tuple[str, ...], options: Call = PLAIN) -> str:
         """:meth:`cache_key` of the normalised ``scopes`` for ``options``, memoised per scopes
