@@ -40,6 +40,7 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from certauth.cache import REDIS_CLUSTER_SCHEMES, REDIS_SERVER_SCHEMES
 from certauth.errors import ConfigurationError, InvalidArgumentError
 
 __all__ = ["CLUSTER_SCHEMES", "URL_SCHEMES", "Link", "Lua"]
@@ -48,11 +49,9 @@ log = logging.getLogger("certauth")
 
 T = TypeVar("T")
 
-#: URL schemes of one server (TCP, TLS, a Unix socket) and of a Redis Cluster (TCP, TLS):
-#: ``redis+cluster://HOST:PORT`` is what ``RedisCluster.from_url("redis://HOST:PORT")`` takes,
-#: marked as a cluster (a cluster speaks the same protocol; only the client differs).
-SERVER_SCHEMES = ("redis", "rediss", "unix")
-CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+#: URL schemes of one server and of a Redis Cluster (see certauth.cache).
+SERVER_SCHEMES = REDIS_SERVER_SCHEMES
+CLUSTER_SCHEMES = REDIS_CLUSTER_SCHEMES
 URL_SCHEMES = SERVER_SCHEMES + CLUSTER_SCHEMES
 _USAGE = (
     "use redis://HOST[:PORT][/DB], rediss://... (TLS), unix:///PATH/TO/SOCKET, or "

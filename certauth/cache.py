@@ -31,6 +31,14 @@ from certauth._files import open_regular_file, write_private_file
 from certauth.errors import ConfigurationError
 from certauth.protocol import Token
 
+#: URL schemes ``RedisTokenCache`` takes: one server (TCP, TLS, a Unix socket) and a Redis
+#: Cluster (TCP, TLS): ``redis+cluster://HOST:PORT`` is what ``RedisCluster.from_url(
+#: "redis://HOST:PORT")`` takes, marked as a cluster (it speaks the same protocol; only the
+#: client differs). Here, not in the Redis modules, so that a wrong scheme is refused without
+#: importing redis.
+REDIS_SERVER_SCHEMES = ("redis", "rediss", "unix")
+REDIS_CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
+
 __all__ = [
     "MAX_ENTRY_BYTES",
     "EntryCipher",

@@ -38,6 +38,14 @@ PASSWORD_ENV = "AZURE_CLIENT_CERTIFICATE_PASSWORD"
 MAX_TIMEOUT = 3600.0
 
 
+def env_value(name: str) -> str | None:
+    """The value of environment variable ``name``, stripped; an empty one counts as unset
+    (azure-identity lets an empty AZURE_CLIENT_SECRET override a valid certificate path;
+    certauth does not)."""
+    value = os.environ.get(name, "").strip()
+    return value or None
+
+
 def password_options(func: F) -> F:
     """Add ``--password-env VAR`` and ``--password-file FILE`` (passwords never come from argv)."""
     func = click.option(

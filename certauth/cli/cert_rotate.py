@@ -22,12 +22,12 @@ from certauth.cli._common import (
 )
 
 # The azure-identity variables, read as `certauth token` reads them (empty counts as unset).
+from certauth.cli._common import env_value as _env
 from certauth.cli.token import (
     ENV_AUTHORITY_HOST,
     ENV_CERT_PATH,
     ENV_CLIENT_ID,
     ENV_TENANT,
-    _env,
 )
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from certauth.cli._bound import Binding, binding_options, curl_config, with_cnf
+from certauth.cli._cache_option import ENV_CACHE_NAMESPACE, ENV_CACHE_URL, token_cache
 from certauth.cli._common import (
     CA_FILE_HELP,
     MAX_TIMEOUT,
@@ -31,6 +32,7 @@ from certauth.cli._common import (
     read_password,
     show_retries,
 )
+from certauth.cli._common import env_value as _env
 from certauth.errors import CertauthError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -42,15 +44,6 @@ ENV_AUTHORITY_HOST = "AZURE_AUTHORITY_HOST"
 ENV_SEND_CHAIN = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN"
 ENV_FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
 ENV_CLIENT_SECRET = "AZURE_CLIENT_SECRET"
-ENV_CACHE_URL = "CERTAUTH_CACHE_URL"
-ENV_CACHE_NAMESPACE = "CERTAUTH_CACHE_NAMESPACE"
-
-
-def _env(name: str) -> str | None:
-    # An empty variable counts as unset (azure-identity lets an empty AZURE_CLIENT_SECRET
-    # override a valid certificate path; certauth does not).
-    value = os.environ.get(name, "").strip()
-    return value or None
 
 
 def env_flag(name: str) -> bool:
@@ -385,7 +378,7 @@ def token(
         federated_sources=(federated_token_file, _env(ENV_FEDERATED_TOKEN_FILE)),
     )
     target = _Target(**opts)
-    cache = _token_cache(no_cache, cache_url, cache_namespace)
+    cache = token_cache(no_cache, cache_url, cache_namespace)
     result = _stored_token(target, scopes, cache, binding, client_secret_env, client_secret_file)
     if result is None:
         credential = _make_credential(
@@ -604,71 +597,3 @@ def _read_secret(secret_env: str | None, secret_file: str | None) -> str | None:
     if secret_file:
         return read_first_line(secret_file, what="client secret")
     return None
-
-
-def _token_cache(no_cache: bool, cache_url: str | None, namespace: str | None = None) -> Any:
-    """The shared token cache: none with --no-cache, Redis for --cache URL (or
-    CERTAUTH_CACHE_URL) under ``namespace`` (--cache-namespace, CERTAUTH_CACHE_NAMESPACE), else
-    the user's file cache."""
-    from certauth.cache import FileTokenCache
-
-    ns_source = _namespace_source(namespace)
-    if no_cache and cache_url:
-        raise click.UsageError("--cache and --no-cache are exclusive")
-    if no_cache and ns_source == "--cache-namespace":
-        raise click.UsageError("--cache-namespace and --no-cache are exclusive")
-    if no_cache:
-        return None  # the flag also wins over CERTAUTH_CACHE_URL and CERTAUTH_CACHE_NAMESPACE
-    url = cache_url or _env(ENV_CACHE_URL)
-    if not url:
-        if ns_source:
-            # The file cache has no namespaces: taking the run as uncached-by-Redis would let a
-            # forgotten CERTAUTH_CACHE_URL pass unnoticed.
-            raise click.UsageError(
-                f"{ns_source} names a Redis cache namespace, but no Redis cache is given: "
-                f"add --cache redis://HOST:6379/0 (or set {ENV_CACHE_URL})"
-            )
-        return FileTokenCache()
-    source = "--cache" if cache_url else ENV_CACHE_URL
-    # The schemes of certauth._redis_client.URL_SCHEMES, named here so that a wrong one is
-    # refused without importing redis.
-    schemes = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster")
-    if url.split("://", 1)[0] not in schemes or "://" not in url:
-        # Only the scheme is named: the URL may hold a password.
-        raise click.UsageError(
-            f"{source}: expected a redis://, rediss:// or unix:// URL, e.g. "
-            "redis://localhost:6379/0, or redis+cluster://HOST:PORT for a Redis Cluster"
-        )
-    from certauth.cache import RedisTokenCache
-    from certauth.errors import InvalidArgumentError
-
-    if namespace is not None:
-        from certauth._redis import check_namespace
-
-        try:
-            check_namespace(namespace)
-        except InvalidArgumentError as exc:
-            raise click.UsageError(f"{ns_source}: {exc}") from None
-    try:
-        if namespace is None:
-            return RedisTokenCache(url)
-        return RedisTokenCache(url, namespace=namespace)
-    except InvalidArgumentError as exc:
-        raise click.UsageError(f"{source}: {exc}") from None
-    except ValueError:
-        # urllib and redis-py refuse a malformed URL ("[bad", a database that is not a
-        # number) with a message that may quote it, password included: name only the option.
-        raise click.UsageError(
-            f"{source}: not a valid Redis URL; write it as redis://[:PASSWORD@]HOST[:PORT][/DB], "
-            "rediss://... (TLS), unix:///PATH/TO/SOCKET or redis+cluster://[:PASSWORD@]HOST:PORT"
-        ) from None
-
-
-def _namespace_source(namespace: str | None) -> str | None:
-    """Where ``--cache-namespace``'s value came from, as a message names it (``None``: unset)."""
-    if namespace is None:
-        return None
-    source = click.get_current_context().get_parameter_source("cache_namespace")
-    if source is click.core.ParameterSource.ENVIRONMENT:
-        return ENV_CACHE_NAMESPACE
-    return "--cache-namespace"
