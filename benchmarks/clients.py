@@ -40,6 +40,28 @@ class Target:
     thumbprint_sha1: str
     scope: str
 
+    @classmethod
+    def of_endpoint(
+        cls,
+        info: dict[str, str],
+        *,
+        client_id: str,
+        pem_path: str,
+        thumbprint_sha1: str,
+        scope: str,
+    ) -> Target:
+        """The target of a started endpoint (its ``info``: the emulator's ready file)."""
+        return cls(
+            tenant_id=info["tenant"],
+            client_id=client_id,
+            authority_host=info["authority_host"],
+            token_endpoint=info["token_endpoint"],
+            ca_file=info["ca_file"],
+            pem_path=pem_path,
+            thumbprint_sha1=thumbprint_sha1,
+            scope=scope,
+        )
+
 
 class Library:
     """One library under test."""

@@ -85,12 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         endpoint = Endpoint(cert_file)
         try:
             info = endpoint.info
-            target = Target(
-                tenant_id=info["tenant"],
+            target = Target.of_endpoint(
+                info,
                 client_id=CLIENT_ID,
-                authority_host=info["authority_host"],
-                token_endpoint=info["token_endpoint"],
-                ca_file=info["ca_file"],
                 pem_path=str(pem_file),
                 thumbprint_sha1=certificate.thumbprint_sha1,
                 scope=SCOPE,

@@ -1068,12 +1068,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         endpoint = Endpoint(cert_file, register=register, vault=True)
         stack.callback(endpoint.close)
         info = endpoint.info
-        target = Target(
-            tenant_id=info["tenant"],
+        target = Target.of_endpoint(
+            info,
             client_id=CLIENT_ID,
-            authority_host=info["authority_host"],
-            token_endpoint=info["token_endpoint"],
-            ca_file=info["ca_file"],
             pem_path=str(pem_file),
             thumbprint_sha1=certificate.thumbprint_sha1,
             scope=SCOPE,
