@@ -247,25 +247,27 @@ def new_sync_client(
     verify: Any = None,
     timeout: float = 30.0,
     *,
-    client_certificate: Callable[[], object] | None = None,
+    tls_context: Callable[[], ssl.SSLContext] | None = None,
 ) -> httpx.Client:
     """An httpx client with certauth's TLS trust and timeouts (always set).
 
     Requests go through :class:`~certauth._transport.StdlibTransport` (``http.client``), which
     spares a short-lived process httpcore's import and bounds each attempt by one deadline
-    (see :func:`run_sync`). With ``client_certificate`` (what returns the certificate the TLS
-    context presents, under mutual TLS), no connection opened before a rotation is reused
-    after it (:mod:`certauth._rotating_transport`).
+    (see :func:`run_sync`). With ``tls_context`` (under mutual TLS: what returns the context
+    for the certificate in use now, a new one per certificate), connections are opened with
+    it, and none opened before a rotation is reused after it
+    (:mod:`certauth._rotating_transport`).
     """
     from certauth._httpx import httpx
     from certauth._transport import StdlibTransport
 
     context = resolve_verify(verify)
     transport: httpx.BaseTransport = StdlibTransport(context)
-    if client_certificate is not None:
+    if tls_context is not None:
         from certauth._rotating_transport import RotatingTransport
 
-        transport = RotatingTransport(lambda: StdlibTransport(context), client_certificate)
+        current = tls_context
+        transport = RotatingTransport(lambda: StdlibTransport(current()), current)
     return httpx.Client(
         verify=context,
         transport=transport,
@@ -278,18 +280,19 @@ def new_async_client(
     verify: Any = None,
     timeout: float = 30.0,
     *,
-    client_certificate: Callable[[], object] | None = None,
+    tls_context: Callable[[], ssl.SSLContext] | None = None,
 ) -> httpx.AsyncClient:
     """The async twin of :func:`new_sync_client`."""
     from certauth._httpx import httpx
 
     context = resolve_verify(verify)
     transport = None
-    if client_certificate is not None:
+    if tls_context is not None:
         from certauth._rotating_transport import AsyncRotatingTransport
 
+        current = tls_context
         transport = AsyncRotatingTransport(
-            lambda: httpx.AsyncHTTPTransport(verify=context), client_certificate
+            lambda: httpx.AsyncHTTPTransport(verify=current()), current
         )
     return httpx.AsyncClient(
         verify=context,

@@ -429,3 +429,43 @@ def test_verify_takes_a_path_object_and_names_a_wrong_type(
         assert "verify=" in str(caught.value)
         assert type(wrong).__name__ in str(caught.value)
         assert "verify=False" not in str(caught.value)
+
+
+def test_certauths_own_pools_never_use_the_context_a_rotation_changes(
+    recorder: _PeerRecorder,
+    tls_files: TlsFiles,
+    tmp_path: Path,
+    rsa_cert: Certificate,
+    other_rsa_cert: Certificate,
+) -> None:
+    # OpenSSL forbids changing a context while other threads create connections from it: the
+    # public ssl_context is changed in place by a rotation, so the credential's own pools take
+    # a context of their own per certificate, which nothing changes afterwards.
+    from certauth.credential.mtls import MtlsAuth
+
+    cert_file = tmp_path / "app.pem"
+    cert_file.write_bytes(rsa_cert.private_key_pem() + rsa_cert.pem)
+    credential = CertificateCredential(
+        None,
+        "app",
+        cert_file,
+        token_endpoint="https://as.example/token",
+        verify=str(tls_files.ca_file),
+        mtls=True,
+    )
+    auth = credential._core.auth
+    assert isinstance(auth, MtlsAuth)
+    before = auth.pool_context()
+    assert before is auth.pool_context()  # one per certificate
+    assert before is not credential.ssl_context
+    cert_file.write_bytes(other_rsa_cert.private_key_pem() + other_rsa_cert.pem)
+    os.utime(cert_file, ns=(1, 1))
+    auth.maybe_reload(other_rsa_cert.validity_epochs[0] + 60)
+    after = auth.pool_context()
+    assert after is not before
+    for context in (before, after, credential.ssl_context):
+        recorder.connect(context)
+    # The old pool's context still presents the old certificate (it was not changed); the new
+    # one and the public context present the new one.
+    assert recorder.seen == [rsa_cert.der, other_rsa_cert.der, other_rsa_cert.der]
+    credential.close()

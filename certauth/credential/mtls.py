@@ -15,6 +15,7 @@ vault (a :class:`~certauth.signers.Signer`) cannot take part, so mutual TLS need
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -51,9 +52,12 @@ class MtlsAuth(CertificateAuth):
     ) -> None:
         from certauth import _http
 
-        #: The TLS context that presents the certificate: the token requests' and, for
-        #: certificate-bound tokens, the API calls'.
+        #: The TLS context that presents the certificate, for the API calls of other clients
+        #: (``credential.ssl_context``): a rotation loads the new certificate into it.
         self.tls_context: ssl.SSLContext = _http.client_certificate_context(verify, certificate)
+        self._verify = verify
+        self._pool: tuple[Certificate, ssl.SSLContext] | None = None
+        self._pool_lock = threading.Lock()
         super().__init__(
             certificate,
             alg=None,
@@ -62,13 +66,31 @@ class MtlsAuth(CertificateAuth):
             reload_from=reload_from,
         )
 
+    def pool_context(self) -> ssl.SSLContext:
+        """A TLS context of its own for the certificate in use now: the one certauth's
+        connection pools open connections with, a new one per certificate (so a rotation
+        starts new pools, see :mod:`certauth._rotating_transport`). They never use
+        :attr:`tls_context`, which a rotation changes in place: OpenSSL does not allow that
+        while other threads are creating connections from it."""
+        certificate = self.certificate
+        pool = self._pool
+        if pool is None or pool[0] is not certificate:
+            with self._pool_lock:
+                pool = self._pool
+                if pool is None or pool[0] is not certificate:
+                    from certauth import _http
+
+                    context = _http.client_certificate_context(self._verify, certificate)
+                    pool = self._pool = (certificate, context)
+        return pool[1]
+
     def _publish(self, signing: _Signing) -> None:
         current = getattr(self, "_signing", None)
         if current is not None and current.certificate.der != signing.certificate.der:
             from certauth import _http
 
-            # New connections present the rotated certificate; each token request opens
-            # its own connection (see the planner), so a token is never bound to the old one.
+            # Other clients' new connections present the rotated certificate (certauth's own
+            # pools take a new context: pool_context).
             _http.load_client_certificate(self.tls_context, signing.certificate)
         super()._publish(signing)
         self.fingerprint = "mtls:" + self.fingerprint

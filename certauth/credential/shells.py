@@ -18,6 +18,7 @@ from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority
 from certauth.credential.client_auth import CertificateAuth
 from certauth.credential.dpop_binding import DPoPCredential
+from certauth.credential.mtls import MtlsAuth
 from certauth.credential.planner import PLAIN, Call, Decision, Planner
 from certauth.credential.types import AccessToken, AccessTokenInfo
 from certauth.errors import CertauthError, TokenRequestError
@@ -88,14 +89,12 @@ class _TLS:
 
         return _http.resolve_verify(self._verify)
 
-    def _client_certificate(self) -> Callable[[], object] | None:
-        """What returns the certificate the TLS context presents now, under ``mtls=True``
-        (``None`` otherwise): a client that sees it change opens new connections (see
-        :mod:`certauth._rotating_transport`)."""
+    def _pool_context(self) -> Callable[[], ssl.SSLContext] | None:
+        """Under ``mtls=True``, what returns the TLS context for the certificate in use now, a
+        new one per certificate (``None`` otherwise): a client that sees it change opens new
+        connections with it (see :mod:`certauth._rotating_transport`)."""
         auth = self._core.auth
-        if not (auth.mtls and isinstance(auth, CertificateAuth)):
-            return None
-        return lambda: auth.certificate
+        return auth.pool_context if isinstance(auth, MtlsAuth) else None
 
     def _check_client_kwargs(self, kwargs: dict[str, Any]) -> None:
         """Refuse the ``http_client`` keywords that would take its TLS context or its tokens
@@ -110,7 +109,7 @@ class _TLS:
                     "BearerAuth); give the CA file as the credential's verify=, or build an "
                     "httpx client of your own with those"
                 )
-        if self._client_certificate() is not None:
+        if self._pool_context() is not None:
             for name in ("transport", "mounts"):
                 if name in kwargs:
                     raise InvalidArgumentError(
@@ -152,7 +151,7 @@ class SyncCredential(_TLS, DPoPCredential):
                     client = self._given = _http.new_sync_client(
                         self._verify,
                         self._timeout,
-                        client_certificate=self._client_certificate(),
+                        tls_context=self._pool_context(),
                     )
         return client
 
@@ -170,13 +169,13 @@ class SyncCredential(_TLS, DPoPCredential):
         self._check_client_kwargs(kwargs)
         kwargs.setdefault("timeout", self._timeout)
         context = self.ssl_context
-        certificate = self._client_certificate()
-        if certificate is not None and "transport" not in kwargs:
+        current = self._pool_context()
+        if current is not None and "transport" not in kwargs:
             from certauth._rotating_transport import RotatingTransport
 
             settings = self._transport_settings(kwargs)
             kwargs["transport"] = RotatingTransport(
-                lambda: httpx.HTTPTransport(verify=context, **settings), certificate
+                lambda: httpx.HTTPTransport(verify=current(), **settings), current
             )
         return httpx.Client(verify=context, auth=BearerAuth(self, *scopes), **kwargs)
 
@@ -314,7 +313,7 @@ class AsyncCredential(_TLS, DPoPCredential):
             from certauth import _http
 
             client = self._given = _http.new_async_client(
-                self._verify, self._timeout, client_certificate=self._client_certificate()
+                self._verify, self._timeout, tls_context=self._pool_context()
             )
         return client
 
@@ -326,13 +325,13 @@ class AsyncCredential(_TLS, DPoPCredential):
         self._check_client_kwargs(kwargs)
         kwargs.setdefault("timeout", self._timeout)
         context = self.ssl_context
-        certificate = self._client_certificate()
-        if certificate is not None and "transport" not in kwargs:
+        current = self._pool_context()
+        if current is not None and "transport" not in kwargs:
             from certauth._rotating_transport import AsyncRotatingTransport
 
             settings = self._transport_settings(kwargs)
             kwargs["transport"] = AsyncRotatingTransport(
-                lambda: httpx.AsyncHTTPTransport(verify=context, **settings), certificate
+                lambda: httpx.AsyncHTTPTransport(verify=current(), **settings), current
             )
         return httpx.AsyncClient(verify=context, auth=BearerAuth(self, *scopes), **kwargs)
 
