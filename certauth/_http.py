@@ -262,12 +262,14 @@ def new_sync_client(
     from certauth._transport import StdlibTransport
 
     context = resolve_verify(verify)
-    transport: httpx.BaseTransport = StdlibTransport(context)
+    transport: httpx.BaseTransport
     if tls_context is not None:
         from certauth._rotating_transport import RotatingTransport
 
         current = tls_context
         transport = RotatingTransport(lambda: StdlibTransport(current()), current)
+    else:
+        transport = StdlibTransport(context)
     return httpx.Client(
         verify=context,
         transport=transport,

@@ -136,19 +136,20 @@ class SyncCredential(_TLS, DPoPCredential):
         self._core = core
         self._verify, self._timeout = verify, timeout
         self._owns_client = given is None
-        self._given: httpx.Client | None = given
+        #: The caller's ``client=``, or the one made when the first request is due.
+        self._client: httpx.Client | None = given
         self._client_lock = threading.Lock()
         self._flights: SingleFlight[Token] = SingleFlight()
 
     def _make_client(self) -> httpx.Client:
-        client = self._given
+        client = self._client
         if client is None:
             with self._client_lock:
-                client = self._given
+                client = self._client
                 if client is None:
                     from certauth import _http
 
-                    client = self._given = _http.new_sync_client(
+                    client = self._client = _http.new_sync_client(
                         self._verify,
                         self._timeout,
                         tls_context=self._pool_context(),
@@ -282,7 +283,7 @@ class SyncCredential(_TLS, DPoPCredential):
         if not self._owns_client:
             return
         with self._client_lock:
-            client, self._given = self._given, None
+            client, self._client = self._client, None
         if client is not None:
             client.close()
 
@@ -303,16 +304,17 @@ class AsyncCredential(_TLS, DPoPCredential):
         self._core = core
         self._verify, self._timeout = verify, timeout
         self._owns_client = given is None
-        self._given: httpx.AsyncClient | None = given
+        #: The caller's ``client=``, or the one made when the first request is due.
+        self._client: httpx.AsyncClient | None = given
         self._flights: AsyncSingleFlight[Token] = AsyncSingleFlight()
 
     def _make_client(self) -> httpx.AsyncClient:
         # One event loop runs this: nothing can interleave between the test and the set.
-        client = self._given
+        client = self._client
         if client is None:
             from certauth import _http
 
-            client = self._given = _http.new_async_client(
+            client = self._client = _http.new_async_client(
                 self._verify, self._timeout, tls_context=self._pool_context()
             )
         return client
@@ -437,9 +439,9 @@ class AsyncCredential(_TLS, DPoPCredential):
     async def close(self) -> None:
         """Close the HTTP client (when the credential created it). The credential stays
         usable: its next request opens a new one."""
-        client = self._given
+        client = self._client
         if self._owns_client and client is not None:
-            self._given = None
+            self._client = None
             await client.aclose()
 
     async def __aenter__(self) -> AsyncCredential:
