@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from certauth import _jose
 from certauth.dpop import DPoPProof, JtiCache, check_proof
@@ -21,6 +22,8 @@ from certauth.emulator.entra_errors import OAuthError
 from certauth.errors import TokenValidationError
 
 __all__ = ["DPOP_SIGNING_ALGS", "DPoPNonces", "TokenEndpointDPoP", "new_nonce"]
+
+T = TypeVar("T")
 
 #: The proof algorithms :func:`~certauth.dpop.check_proof` accepts, as discovery lists them in
 #: ``dpop_signing_alg_values_supported`` (RFC 9449 section 5.1).
@@ -63,6 +66,19 @@ class DPoPNonces:
         with self._lock:
             return tuple(n for n in (self._current, self._previous) if n is not None)
 
+    def check_with(self, check: Callable[[str | None], T]) -> T:
+        """``check(nonce)``'s result for a nonce the server accepts now (current first; ``None``
+        when none is required). A :class:`TokenValidationError` other than ``dpop_nonce``
+        stops at once; ``dpop_nonce`` is raised only once no accepted nonce passed."""
+        accepted = self.accepted() or (None,)
+        for nonce in accepted:
+            try:
+                return check(nonce)
+            except TokenValidationError as exc:
+                if exc.check != "dpop_nonce" or nonce == accepted[-1]:
+                    raise
+        raise AssertionError("unreachable: the last nonce's refusal is raised")
+
     def rotate(self) -> str:
         """Make a new current nonce; the current one stays accepted until the next rotation.
         Turns nonces on if they were off."""
@@ -91,16 +107,16 @@ class TokenEndpointDPoP:
         """
         if not values:
             return None
-        accepted = self.nonces.accepted()
-        for nonce in accepted or (None,):
-            try:
-                return check_proof(
+        try:
+            return self.nonces.check_with(
+                lambda nonce: check_proof(
                     values, htm="POST", htu=htu, nonce=nonce, now=now, seen_jti=self.seen_jti
                 )
-            except TokenValidationError as exc:
-                if exc.check != "dpop_nonce":
-                    # Section 5: a token request whose proof is not valid gets invalid_dpop_proof.
-                    raise OAuthError("invalid_dpop_proof", str(exc)) from None
+            )
+        except TokenValidationError as exc:
+            if exc.check != "dpop_nonce":
+                # Section 5: a token request whose proof is not valid gets invalid_dpop_proof.
+                raise OAuthError("invalid_dpop_proof", str(exc)) from None
         # Section 8: the nonce is missing or no longer current; the answer names the current one
         # in its DPoP-Nonce header (the token endpoint puts it on every response).
         raise OAuthError(

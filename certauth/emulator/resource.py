@@ -187,27 +187,25 @@ class EmulatorApi:
             audience=audiences,
             dpop_jti_cache=self.seen_jti,
         )
-        accepted = self.dpop_nonces.accepted() if self.dpop_nonces is not None else ()
         proofs = request.header_values("dpop")
+
+        def verified(nonce: str | None) -> dict[str, Any]:
+            return verifier.verify(
+                token,
+                now=self.clock.time(),
+                # What binds a token (RFC 8705 section 3, RFC 9449 section 7.1): the
+                # certificate this connection presented, the request's DPoP proof.
+                client_certificate=request.peer_certificate,
+                dpop_proof=proofs or None,
+                htm=request.method,
+                htu=f"{request.addressed_base_url}{request.path}",
+                dpop_nonce=nonce,
+                scheme=scheme,
+            )
+
         with verifier:
-            for nonce in accepted or (None,):
-                try:
-                    claims = verifier.verify(
-                        token,
-                        now=self.clock.time(),
-                        # What binds a token (RFC 8705 section 3, RFC 9449 section 7.1): the
-                        # certificate this connection presented, the request's DPoP proof.
-                        client_certificate=request.peer_certificate,
-                        dpop_proof=proofs or None,
-                        htm=request.method,
-                        htu=f"{request.addressed_base_url}{request.path}",
-                        dpop_nonce=nonce,
-                        scheme=scheme,
-                    )
-                    break
-                except TokenValidationError as exc:
-                    if exc.check != "dpop_nonce" or nonce == accepted[-1]:
-                        raise
+            nonces = self.dpop_nonces
+            claims = nonces.check_with(verified) if nonces is not None else verified(None)
         if tenant is None:
             raise TokenValidationError(
                 f"the token's tenant {unverified.get('tid')!r} is not a tenant of this emulator",
