@@ -9,8 +9,6 @@ proof for one request, so the token never appears in a command line (``ps`` show
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -115,20 +113,15 @@ class Binding:
 def with_cnf(response: dict[str, Any]) -> dict[str, Any]:
     """``--output json``'s object, plus the access token's ``cnf`` claim when it is a JWT
     that has one (read, not verified: it shows what the token is bound to, RFC 7800)."""
-    claims = _payload(str(response.get("access_token", "")))
-    cnf = claims.get("cnf") if claims else None
-    return {**response, "cnf": cnf} if isinstance(cnf, dict) else response
+    from certauth.errors import TokenValidationError
+    from certauth.verify import decode_unverified
 
-
-def _payload(token: str) -> dict[str, Any] | None:
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
     try:
-        data = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+        _, claims = decode_unverified(str(response.get("access_token", "")))
+    except TokenValidationError:
+        return response  # an opaque token: nothing to show
+    cnf = claims.get("cnf")
+    return {**response, "cnf": cnf} if isinstance(cnf, dict) else response
 
 
 #: What curl's config parser unescapes in a double-quoted value (tool_parsecfg.c): a line
