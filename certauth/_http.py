@@ -15,7 +15,7 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from certauth._files import open_regular_file
 from certauth._flow import Failure, Flow, Reply, Send, Sleep
@@ -27,7 +27,11 @@ if TYPE_CHECKING:
     import ssl
 
     from certauth._httpx import httpx
+    from certauth._transport import StdlibClient
     from certauth.certificates import Certificate
+
+    #: What :func:`run_sync` drives: certauth's own client, or a caller's ``httpx.Client``.
+    SyncClient: TypeAlias = StdlibClient | httpx.Client
 
 T = TypeVar("T")
 
@@ -36,12 +40,8 @@ T = TypeVar("T")
 CONNECT_TIMEOUT = 5.0
 USER_AGENT = f"certauth/{__version__}"
 #: The content codings certauth asks for (RFC 9110 section 12.5.3): the ones it decodes itself,
-#: under the size cap (see ``_Decoder``).
+#: under the size cap (see :class:`BodyDecoder`).
 ACCEPT_ENCODING = "gzip, deflate"
-#: A request extension: the ``time.monotonic()`` by which the attempt must be over, connect to
-#: last body byte. :class:`~certauth._transport.StdlibTransport` holds every socket operation
-#: to it.
-DEADLINE = "certauth.deadline"
 
 
 _contexts: dict[str, ssl.SSLContext] = {}
@@ -248,32 +248,22 @@ def new_sync_client(
     timeout: float = 30.0,
     *,
     tls_context: Callable[[], ssl.SSLContext] | None = None,
-) -> httpx.Client:
-    """An httpx client with certauth's TLS trust and timeouts (always set).
+) -> StdlibClient:
+    """certauth's own blocking client (:class:`~certauth._transport.StdlibClient`, on
+    ``http.client``) with certauth's TLS trust, timeouts and proxies from the environment.
 
-    Requests go through :class:`~certauth._transport.StdlibTransport` (``http.client``), which
-    spares a short-lived process httpcore's import and bounds each attempt by one deadline
-    (see :func:`run_sync`). With ``tls_context`` (under mutual TLS: what returns the context
-    for the certificate in use now, a new one per certificate), connections are opened with
-    it, and none opened before a rotation is reused after it
-    (:mod:`certauth._rotating_transport`).
+    Not httpx: a short-lived process (a CI step that gets one token) would pay for importing
+    it on every run. With ``tls_context`` (under mutual TLS: what returns the context for the
+    certificate in use now, a new one per certificate), connections are opened with it, and
+    none opened before a rotation is reused after it.
     """
-    from certauth._httpx import httpx
-    from certauth._transport import StdlibTransport
+    from certauth._transport import StdlibClient
 
     context = resolve_verify(verify)
-    transport: httpx.BaseTransport
-    if tls_context is not None:
-        from certauth._rotating_transport import RotatingTransport
-
-        current = tls_context
-        transport = RotatingTransport(lambda: StdlibTransport(current()), current)
-    else:
-        transport = StdlibTransport(context)
-    return httpx.Client(
-        verify=context,
-        transport=transport,
-        timeout=_timeout(timeout),
+    return StdlibClient(
+        tls_context or (lambda: context),
+        timeout=timeout,
+        connect_timeout=CONNECT_TIMEOUT,
         headers={"User-Agent": USER_AGENT, "Accept-Encoding": ACCEPT_ENCODING},
     )
 
@@ -304,9 +294,54 @@ def new_async_client(
     )
 
 
-def _failure(exc: Exception, *, elapsed: float = 0.0) -> Failure:
+class DecodingError(Exception):
+    """A body that cannot be decoded in the coding its ``Content-Encoding`` names."""
+
+
+def failure_for(exc: BaseException, phase: str, elapsed: float = 0.0) -> Failure:
+    """What an attempt that ended in ``exc`` while ``phase`` (``connecting``, ``sending the
+    request``, ``waiting for the answer``) comes to: a timeout, a TLS failure (an ``ssl``
+    error anywhere in the chain of causes), a failure to connect, or a protocol failure (the
+    answer was cut short, or is not HTTP)."""
+    if isinstance(exc, TimeoutError):
+        return _timed_out(phase, elapsed)
+    tls = _tls_failure(exc, elapsed)
+    if tls is not None:
+        return tls
+    if phase == "connecting" and isinstance(exc, OSError):
+        return _cannot_connect(exc, elapsed)
+    return _protocol(exc, elapsed)
+
+
+def _protocol(exc: BaseException, elapsed: float) -> Failure:
+    return Failure("protocol", f"{type(exc).__name__}: {exc}", elapsed)
+
+
+def _timed_out(phase: str, elapsed: float) -> Failure:
+    return Failure("timeout", f"timed out after {elapsed:.1f} s {phase}", elapsed)
+
+
+def _cannot_connect(exc: BaseException, elapsed: float) -> Failure:
+    return Failure("connect", f"cannot connect ({exc or type(exc).__name__})", elapsed)
+
+
+def _tls_failure(exc: BaseException, elapsed: float) -> Failure | None:
     import ssl
 
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return Failure(
+                "tls", f"TLS certificate verification failed: {cause.verify_message}", elapsed
+            )
+        if isinstance(cause, ssl.SSLError):
+            return Failure("tls", f"TLS error: {cause.reason or cause}", elapsed)
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _failure(exc: Exception, *, elapsed: float = 0.0) -> Failure:
+    """:func:`failure_for` of an httpx exception (a caller's client, the async stack)."""
     from certauth._httpx import httpx
 
     if isinstance(exc, httpx.TimeoutException):
@@ -319,19 +354,13 @@ def _failure(exc: Exception, *, elapsed: float = 0.0) -> Failure:
             if isinstance(exc, httpx.PoolTimeout)
             else "waiting for the answer"
         )
-        return Failure("timeout", f"timed out after {elapsed:.1f} s {phase}", elapsed)
-    cause: BaseException | None = exc
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return Failure(
-                "tls", f"TLS certificate verification failed: {cause.verify_message}", elapsed
-            )
-        if isinstance(cause, ssl.SSLError):
-            return Failure("tls", f"TLS error: {cause.reason or cause}", elapsed)
-        cause = cause.__cause__ or cause.__context__
+        return _timed_out(phase, elapsed)
+    tls = _tls_failure(exc, elapsed)
+    if tls is not None:
+        return tls
     if isinstance(exc, httpx.ConnectError):
-        return Failure("connect", f"cannot connect ({exc or type(exc).__name__})", elapsed)
-    return Failure("protocol", f"{type(exc).__name__}: {exc}", elapsed)
+        return _cannot_connect(exc, elapsed)
+    return _protocol(exc, elapsed)
 
 
 # -- one attempt: one deadline ------------------------------------------------------------------
@@ -352,14 +381,9 @@ def _attempt_limits(
 
 
 def _request(
-    client: httpx.Client | httpx.AsyncClient,
-    action: Send,
-    timeouts: dict[str, float | None],
-    deadline: float | None,
+    client: httpx.Client | httpx.AsyncClient, action: Send, timeouts: dict[str, float | None]
 ) -> httpx.Request:
     extensions: dict[str, Any] = {"timeout": timeouts}
-    if deadline is not None:
-        extensions[DEADLINE] = deadline
     headers = action.headers
     if client.headers.get("Accept-Encoding") != ACCEPT_ENCODING:
         # Only codings the driver can decode under the cap, whatever a client of the caller's
@@ -370,7 +394,8 @@ def _request(
     )
 
 
-def _spent() -> Failure:
+def spent() -> Failure:
+    """The failure of an attempt there is no time left for (the call's bound is used up)."""
     return Failure("timeout", "timed out: no time left for another attempt")
 
 
@@ -380,15 +405,15 @@ def _resolved(client: Any) -> Any:
     return client() if callable(client) else client
 
 
-def run_sync(flow: Flow[T], client: httpx.Client | Callable[[], httpx.Client]) -> T:
+def run_sync(flow: Flow[T], client: SyncClient | Callable[[], SyncClient]) -> T:
     """Drive a flow with blocking I/O.
 
     Each :class:`~certauth._flow.Send` is one attempt with one deadline (the client's timeout,
     or what is left of the call's bound when that is shorter) covering connect, the TLS
-    handshake, the status line, the headers and the body: certauth's own clients'
-    :class:`~certauth._transport.StdlibTransport` holds every socket operation to it, without
-    a thread; any other transport gets per-operation timeouts no longer than the attempt and
-    the deadline checked as the body arrives.
+    handshake, the status line, the headers and the body: certauth's own client
+    (:class:`~certauth._transport.StdlibClient`) holds every socket operation to it, without
+    a thread; a caller's ``httpx.Client`` gets per-operation timeouts no longer than the
+    attempt and the deadline checked as the body arrives.
     """
     answer: Any = None
     error: BaseException | None = None
@@ -413,30 +438,36 @@ def run_sync(flow: Flow[T], client: httpx.Client | Callable[[], httpx.Client]) -
             error = exc
 
 
-def _send_sync(action: Send, client: httpx.Client) -> Reply | Failure:
+def _send_sync(action: Send, client: SyncClient) -> Reply | Failure:
+    from certauth._transport import StdlibClient
+
+    if isinstance(client, StdlibClient):
+        return client.send(action)
     from certauth._httpx import httpx
 
     seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
     if seconds <= 0:
-        return _spent()
+        return spent()
     started = time.monotonic()
     deadline = started + seconds if seconds < math.inf else None
     try:
-        response = client.send(_request(client, action, timeouts, deadline), stream=True)
+        response = client.send(_request(client, action, timeouts), stream=True)
         try:
             body = _in_memory(response)
             if body is None:
-                decoder = _Decoder(response.headers.get("content-encoding", ""))
+                decoder = BodyDecoder(response.headers.get("content-encoding", ""))
                 body = bytearray()
                 for chunk in response.iter_raw():
-                    if _take(body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))):
+                    if append_capped(
+                        body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))
+                    ):
                         break
                     _check_deadline(deadline)
         finally:
             response.close()
         elapsed = time.monotonic() - started
         return Reply(response.status_code, dict(response.headers), bytes(body), elapsed)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, DecodingError) as exc:
         return _failure(exc, elapsed=time.monotonic() - started)
 
 
@@ -486,7 +517,7 @@ async def _send_async(action: Send, client: httpx.AsyncClient) -> Reply | Failur
 
     seconds, timeouts = _attempt_limits(client.timeout, action.timeout)
     if seconds <= 0:
-        return _spent()
+        return spent()
     started = time.monotonic()
     try:
         # asyncio.wait_for, not asyncio.timeout: Python 3.10 has only the former.
@@ -497,21 +528,22 @@ async def _send_async(action: Send, client: httpx.AsyncClient) -> Reply | Failur
     except asyncio.TimeoutError:
         elapsed = time.monotonic() - started
         return Failure("timeout", f"timed out after {elapsed:.1f} s without a full answer", elapsed)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, DecodingError) as exc:
         return _failure(exc, elapsed=time.monotonic() - started)
 
 
 async def _exchange_async(
     action: Send, client: httpx.AsyncClient, timeouts: dict[str, float | None], started: float
 ) -> Reply:
-    response = await client.send(_request(client, action, timeouts, None), stream=True)
+    response = await client.send(_request(client, action, timeouts), stream=True)
     try:
         body = _in_memory(response)
         if body is None:
-            decoder = _Decoder(response.headers.get("content-encoding", ""))
+            decoder = BodyDecoder(response.headers.get("content-encoding", ""))
             body = bytearray()
             async for chunk in response.aiter_raw():
-                if _take(body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))):
+                data = decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))
+                if append_capped(body, data):
                     break
     finally:
         await response.aclose()
@@ -527,7 +559,7 @@ def _in_memory(response: httpx.Response) -> bytearray | None:
     return bytearray(response.content[: MAX_RESPONSE_BYTES + 1])
 
 
-def _take(body: bytearray, data: bytes) -> bool:
+def append_capped(body: bytearray, data: bytes) -> bool:
     """Append ``data``; True once the body is over the cap (the answer is refused as too
     large: a 100 MB "token response" is dropped, not buffered)."""
     body += data
@@ -544,7 +576,7 @@ def _check_deadline(deadline: float | None) -> None:
 # -- Content-Encoding, decoded under the cap ----------------------------------------------------
 
 
-class _Decoder:
+class BodyDecoder:
     """Undoes a response's Content-Encoding (RFC 9110 section 8.4) as the body streams, never
     producing more than the caller asks for, so the cap holds for the decoded bytes: a 1 MiB
     gzip body that inflates to 1 GiB costs the cap in memory, not a gigabyte.
@@ -582,7 +614,5 @@ class _Decoder:
                 self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
                 self._may_be_raw = False
                 return self.decode(data, limit)
-            from certauth._httpx import httpx
-
-            raise httpx.DecodingError(f"cannot decode the body: {exc}") from None
+            raise DecodingError(f"cannot decode the body: {exc}") from None
         return decoded

@@ -1,23 +1,28 @@
-"""A blocking httpx transport on the standard library's ``http.client``.
+"""certauth's blocking HTTP/1.1 client, on the standard library's ``http.client``.
 
-certauth's own sync clients (``_http.new_sync_client``) send through this instead of httpx's
-default httpcore transport. Why: a process that starts, gets one token and exits (a CI step, a
-cron job) otherwise imports httpcore, h11 and their dependencies for one request: ~20 ms of a
-~180 ms budget (start-up is paid by every CI step that runs certauth). ``http.client`` is already
-imported by httpx itself, so this costs nothing extra to load.
+certauth's own sync requests (token requests, discovery and JWKS documents, Key Vault signing,
+the rotation's Graph calls) go through :class:`StdlibClient`, not httpx: a process that starts,
+gets one token and exits (a CI step, a cron job) would otherwise import httpx for one request,
+about a quarter of what such a process must execute at the least (docs/performance.md). httpx
+stays where it is the interface: a caller's ``client=``, :meth:`http_client`, the async stack.
 
-It keeps what httpcore gave those clients: keep-alive connections per origin (idle ones are
-dropped after ``KEEPALIVE_EXPIRY`` seconds or when the server has closed them), the request's
-connect/read/write timeouts, TLS with the client's ``ssl.SSLContext`` (hostname checked), a
-streamed response body, and httpx's exception types (``ConnectError`` with the ``ssl`` error
-as its cause, ``ConnectTimeout``, ``ReadTimeout``, ``RemoteProtocolError``, ...), which
-``_http._failure`` maps to certauth's transport failures.
+What it does, for :func:`certauth._http.run_sync` (which drives it with
+:class:`~certauth._flow.Send` actions and gets a :class:`~certauth._flow.Reply` or a
+:class:`~certauth._flow.Failure` back):
 
-And one thing httpcore does not give: a request carrying the ``_http.DEADLINE`` extension is
-held to it at every socket operation (connect, TLS handshake, sending, each receive of the
-status line, headers and body), each one's timeout shortened to what is left, so a server
-that drips bytes is cut off at the deadline. No thread, no timer: only socket timeouts.
-HTTP/1.1 only, as httpx's default client.
+* one deadline per attempt, held at every socket operation (connect, the proxy's tunnel, the TLS
+  handshake, sending, each receive of the status line, headers and body), each one's timeout
+  shortened to what is left, so a server that drips bytes is cut off at the deadline; no thread,
+  no timer, only socket timeouts;
+* keep-alive connections per origin (idle ones are dropped after :data:`KEEPALIVE_EXPIRY`
+  seconds or once the server has closed them), each tied to the TLS context it was opened with:
+  under mutual TLS a rotated certificate comes with a new context, and no connection opened
+  before is reused after (one that presents the old certificate would get tokens bound to it,
+  RFC 8705 section 3);
+* the body decoded (gzip, deflate) and capped as it streams (``_http._Decoder``);
+* proxies from the environment (:mod:`certauth._proxies`): ``https://`` through a ``CONNECT``
+  tunnel (RFC 9110 section 9.3.6), TLS and its certificate check end to end;
+* TLS with the given ``ssl.SSLContext``, the hostname checked (``server_hostname``).
 """
 
 from __future__ import annotations
@@ -29,13 +34,22 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Mapping
 from typing import Any, cast
+from urllib.parse import urlsplit
 
-from certauth._http import DEADLINE
-from certauth._httpx import httpx
+from certauth._flow import Failure, Reply, Send
+from certauth._http import (
+    BodyDecoder,
+    DecodingError,
+    append_capped,
+    failure_for,
+    spent,
+)
+from certauth._proxies import Proxies, Proxy
+from certauth.protocol import MAX_RESPONSE_BYTES
 
-__all__ = ["KEEPALIVE_EXPIRY", "StdlibTransport"]
+__all__ = ["KEEPALIVE_EXPIRY", "StdlibClient"]
 
 #: Seconds an idle connection is kept for reuse (httpx's default ``keepalive_expiry``).
 KEEPALIVE_EXPIRY = 5.0
@@ -43,130 +57,290 @@ KEEPALIVE_EXPIRY = 5.0
 MAX_IDLE_PER_ORIGIN = 8
 _CHUNK = 64 * 1024
 
-Origin = tuple[str, str, int]
+#: scheme, host, port, and the proxy's URL (``""``: direct)
+Origin = tuple[str, str, int, str]
+_Idle = tuple[http.client.HTTPConnection, float, ssl.SSLContext]
 
 
-class StdlibTransport(httpx.BaseTransport):
-    """``httpx.BaseTransport`` over ``http.client`` with a small keep-alive pool."""
+class ProxyError(OSError):
+    """The proxy did not open the tunnel (a connect failure, named with the proxy's URL)."""
 
-    def __init__(self, ssl_context: ssl.SSLContext) -> None:
-        self._ssl_context = ssl_context
-        self._idle: dict[Origin, list[tuple[http.client.HTTPConnection, float]]] = {}
+
+class StdlibClient:
+    """A blocking HTTP/1.1 client: one :meth:`send` per attempt, with a small keep-alive pool.
+
+    ``context`` returns the TLS context for the next connection (under mutual TLS, the one for
+    the certificate in use now). ``timeout`` bounds each attempt, connect to last body byte;
+    ``connect_timeout`` the connect (the proxy's tunnel and the TLS handshake included).
+    """
+
+    def __init__(
+        self,
+        context: Callable[[], ssl.SSLContext],
+        *,
+        timeout: float,
+        connect_timeout: float,
+        headers: Mapping[str, str],
+        proxies: Proxies | None = None,
+    ) -> None:
+        self._context = context
+        #: Seconds per attempt.
+        self.timeout = timeout
+        self._connect_timeout = min(connect_timeout, timeout)
+        self._headers = dict(headers)
+        self._proxies = Proxies.from_environment() if proxies is None else proxies
+        self._idle: dict[Origin, list[_Idle]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        if url.scheme not in ("http", "https"):
-            raise httpx.UnsupportedProtocol(
-                f"Request URL has an unsupported protocol '{url.scheme}://'.", request=request
-            )
-        origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
-        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
-        deadline: float | None = request.extensions.get(DEADLINE)
-        body = request.read()
-        connection = self._checkout(origin) or self._open(origin, timeouts, deadline, request)
-        try:
-            response = _exchange(connection, request, body, timeouts, deadline)
-        except BaseException:
-            connection.close()
-            raise
-        return httpx.Response(
-            response.status,
-            headers=response.getheaders(),
-            stream=_ResponseBody(self, origin, connection, response, request),
-            extensions={
-                "http_version": b"HTTP/1.0" if response.version == 10 else b"HTTP/1.1",
-                "reason_phrase": response.reason.encode("ascii", "replace"),
-            },
-        )
+    def __enter__(self) -> StdlibClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def close(self) -> None:
+        """Close the idle connections; a connection in use is closed when its answer is read."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, {}
         for connections in idle.values():
-            for connection, _ in connections:
+            for connection, _, _ in connections:
                 connection.close()
 
-    # -- the pool ------------------------------------------------------------------------------
+    def send(self, action: Send) -> Reply | Failure:
+        """One attempt: ``action``'s request, its answer read in full (up to the cap) within
+        the client's timeout, or ``action.timeout`` when that is shorter."""
+        seconds = self.timeout if action.timeout is None else min(self.timeout, action.timeout)
+        started = time.monotonic()
+        if seconds <= 0:
+            return spent()
+        deadline = started + seconds
+        phase = "connecting"
+        try:
+            origin, target, proxy = self._route(action.url)
+            context = self._context()
+            connection = self._checkout(origin, context)
+            if connection is None:
+                connection = self._open(origin, proxy, context, deadline)
+            try:
+                phase = "sending the request"
+                # Through a tunnel the proxy sees only the CONNECT; a plain-HTTP request is
+                # read by the proxy, and carries its credentials (RFC 9110 section 11.7.1).
+                plain = proxy.authorization if proxy and origin[0] == "http" else None
+                self._request(connection, action, target, plain, deadline)
+                phase = "waiting for the answer"
+                status, headers, body, reusable = self._answer(connection, action, deadline)
+            except BaseException:
+                connection.close()
+                raise
+        except (OSError, http.client.HTTPException, DecodingError, ValueError) as exc:
+            return failure_for(exc, phase, time.monotonic() - started)
+        self._release(origin, connection, context, reusable)
+        return Reply(status, headers, body, time.monotonic() - started)
 
-    def _checkout(self, origin: Origin) -> http.client.HTTPConnection | None:
-        """An idle connection to ``origin`` that is still usable, if any."""
+    # -- one request --------------------------------------------------------------------------
+
+    def _route(self, url: str) -> tuple[Origin, str, Proxy | None]:
+        """Where ``url``'s request goes: its origin (the proxy included), the request target,
+        and the proxy (``None``: direct)."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in ("http", "https"):
+            raise ValueError(f"unsupported URL scheme {scheme + '://'!r} in {url!r}")
+        host = parts.hostname
+        if not host:
+            raise ValueError(f"no host in {url!r}")
+        port = parts.port or (443 if scheme == "https" else 80)
+        target = parts.path or "/"
+        if parts.query:
+            target += "?" + parts.query
+        proxy = self._proxies.for_url(scheme, host, port) if self._proxies else None
+        if proxy is not None and scheme == "http":
+            # A plain-HTTP request through a proxy names the whole URL (RFC 9112 section 3.2.2).
+            target = f"http://{parts.netloc.rpartition('@')[2]}{target}"
+        return (scheme, host, port, proxy.url if proxy else ""), target, proxy
+
+    def _request(
+        self,
+        connection: http.client.HTTPConnection,
+        action: Send,
+        target: str,
+        proxy_authorization: str | None,
+        deadline: float,
+    ) -> None:
+        sock = connection.sock
+        assert sock is not None
+        headers = {**self._headers, **action.headers}
+        body = action.body
+        if body is not None:
+            headers["Content-Length"] = str(len(body))
+        if proxy_authorization:
+            headers["Proxy-Authorization"] = proxy_authorization
+        # sendall: the socket's timeout bounds the whole send (socket docs, Python 3.5).
+        sock.settimeout(_wait(self.timeout, deadline))
+        connection.putrequest(action.method, target, skip_accept_encoding=True)
+        for name, value in headers.items():
+            connection.putheader(name, value)
+        connection.endheaders(body or None)
+
+    def _answer(
+        self, connection: http.client.HTTPConnection, action: Send, deadline: float
+    ) -> tuple[int, dict[str, str], bytes, bool]:
+        """The status, the headers (names in lower case, repeated ones joined with ``", "``, as
+        httpx gives them), the decoded body capped at the limit + 1, and whether the
+        connection may carry another request."""
+        # http.client builds the response with ``response_class(sock, method=...)``: this one
+        # reads it, status line to last body byte, through a _Receiver held to the deadline.
+        connection.response_class = _response_class(self.timeout, deadline)  # type: ignore[assignment]
+        response = connection.getresponse()
+        headers: dict[str, str] = {}
+        for name, value in response.getheaders():
+            key = name.lower()
+            headers[key] = f"{headers[key]}, {value}" if key in headers else value
+        decoder = BodyDecoder(headers.get("content-encoding", ""))
+        body = bytearray()
+        over = False
+        while True:
+            # One receive per chunk (read1): the deadline is checked at each.
+            chunk = response.read1(_CHUNK)
+            if not chunk:
+                break
+            if append_capped(body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))):
+                over = True  # refused as too large: the rest is not read, the connection dropped
+                break
+        if not over and response.length:
+            # read1 returns b"" when the connection ends, even with bytes still announced by
+            # Content-Length (RFC 9112 section 6.3: an incomplete message): a cut body is a
+            # protocol failure, retried like a dropped connection, never an answer.
+            raise http.client.IncompleteRead(bytes(body), response.length)
+        if not over and response.length == 0 and not response.isclosed():
+            response.read()  # marks a fully read response closed: the connection is reusable
+        # RFC 9112 section 9.6: after sending "Connection: close" the client sends nothing
+        # more on that connection, whatever the server answers.
+        asked_close = "close" in {
+            v.lower() for k, v in action.headers.items() if k.lower() == "connection"
+        }
+        reusable = response.isclosed() and not response.will_close and not asked_close
+        if not response.isclosed():
+            response.close()
+        return response.status, headers, bytes(body), reusable
+
+    # -- the pool -----------------------------------------------------------------------------
+
+    def _checkout(
+        self, origin: Origin, context: ssl.SSLContext
+    ) -> http.client.HTTPConnection | None:
+        """An idle connection to ``origin``, opened with ``context``, that is still usable."""
         now = time.monotonic()
         while True:
             with self._lock:
                 idle = self._idle.get(origin)
                 if not idle:
                     return None
-                connection, since = idle.pop()
-            if now - since < KEEPALIVE_EXPIRY and not _dropped(connection):
+                connection, since, opened_with = idle.pop()
+            fresh = opened_with is context and now - since < KEEPALIVE_EXPIRY
+            if fresh and not _dropped(connection):
                 return connection
             connection.close()
 
     def _release(
-        self, origin: Origin, connection: http.client.HTTPConnection, reusable: bool
+        self,
+        origin: Origin,
+        connection: http.client.HTTPConnection,
+        context: ssl.SSLContext,
+        reusable: bool,
     ) -> None:
-        if reusable:
+        if reusable and context is self._context():
             with self._lock:
                 idle = self._idle.setdefault(origin, [])
                 if not self._closed and len(idle) < MAX_IDLE_PER_ORIGIN:
-                    idle.append((connection, time.monotonic()))
+                    idle.append((connection, time.monotonic(), context))
                     return
         connection.close()
 
     def _open(
-        self,
-        origin: Origin,
-        timeouts: dict[str, float | None],
-        deadline: float | None,
-        request: httpx.Request,
+        self, origin: Origin, proxy: Proxy | None, context: ssl.SSLContext, deadline: float
     ) -> http.client.HTTPConnection:
-        """A new connection: TCP, then (https) the TLS handshake, certificate and hostname
-        checked; both within the connect timeout and the deadline."""
-        scheme, host, port = origin
-        connect = timeouts.get("connect")
-        try:
+        """A new connection: TCP (to the proxy, if any, and through its tunnel for https),
+        then for https the TLS handshake, certificate and hostname checked; all within the
+        connect timeout and the deadline."""
+        scheme, host, port, _ = origin
+        connect = self._connect_timeout
+        if proxy is None:
             sock = _connect_tcp(host, port, connect, deadline)
-            try:
-                # As http.client's connect(): requests are small, send them at once.
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if scheme == "https":
-                    # The socket's timeout bounds the whole handshake, however the server
-                    # drips it (ssl docs, SSLSocket.do_handshake: "The socket timeout is now
-                    # the maximum total duration of the handshake", Python 3.5).
-                    sock.settimeout(_wait(connect, deadline))
-                    sock = self._ssl_context.wrap_socket(sock, server_hostname=host)
-            except BaseException:
-                sock.close()
-                raise
-        except TimeoutError as exc:
-            raise httpx.ConnectTimeout(str(exc) or "timed out", request=request) from exc
-        except OSError as exc:  # ssl.SSLError included: the cause tells TLS failures apart
-            raise httpx.ConnectError(str(exc) or type(exc).__name__, request=request) from exc
+        else:
+            sock = _connect_tcp(proxy.host, proxy.port, connect, deadline)
+        try:
+            # As http.client's connect(): requests are small, send them at once.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if proxy is not None and scheme == "https":
+                _tunnel(sock, host, port, proxy, _wait(connect, deadline), deadline)
+            if scheme == "https":
+                # The socket's timeout bounds the whole handshake, however the server drips
+                # it (ssl docs, SSLSocket.do_handshake: "The socket timeout is now the maximum
+                # total duration of the handshake", Python 3.5).
+                sock.settimeout(_wait(connect, deadline))
+                sock = context.wrap_socket(sock, server_hostname=host)
+        except BaseException:
+            sock.close()
+            raise
         connection: http.client.HTTPConnection
         if scheme == "https":
-            connection = http.client.HTTPSConnection(host, port, context=self._ssl_context)
+            connection = http.client.HTTPSConnection(host, port, context=context)
         else:
             connection = http.client.HTTPConnection(host, port)
         connection.sock = sock
         return connection
 
 
-def _wait(timeout: float | None, deadline: float | None) -> float | None:
+def _tunnel(
+    sock: socket.socket,
+    host: str,
+    port: int,
+    proxy: Proxy,
+    timeout: float | None,
+    deadline: float,
+) -> None:
+    """Ask the proxy for a tunnel to ``host:port`` (RFC 9110 section 9.3.6); a refusal is a
+    :class:`ProxyError` (a connect failure) that names the proxy and its answer."""
+    name = host if host.isascii() else host.encode("idna").decode("ascii")
+    authority = f"[{name}]:{port}" if ":" in name else f"{name}:{port}"
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.authorization:
+        lines.append(f"Proxy-Authorization: {proxy.authorization}")
+    sock.settimeout(timeout)
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode("ascii"))
+    response = http.client.HTTPResponse(
+        cast(socket.socket, _Receiver(sock, timeout, deadline)), method="CONNECT"
+    )
+    try:
+        response.begin()
+        status, reason = response.status, response.reason
+    finally:
+        response.close()
+    if not 200 <= status < 300:
+        hint = (
+            "; give the proxy's credentials in the proxy URL (http://user:password@host:port)"
+            if status == 407
+            else f"; list {host} in NO_PROXY if it is to be reached directly"
+        )
+        raise ProxyError(
+            f"the proxy {proxy.url} (from {proxy.variable}) refused a tunnel to {authority}: "
+            f"HTTP {status} {reason}{hint}"
+        )
+
+
+def _wait(timeout: float | None, deadline: float) -> float | None:
     """A socket operation's timeout: ``timeout``, shortened to what is left before
     ``deadline``; ``TimeoutError`` once nothing is left."""
-    if deadline is None:
-        return timeout
     left = deadline - time.monotonic()
     if left <= 0:
         raise TimeoutError("no complete answer before the attempt's deadline")
     return left if timeout is None else min(timeout, left)
 
 
-def _connect_tcp(
-    host: str, port: int, timeout: float | None, deadline: float | None
-) -> socket.socket:
+def _connect_tcp(host: str, port: int, timeout: float | None, deadline: float) -> socket.socket:
     """``socket.create_connection``, with each address's connect also held to ``deadline``.
     (Name resolution itself cannot be bounded without a thread: it is left to the resolver's
     own timeouts, as everywhere in the standard library.)"""
@@ -184,52 +358,8 @@ def _connect_tcp(
     raise error or OSError(f"cannot resolve {host}")
 
 
-def _exchange(
-    connection: http.client.HTTPConnection,
-    request: httpx.Request,
-    body: bytes,
-    timeouts: dict[str, float | None],
-    deadline: float | None,
-) -> http.client.HTTPResponse:
-    """Send ``request`` on ``connection`` and read the status line and headers."""
-    sock = connection.sock
-    assert sock is not None
-    headers = request.headers.raw
-    if request.headers.get("transfer-encoding"):
-        # The body was read whole above: send it with its length, not chunked.
-        headers = [(k, v) for k, v in headers if k.lower() != b"transfer-encoding"]
-        headers.append((b"Content-Length", str(len(body)).encode("ascii")))
-    try:
-        # sendall: the socket's timeout bounds the whole send (socket docs, Python 3.5).
-        sock.settimeout(_wait(timeouts.get("write"), deadline))
-        connection.putrequest(
-            request.method,
-            request.url.raw_path.decode("ascii"),
-            skip_host=True,  # httpx's Host header is in ``headers``
-            skip_accept_encoding=True,
-        )
-        for name, value in headers:
-            connection.putheader(name.decode("latin-1"), value)
-        connection.endheaders(body or None)
-    except TimeoutError as exc:
-        raise httpx.WriteTimeout(str(exc) or "timed out", request=request) from exc
-    except OSError as exc:
-        raise httpx.WriteError(str(exc) or type(exc).__name__, request=request) from exc
-    # http.client builds the response with ``response_class(sock, method=...)``: this one
-    # reads it, status line to last body byte, through a _Receiver held to the deadline.
-    connection.response_class = _response_class(timeouts.get("read"), deadline)  # type: ignore[assignment]
-    try:
-        return connection.getresponse()
-    except TimeoutError as exc:
-        raise httpx.ReadTimeout(str(exc) or "timed out", request=request) from exc
-    except http.client.HTTPException as exc:  # RemoteDisconnected, BadStatusLine, ...
-        raise httpx.RemoteProtocolError(str(exc) or type(exc).__name__, request=request) from exc
-    except OSError as exc:
-        raise httpx.ReadError(str(exc) or type(exc).__name__, request=request) from exc
-
-
 def _response_class(
-    timeout: float | None, deadline: float | None
+    timeout: float | None, deadline: float
 ) -> Callable[..., http.client.HTTPResponse]:
     def response(
         sock: socket.socket, debuglevel: int = 0, method: str | None = None, url: str | None = None
@@ -246,7 +376,7 @@ class _Receiver(io.RawIOBase):
     read timeout and never past the deadline. A per-read timeout alone lets a server that
     sends one byte a second keep a client reading a status line for ever."""
 
-    def __init__(self, sock: socket.socket, timeout: float | None, deadline: float | None):
+    def __init__(self, sock: socket.socket, timeout: float | None, deadline: float):
         super().__init__()
         self._sock = sock
         self._timeout = timeout
@@ -286,68 +416,3 @@ def _dropped(connection: http.client.HTTPConnection) -> bool:
     except (OSError, ValueError):
         return True
     return bool(readable)
-
-
-class _ResponseBody(httpx.SyncByteStream):
-    """The response body, read as the caller iterates; the connection goes back to the pool
-    only when the body was read to its end."""
-
-    def __init__(
-        self,
-        transport: StdlibTransport,
-        origin: Origin,
-        connection: http.client.HTTPConnection,
-        response: http.client.HTTPResponse,
-        request: httpx.Request,
-    ) -> None:
-        self._transport = transport
-        self._origin = origin
-        self._connection: http.client.HTTPConnection | None = connection
-        self._response = response
-        self._request = request
-
-    def __iter__(self) -> Iterator[bytes]:
-        response = self._response
-        try:
-            while True:
-                # One receive per chunk (read1), as httpcore yields: a caller that checks a
-                # deadline between chunks gets control back from a server sending a byte at
-                # a time.
-                chunk = response.read1(_CHUNK)
-                if not chunk:
-                    break
-                yield chunk
-            if response.length:
-                # read1 returns b"" when the connection ends, even with bytes still announced
-                # by Content-Length (RFC 9112 section 6.3: an incomplete message): a cut body
-                # is a protocol failure, retried like a dropped connection, never an answer.
-                raise http.client.IncompleteRead(b"", response.length)
-            if response.length == 0 and not response.isclosed():
-                response.read()  # marks a fully read response closed: the connection is reusable
-        except TimeoutError as exc:
-            raise httpx.ReadTimeout(str(exc) or "timed out", request=self._request) from exc
-        except http.client.HTTPException as exc:  # IncompleteRead, ...
-            raise httpx.RemoteProtocolError(
-                str(exc) or type(exc).__name__, request=self._request
-            ) from exc
-        except OSError as exc:
-            raise httpx.ReadError(str(exc) or type(exc).__name__, request=self._request) from exc
-
-    def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is None:
-            return
-        response = self._response
-        # RFC 9112 section 9.6: after sending "Connection: close" the client sends nothing
-        # more on that connection, whatever the server answers.
-        reusable = (
-            response.isclosed()
-            and not response.will_close
-            and "close" not in self._request.headers.get("connection", "").lower()
-        )
-        if not response.isclosed():
-            response.close()
-        self._transport._release(self._origin, connection, reusable)
-
-    def __repr__(self) -> str:
-        return f"<_ResponseBody {self._origin[0]}://{self._origin[1]}:{self._origin[2]}>"

@@ -1,9 +1,10 @@
 """Nothing that only a request needs is loaded or built before a request is due (issue 19).
 
-A token served from a cache, in a new process, never imports httpx or ``ssl`` and never builds
-a TLS context (and ``certauth token`` finds it without building a credential or parsing the
-certificate); a credential builds its HTTP client and TLS context when its first request goes
-out, not when it is constructed. These are checks of what a process loads, run in fresh
+A token served from a cache, in a new process, never imports an HTTP client or ``ssl`` and never
+builds a TLS context (and ``certauth token`` finds it without building a credential or parsing
+the certificate); a credential builds its HTTP client and TLS context when its first request
+goes out, not when it is constructed, and its own client is not httpx (a process that gets one
+token never imports httpx). These are checks of what a process loads, run in fresh
 interpreters (never timings: those are in ``python -m benchmarks``).
 """
 
@@ -77,7 +78,8 @@ def test_a_cli_cache_hit_loads_no_http_client_and_no_tls(
 ) -> None:
     first = _cli(tenant, files, tmp_path / "cache")
     assert first.returncode == 0, first.stderr[-2000:]
-    assert {"httpx", "ssl"} <= _imported(first.stderr)  # the check can see them
+    assert {"ssl", "certauth._transport"} <= _imported(first.stderr)  # the check can see them
+    assert "httpx" not in _imported(first.stderr)
     requests = tenant.request_count
     hit = _cli(tenant, files, tmp_path / "cache")
     assert hit.returncode == 0, hit.stderr[-2000:]
@@ -113,5 +115,6 @@ def test_a_credential_builds_its_client_and_tls_context_with_the_first_request(
     report = json.loads(done.stdout)
     assert report["constructed"] == []
     assert report["contexts"] == 0
-    assert {"httpx", "ssl"} <= set(report["after_request"])
+    assert {"ssl", "http.client", "certauth._transport"} <= set(report["after_request"])
+    assert "httpx" not in report["after_request"]
     assert report["contexts_after"] == 1

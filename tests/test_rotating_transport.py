@@ -2,7 +2,8 @@
 every request goes over a new pool of connections, an answer still being read on the old one
 is read to its end, and the old pool is closed once nothing of it is in use. Against a real
 server on 127.0.0.1 that counts its connections; the certificate is stood for by any object
-(the transports compare identities)."""
+(the transports compare identities). certauth's own sync client (``StdlibClient``) ties each
+connection to the TLS context it was opened with: the last tests."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ import httpx
 import pytest
 
 from certauth._rotating_transport import AsyncRotatingTransport, RotatingTransport
-from certauth._transport import StdlibTransport
+from certauth._flow import Reply, Send
+from certauth._transport import StdlibClient
 
 BODY = b"x" * 200_000  # more than one read: an answer can be open while another is sent
 
@@ -57,7 +59,7 @@ def _url(server: _Server) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}/"
 
 
-class _Watched(StdlibTransport):
+class _Watched(httpx.HTTPTransport):
     closed = False
 
     def close(self) -> None:
@@ -80,7 +82,7 @@ def test_a_new_certificate_gets_new_connections_and_the_old_pool_is_closed_when_
     made: list[_Watched] = []
 
     def make() -> _Watched:
-        made.append(_Watched(ssl.create_default_context()))
+        made.append(_Watched(verify=ssl.create_default_context()))
         return made[-1]
 
     transport = RotatingTransport(make, lambda: certificate[0])
@@ -133,7 +135,7 @@ def test_a_rotation_with_no_answer_open_closes_the_old_pool_at_once(server: _Ser
     made: list[_Watched] = []
 
     def make() -> _Watched:
-        made.append(_Watched(ssl.create_default_context()))
+        made.append(_Watched(verify=ssl.create_default_context()))
         return made[-1]
 
     with httpx.Client(transport=RotatingTransport(make, lambda: certificate[0])) as client:
@@ -142,4 +144,45 @@ def test_a_rotation_with_no_answer_open_closes_the_old_pool_at_once(server: _Ser
         client.get(_url(server))
         assert made[0].closed
         assert not made[1].closed
+        assert server.connections == 2
+
+
+# -- certauth's own sync client ------------------------------------------------------------------
+
+
+def _get(client: StdlibClient, server: _Server) -> bytes:
+    reply = client.send(Send("GET", _url(server)))
+    assert isinstance(reply, Reply), reply
+    return reply.body
+
+
+def test_certauths_client_opens_new_connections_with_a_new_context(server: _Server) -> None:
+    contexts = [ssl.create_default_context()]
+    with StdlibClient(lambda: contexts[0], timeout=5, connect_timeout=5, headers={}) as client:
+        assert _get(client, server) == BODY
+        assert _get(client, server) == BODY
+        assert server.connections == 1  # kept alive while the context stays
+        contexts[0] = ssl.create_default_context()  # a rotation
+        assert _get(client, server) == BODY
+        assert server.connections == 2
+        assert _get(client, server) == BODY
+        assert server.connections == 2  # the new context's connection is kept alive
+
+
+def test_a_connection_whose_context_changed_while_in_use_is_not_kept(server: _Server) -> None:
+    old, new = ssl.create_default_context(), ssl.create_default_context()
+    calls = [0]
+
+    def context() -> ssl.SSLContext:
+        # The first request is opened with the old context; by the time its answer is read
+        # the credential has rotated.
+        calls[0] += 1
+        return old if calls[0] == 1 else new
+
+    with StdlibClient(context, timeout=5, connect_timeout=5, headers={}) as client:
+        assert _get(client, server) == BODY
+        assert client._idle == {}  # closed, not kept for the next request
+        assert _get(client, server) == BODY
+        assert server.connections == 2
+        assert _get(client, server) == BODY
         assert server.connections == 2

@@ -1,12 +1,13 @@
 """The HTTP stacks under certauth's flows: keep-alive, stale connections, timeouts, TLS
 failures, partial bodies, the body cap, gzip, connect failures.
 
-The sync credentials send through ``http.client`` (``_http.new_sync_client``: certauth's
-``StdlibTransport``), the async ones through httpx's ``AsyncClient`` (httpcore): two different
-stacks under one flow. Every behaviour is run through both (``stack`` is ``sync`` or
-``async``), driven the way the credentials drive them (``_http.run_sync`` / ``_http.run_async``
-with ``Send`` actions), against a real server on 127.0.0.1 that misbehaves on purpose. The
-last tests are about ``StdlibTransport`` alone (what httpx's own transport does not need).
+The sync credentials send through certauth's own client on ``http.client``
+(``_http.new_sync_client``: ``StdlibClient``), the async ones through httpx's ``AsyncClient``
+(httpcore), and a caller's ``httpx.Client`` through httpx: three stacks under one flow. Every
+behaviour is run through each (``stack`` is ``sync``, ``async`` or ``httpx``), driven the way
+the credentials drive them (``_http.run_sync`` / ``_http.run_async`` with ``Send`` actions),
+against a real server on 127.0.0.1 that misbehaves on purpose. The last tests are about
+``StdlibClient`` alone.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pytest
 
 from certauth import RetryPolicy, __version__, _http
 from certauth._flow import Failure, Flow, Reply, Send, Sleep, get_json
-from certauth._transport import StdlibTransport
+from certauth._transport import StdlibClient
 from certauth.certificates import Certificate
 from certauth.errors import TransportError
 from certauth.protocol import MAX_RESPONSE_BYTES
@@ -142,6 +143,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _get_missing(self) -> None:
         self._send(404, b"<html>Not Found</html>", Content_Type="text/html")
 
+    def _get_two_headers(self) -> None:
+        self.send_response(200)
+        self.send_header("X-Twice", "one")
+        self.send_header("X-Twice", "two")
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
     def _get_user_agent(self) -> None:
         self._send(200, self.headers["User-Agent"].encode())
 
@@ -186,12 +195,15 @@ class Stack:
     def run(self, flow: Flow[T], *, timeout: float = 5.0, verify: Any = None) -> T:
         if self.name == "sync":
             with _http.new_sync_client(verify=verify, timeout=timeout) as client:
-                assert isinstance(client._transport, StdlibTransport)
+                assert isinstance(client, StdlibClient)
                 return _http.run_sync(flow, client)
+        if self.name == "httpx":  # a caller's client= (httpcore underneath)
+            context = _http.resolve_verify(verify)
+            with httpx.Client(verify=context, timeout=timeout) as caller:
+                return _http.run_sync(flow, caller)
 
         async def main() -> T:
             async with _http.new_async_client(verify=verify, timeout=timeout) as client:
-                assert not isinstance(client._transport, StdlibTransport)
                 return await _http.run_async(flow, client)
 
         return asyncio.run(main())
@@ -217,7 +229,7 @@ def _each(actions: Sequence[Send | Sleep]) -> Flow[list[Reply | Failure]]:
     return answers
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=["sync", "async", "httpx"])
 def stack(request: pytest.FixtureRequest) -> Stack:
     return Stack(request.param)
 
@@ -279,7 +291,12 @@ def test_chunked_gzip_and_http10_bodies_are_decoded(stack: Stack, server: _Serve
 
 
 def test_the_user_agent_names_certauth(stack: Stack, server: _Server) -> None:
-    assert _reply(stack.one(_url(server, "/user-agent"))).body == f"certauth/{__version__}".encode()
+    agent = _reply(stack.one(_url(server, "/user-agent"))).body
+    # A caller's own client keeps its own User-Agent.
+    expected = (
+        f"python-httpx/{httpx.__version__}" if stack.name == "httpx" else f"certauth/{__version__}"
+    )
+    assert agent == expected.encode()
 
 
 # -- the body cap ----------------------------------------------------------------------------------
@@ -470,41 +487,48 @@ def test_a_token_response_cut_short_is_retried(stack: Stack, rsa_cert: Certifica
     assert handler.answered == 2
 
 
-# -- StdlibTransport alone ---------------------------------------------------------------------
+# -- StdlibClient alone ---------------------------------------------------------------------------
 
 
-def _client(timeout: float = 5.0) -> httpx.Client:
-    client = _http.new_sync_client(timeout=timeout)
-    assert isinstance(client._transport, StdlibTransport)
-    return client
-
-
-def test_a_body_not_read_to_the_end_closes_its_connection(server: _Server) -> None:
-    with _client() as client:
-        with client.stream("GET", _url(server, "/huge")) as response:
-            next(response.iter_bytes())
-        assert client.get(_url(server, "/")).status_code == 200
+def test_a_body_past_the_cap_drops_its_connection_and_a_read_one_is_kept(server: _Server) -> None:
+    with _http.new_sync_client() as client:
+        assert isinstance(_reply(client.send(_get(_url(server, "/huge")))), Reply)
+        assert _reply(client.send(_get(_url(server, "/")))).status == 200
+        assert _reply(client.send(_get(_url(server, "/")))).status == 200
     assert server.connections == 2
 
 
-def test_httpx_exception_types(server: _Server) -> None:
-    with _client(timeout=0.2) as client, pytest.raises(httpx.ReadTimeout, match="timed out"):
-        client.get(_url(server, "/slow"))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    with _client() as client, pytest.raises(httpx.ConnectError, match="refused") as caught:
-        client.get(f"http://127.0.0.1:{port}/")
-    assert isinstance(caught.value.__cause__, ConnectionRefusedError)
+def test_a_request_that_asked_to_close_does_not_keep_its_connection(server: _Server) -> None:
+    with _http.new_sync_client() as client:
+        _reply(client.send(Send("GET", _url(server, "/"), {"Connection": "close"})))
+        _reply(client.send(_get(_url(server, "/"))))
+    assert server.connections == 2
 
 
-def test_an_untrusted_certificate_error_keeps_its_ssl_cause() -> None:
-    from certauth.emulator import Emulator
+def test_no_time_left_sends_nothing(server: _Server) -> None:
+    with _http.new_sync_client() as client:
+        failure = _failure(client.send(Send("GET", _url(server, "/"), timeout=0.0)), "timeout")
+    assert failure.detail == "timed out: no time left for another attempt"
+    assert server.connections == 0
 
-    with Emulator(tls=True) as tenant, _client() as client:
-        with pytest.raises(httpx.ConnectError) as caught:
-            client.get(tenant.jwks_uri)
-        assert isinstance(caught.value.__cause__, ssl.SSLCertVerificationError)
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        ("ftp://127.0.0.1/x", "ValueError: unsupported URL scheme 'ftp://' in 'ftp://127.0.0.1/x'"),
+        ("https:///no-host", "ValueError: no host in 'https:///no-host'"),
+    ],
+)
+def test_a_url_it_cannot_send_to_is_a_protocol_failure(url: str, detail: str) -> None:
+    with _http.new_sync_client() as client:
+        assert _failure(client.send(_get(url)), "protocol").detail == detail
+
+
+def test_the_headers_are_lower_case_and_repeated_ones_joined(server: _Server) -> None:
+    with _http.new_sync_client() as client:
+        reply = _reply(client.send(_get(_url(server, "/two-headers"))))
+    assert reply.headers["x-twice"] == "one, two"
+    assert reply.headers["content-length"] == "2"
 
 
 def test_a_ca_file_is_trusted_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -516,7 +540,7 @@ def test_a_ca_file_is_trusted_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         assert tenant.ca_file is not None
         # The CA file covers the server: the system store is never loaded.
         with _http.new_sync_client(verify=tenant.ca_file) as client:
-            assert client.get(tenant.jwks_uri).status_code == 200
+            assert _reply(client.send(_get(tenant.jwks_uri))).status == 200
         assert set(_http._contexts) == {tenant.ca_file}
         # It does not: refused, even though the system store (here: the tenant's CA through
         # SSL_CERT_FILE) would trust the server. verify=PATH is exactly that bundle, as in
@@ -525,9 +549,8 @@ def test_a_ca_file_is_trusted_alone(monkeypatch: pytest.MonkeyPatch, tmp_path: P
         unrelated.write_bytes(generate_certificate("CN=unrelated CA").pem)
         monkeypatch.setenv("SSL_CERT_FILE", tenant.ca_file)
         with _http.new_sync_client(verify=str(unrelated)) as client:
-            with pytest.raises(httpx.ConnectError) as caught:
-                client.get(tenant.jwks_uri)
-            assert _http._failure(caught.value).kind == "tls"
+            failure = _failure(client.send(_get(tenant.jwks_uri)), "tls")
+        assert failure.detail.startswith("TLS certificate verification failed: ")
         # The default is the system store, SSL_CERT_FILE honoured.
         with _http.new_sync_client() as client:
-            assert client.get(tenant.jwks_uri).status_code == 200
+            assert _reply(client.send(_get(tenant.jwks_uri))).status == 200

@@ -27,6 +27,7 @@ from certauth.protocol import Token, name_certificate
 if TYPE_CHECKING:
     import ssl
 
+    from certauth._http import SyncClient
     from certauth._httpx import httpx
 
 
@@ -137,11 +138,11 @@ class SyncCredential(_TLS, DPoPCredential):
         self._verify, self._timeout = verify, timeout
         self._owns_client = given is None
         #: The caller's ``client=``, or the one made when the first request is due.
-        self._client: httpx.Client | None = given
+        self._client: SyncClient | None = given
         self._client_lock = threading.Lock()
         self._flights: SingleFlight[Token] = SingleFlight()
 
-    def _make_client(self) -> httpx.Client:
+    def _make_client(self) -> SyncClient:
         client = self._client
         if client is None:
             with self._client_lock:

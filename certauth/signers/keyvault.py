@@ -49,6 +49,7 @@ from certauth.errors import CertauthError, CertificateError, InvalidArgumentErro
 
 if TYPE_CHECKING:
     from certauth._httpx import httpx
+    from certauth._transport import StdlibClient
 
 __all__ = ["API_VERSION", "DEFAULT_SCOPE", "KeyVaultError", "KeyVaultSigner"]
 
@@ -171,7 +172,7 @@ class KeyVaultSigner:
         self._scope = scope
         self._verify = verify
         self._timeout = timeout
-        self._client: httpx.Client | None = None
+        self._client: StdlibClient | None = None
         self._async_client: httpx.AsyncClient | None = None
 
     def _load(self, bundle: dict[str, Any]) -> None:

@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from certauth import _http
@@ -35,6 +35,9 @@ from certauth.protocol import RetryPolicy
 from certauth.verify.claims import TENANT_PLACEHOLDER, _ago
 from certauth.verify.jwks import KeySet, _Key
 from certauth.verify.jwt import _fail, _Parsed
+
+if TYPE_CHECKING:
+    from certauth._http import SyncClient
 
 log = logging.getLogger("certauth")
 
@@ -279,7 +282,7 @@ class _SyncKeys:
         self.core = core
         self._verify = verify
         self._timeout = timeout
-        self._client = client
+        self._client: SyncClient | None = client
         self._owns_client = client is None
         self._clock = clock
         self._lock = threading.Lock()
@@ -312,7 +315,7 @@ class _SyncKeys:
                 if not self.core.keep_after(exc, self._clock()):
                     raise
 
-    def _http(self) -> httpx.Client:
+    def _http(self) -> SyncClient:
         if self._client is None:
             self._client = _http.new_sync_client(self._verify, self._timeout)
         return self._client
