@@ -9,6 +9,13 @@ import pytest
 
 from certauth.certificates import Certificate, generate_certificate
 
+# The tests talk to servers on 127.0.0.1 only: a proxy set for the machine (a CI runner's) must
+# not carry them; the tests of proxies set these themselves (tests/test_proxy.py). Dropped here,
+# before any test starts a process, so that the CLI's subprocesses do without them too.
+for _name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+    os.environ.pop(_name, None)
+    os.environ.pop(_name.upper(), None)
+
 
 @pytest.fixture(scope="session")
 def rsa_cert() -> Certificate:
