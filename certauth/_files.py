@@ -13,9 +13,12 @@ import os
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from certauth.errors import CertificateError, InputFileError, LocalInputError, OutputExistsError
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 #: Certificates, keys and token files are small; anything larger is not one of them.
 MAX_INPUT_BYTES = 1024 * 1024
@@ -239,6 +242,8 @@ def write_files_atomically(files: Sequence[OutputFile], *, force: bool = False) 
     staged: list[tuple[str, OutputFile]] = []
     # (target, backup of the file it replaced or None) for every file already in place
     placed: list[tuple[Path, str | None]] = []
+    from pathlib import Path
+
     current = files[0].path if files else Path()
     try:
         for item in files:

@@ -15,11 +15,10 @@ back in the answer (``elapsed``), so a flow keeps a call's :class:`Budget` (the 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Generator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from certauth._log import Logger
 from certauth.errors import SignerError, TransportError
 from certauth.protocol import RetryPolicy, parse_json_document, read_oauth_error
 
@@ -44,67 +43,113 @@ __all__ = [
 T = TypeVar("T")
 
 #: One INFO line per retry: the library logs it, and the CLI shows it on stderr.
-retry_log = logging.getLogger("certauth.retry")
+retry_log = Logger("certauth.retry")
 
 
-@dataclass(frozen=True)
-class Send:
+class _Message:
+    """The flows' actions and the drivers' answers: plain classes with ``__slots__``, equal when
+    their type and every attribute are.
+
+    Not dataclasses: Python 3.11 compiles a dataclass's ``__init__``, ``__repr__``, ``__eq__``
+    and the rest from source when the class is created, about 3.5 million instructions each,
+    and these five are created by every process that gets a token (17 of the ~95 million
+    instructions certauth adds to such a process; docs/performance.md).
+    """
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and all(
+            getattr(self, name) == getattr(other, name) for name in self.__slots__
+        )
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+
+class Send(_Message):
     """Action: send this HTTP request and resume the flow with a :class:`Reply` or
-    :class:`Failure`."""
+    :class:`Failure`. ``timeout``: at most this many seconds for the attempt (connect to last
+    body byte), on top of the client's own per-attempt timeout: what is left of the call's
+    bound (``None``: no bound)."""
 
-    method: str
-    url: str
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes | None = None
-    #: At most this many seconds for the attempt (connect to last body byte), on top of the
-    #: client's own per-attempt timeout: what is left of the call's bound (``None``: no bound).
-    timeout: float | None = None
+    __slots__ = ("body", "headers", "method", "timeout", "url")
+
+    def __init__(
+        self,
+        method: str,
+        url: str,
+        headers: dict[str, str] | None = None,
+        body: bytes | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        self.method = method
+        self.url = url
+        self.headers: dict[str, str] = {} if headers is None else headers
+        self.body = body
+        self.timeout = timeout
 
     def __repr__(self) -> str:
         return f"Send({self.method} {self.url})"  # the body may hold a secret
 
 
-@dataclass(frozen=True)
-class Sleep:
+class Sleep(_Message):
     """Action: wait this many seconds, then resume the flow with ``None``."""
 
-    seconds: float
+    __slots__ = ("seconds",)
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(_Message):
     """Action: call ``function(*args)`` (blocking I/O: a cache store, a file, a signer) and
     resume the flow with its result; an exception it raises is thrown into the flow. The asyncio
     driver awaits ``coroutine_function(*args)`` instead when given (a remote signer's
     ``sign_async``), else runs ``function`` in a worker thread."""
 
-    function: Callable[..., Any]
-    args: tuple[Any, ...] = ()
-    coroutine_function: Callable[..., Awaitable[Any]] | None = None
+    __slots__ = ("args", "coroutine_function", "function")
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        coroutine_function: Callable[..., Awaitable[Any]] | None = None,
+    ) -> None:
+        self.function = function
+        self.args = args
+        self.coroutine_function = coroutine_function
 
     def __repr__(self) -> str:
         return f"Call({getattr(self.function, '__qualname__', self.function)!s})"
 
 
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP answer (the body, decoded, capped at ``MAX_RESPONSE_BYTES`` + 1)."""
+class Reply(_Message):
+    """An HTTP answer (the body, decoded, capped at ``MAX_RESPONSE_BYTES`` + 1); ``elapsed``:
+    the seconds the attempt took, as the driver measured them."""
 
-    status: int
-    headers: dict[str, str]
-    body: bytes
-    #: Seconds the attempt took, as the driver measured them.
-    elapsed: float = 0.0
+    __slots__ = ("body", "elapsed", "headers", "status")
+
+    def __init__(
+        self, status: int, headers: dict[str, str], body: bytes, elapsed: float = 0.0
+    ) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+        self.elapsed = elapsed
 
 
-@dataclass(frozen=True)
-class Failure:
-    """No HTTP answer: ``kind`` is ``connect``, ``timeout``, ``tls`` or ``protocol``."""
+class Failure(_Message):
+    """No HTTP answer: ``kind`` is ``connect``, ``timeout``, ``tls`` or ``protocol``;
+    ``elapsed``: the seconds the attempt took, as the driver measured them."""
 
-    kind: str
-    detail: str
-    #: Seconds the attempt took, as the driver measured them.
-    elapsed: float = 0.0
+    __slots__ = ("detail", "elapsed", "kind")
+
+    def __init__(self, kind: str, detail: str, elapsed: float = 0.0) -> None:
+        self.kind = kind
+        self.detail = detail
+        self.elapsed = elapsed
 
 
 Action = Send | Sleep | Call

@@ -14,7 +14,6 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -30,6 +29,8 @@ from certauth.errors import (
 )
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     # Imported where certificates are parsed (see certauth.certificates for why).
     from cryptography import x509
 

@@ -22,19 +22,19 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import random
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 
+from certauth._log import Logger
 from certauth.cache import MAX_ENTRY_BYTES
 from certauth.errors import ConfigurationError, InvalidArgumentError
 
 __all__ = ["RedisTokenCache", "check_namespace"]
 
-log = logging.getLogger("certauth")
+log = Logger("certauth")
 
 
 class MissingRedisError(ConfigurationError, ImportError):

@@ -19,7 +19,6 @@ per call.
 from __future__ import annotations
 
 import hashlib
-import logging
 import random
 import threading
 import time
@@ -40,12 +39,13 @@ from redis.exceptions import (
 )
 from redis.retry import Retry
 
+from certauth._log import Logger
 from certauth.cache import REDIS_CLUSTER_SCHEMES, REDIS_SERVER_SCHEMES
 from certauth.errors import ConfigurationError, InvalidArgumentError
 
 __all__ = ["CLUSTER_SCHEMES", "URL_SCHEMES", "Link", "Lua"]
 
-log = logging.getLogger("certauth")
+log = Logger("certauth")
 
 T = TypeVar("T")
 

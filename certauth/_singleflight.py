@@ -9,7 +9,6 @@ key source).
 
 from __future__ import annotations
 
-import concurrent.futures
 import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Generic, TypeVar
@@ -22,35 +21,53 @@ __all__ = ["AsyncSingleFlight", "SingleFlight"]
 T = TypeVar("T")
 
 
+class _Outcome(Generic[T]):
+    """What the leader's work came to, for the threads waiting on it. (Not a
+    ``concurrent.futures.Future``: importing that module imports ``logging``, which a process
+    that gets one token otherwise never needs; see :mod:`certauth._log`.)"""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+    def get(self) -> T:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]  # set before done
+
+
 class SingleFlight(Generic[T]):
     """Single flight for threads."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._inflight: dict[Hashable, concurrent.futures.Future[T]] = {}
+        self._inflight: dict[Hashable, _Outcome[T]] = {}
 
     def run(self, key: Hashable, work: Callable[[], T], *, wait: bool = True) -> T | None:
         """Run ``work`` unless another thread is running it for ``key``; then wait for that
         outcome (its result, or its exception raised here), or with ``wait=False`` return
         ``None`` at once."""
         with self._lock:
-            future = self._inflight.get(key)
-            leader = future is None
-            if future is None:
-                future = self._inflight[key] = concurrent.futures.Future()
+            outcome = self._inflight.get(key)
+            leader = outcome is None
+            if outcome is None:
+                outcome = self._inflight[key] = _Outcome()
         if not leader:
-            return future.result() if wait else None
+            return outcome.get() if wait else None
         try:
-            result = work()
+            outcome.result = work()
         except BaseException as exc:
-            future.set_exception(exc)
+            outcome.error = exc
             raise
-        else:
-            future.set_result(result)
-            return result
         finally:
             with self._lock:
                 del self._inflight[key]
+            outcome.done.set()
+        return outcome.result
 
 
 class AsyncSingleFlight(Generic[T]):

@@ -11,7 +11,6 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from cryptography.hazmat.primitives import hashes, serialization
@@ -29,6 +28,8 @@ from certauth._keyfiles import (
 from certauth.errors import CertificateError, InvalidArgumentError, UnsupportedKeyError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     # cryptography.x509 is imported where a certificate is parsed or built, not here: its
     # import alone (~25 ms: it compiles the RFC 4514 name regexes) would be paid by every
     # process that imports certauth, a token served from a cache included.

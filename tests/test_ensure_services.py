@@ -37,7 +37,7 @@ def _tools(tmp_path: Path, *names: str) -> Path:
 
 
 def test_nothing_to_do_when_everything_is_there(tmp_path: Path) -> None:
-    proc = _run(_tools(tmp_path, "openssl", "redis-server", "softhsm2-util"))
+    proc = _run(_tools(tmp_path, "openssl", "redis-server", "softhsm2-util", "tinyproxy"))
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
 
 
@@ -45,13 +45,13 @@ def test_without_apt_get_it_says_what_to_install_by_hand(tmp_path: Path) -> None
     proc = _run(_tools(tmp_path, "id"))
     assert proc.returncode == 1
     assert proc.stderr.splitlines() == [
-        "scripts: the tests need openssl redis-server softhsm2, which this machine lacks; "
-        "apt-get is not available to install them.",
+        "scripts: the tests need openssl redis-server softhsm2 tinyproxy-bin, which this "
+        "machine lacks; apt-get is not available to install them.",
         "scripts: install them by hand, then run ./scripts/test again:",
-        "  Debian/Ubuntu:  sudo apt-get install openssl redis-server softhsm2",
-        "  Fedora/RHEL:    sudo dnf install openssl redis softhsm",
-        "  Alpine:         sudo apk add openssl redis softhsm",
-        "  macOS:          brew install openssl redis softhsm",
+        "  Debian/Ubuntu:  sudo apt-get install openssl redis-server softhsm2 tinyproxy-bin",
+        "  Fedora/RHEL:    sudo dnf install openssl redis softhsm tinyproxy",
+        "  Alpine:         sudo apk add openssl redis softhsm tinyproxy",
+        "  macOS:          brew install openssl redis softhsm tinyproxy",
     ]
 
 
@@ -66,7 +66,8 @@ def test_as_a_user_without_sudo_it_says_so(tmp_path: Path) -> None:
     assert proc.returncode == 1
     first, second = proc.stderr.splitlines()[:2]
     assert first == (
-        "scripts: the tests need redis-server softhsm2, which this machine lacks; installing "
+        "scripts: the tests need redis-server softhsm2 tinyproxy-bin, which this machine lacks; "
+        "installing "
         "needs root "
         "(or password-less sudo), and this is user builder."
     )

@@ -255,7 +255,9 @@ def show_retries() -> Iterator[None]:
     on: a command that waits out a failing server says why it is waiting."""
     import logging  # here: a command that reaches no server never imports it
 
-    from certauth._flow import retry_log
+    from certauth._flow import retry_log as retry
+
+    retry_log = retry.logger
 
     class _Echo(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:

@@ -10,7 +10,6 @@ and names the key that encrypts its entries in a shared token cache.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from certauth._files import read_input_file
 from certauth._flow import Budget, Flow, call, signature
+from certauth._log import Logger
 from certauth._renewal import certificate_fingerprint
 from certauth.assertion import METHOD as ASSERTION_METHOD
 from certauth.assertion import PROOF_MESSAGE, AssertionSigner, resolve_signer
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from certauth.authority import Authority
     from certauth.cache import EntryCipher
 
-log = logging.getLogger("certauth")
+log = Logger("certauth")
 
 
 class ClientAuth(Protocol):

@@ -12,7 +12,6 @@ blocking, the async shell without ever blocking its event loop.
 from __future__ import annotations
 
 import enum
-import logging
 import time
 from collections.abc import Callable, Generator, Hashable, Mapping
 from contextlib import AbstractContextManager
@@ -21,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from certauth import _renewal
 from certauth._flow import Budget, Flow, Send, Sleep, call, get_json, log_retry, retry_delay
+from certauth._log import Logger
 from certauth.authority import Authority
-from certauth.cae import token_request_claims
 from certauth.credential.client_auth import ClientAuth
 from certauth.credential.tenants import TenantRules
 from certauth.credential.types import AccessToken
@@ -39,7 +38,7 @@ if TYPE_CHECKING:
     from certauth.cache import TokenCache
     from certauth.credential.dpop_binding import DPoPBinding
 
-log = logging.getLogger("certauth")
+log = Logger("certauth")
 
 #: A cached token is not served with less than this left (azure-identity and MSAL use 5 min).
 DEFAULT_REFRESH_MARGIN = _renewal.DEFAULT_REFRESH_MARGIN
@@ -87,6 +86,12 @@ class Call:
                 f"enable_cae= must be True or False, got {type(enable_cae).__name__}"
             )
         given = claims or None
+        if given is None and not enable_cae:
+            if tenant_id:
+                return cls(tenant_id)
+            return PLAIN  # most calls: certauth.cae (its parsers) is not needed
+        from certauth.cae import token_request_claims
+
         sent = token_request_claims(given, cae=enable_cae)
         return cls(tenant_id or None, enable_cae, sent, given is not None)
 

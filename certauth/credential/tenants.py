@@ -26,10 +26,10 @@ credential is built (so is ``AZURE_IDENTITY_DISABLE_MULTITENANTAUTH``).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from certauth._log import Logger
 from certauth.authority import Authority, resolve_authority
 from certauth.errors import InvalidArgumentError, TenantNotAllowedError
 
@@ -41,7 +41,7 @@ __all__ = [
     "multitenant_disabled",
 ]
 
-log = logging.getLogger("certauth")
+log = Logger("certauth")
 
 ALLOWED_TENANTS_VARIABLE = "AZURE_ADDITIONALLY_ALLOWED_TENANTS"
 DISABLE_MULTITENANT_VARIABLE = "AZURE_IDENTITY_DISABLE_MULTITENANTAUTH"

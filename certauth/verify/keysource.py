@@ -10,7 +10,6 @@ run that flow and add only waiting and the single flight of :mod:`certauth._sing
 
 from __future__ import annotations
 
-import logging
 import math
 import threading
 import time
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit
 from certauth import _http
 from certauth._flow import Budget, Flow, get_json
 from certauth._httpx import httpx
+from certauth._log import Logger
 from certauth._singleflight import AsyncSingleFlight, SingleFlight
 from certauth.authority import Authority, check_discovery_issuer, check_endpoint_url
 from certauth.errors import (
@@ -39,7 +39,7 @@ from certauth.verify.jwt import _fail, _Parsed
 if TYPE_CHECKING:
     from certauth._http import SyncClient
 
-log = logging.getLogger("certauth")
+log = Logger("certauth")
 
 #: An unknown ``kid`` triggers at most one refetch per this many seconds (per key source).
 DEFAULT_REFETCH_INTERVAL = 30.0
