@@ -171,7 +171,10 @@ class StdlibClient:
     ) -> None:
         sock = connection.sock
         assert sock is not None
-        headers = {**self._headers, **action.headers}
+        # The action's headers replace the client's of the same name, whatever their case.
+        given = {name.lower() for name in action.headers}
+        headers = {k: v for k, v in self._headers.items() if k.lower() not in given}
+        headers.update(action.headers)
         body = action.body
         if body is not None:
             headers["Content-Length"] = str(len(body))

@@ -505,6 +505,12 @@ def test_a_request_that_asked_to_close_does_not_keep_its_connection(server: _Ser
     assert server.connections == 2
 
 
+def test_a_header_of_the_request_replaces_the_clients_whatever_its_case(server: _Server) -> None:
+    with _http.new_sync_client() as client:
+        reply = client.send(Send("GET", _url(server, "/user-agent"), {"user-agent": "flow/1"}))
+    assert _reply(reply).body == b"flow/1"
+
+
 def test_no_time_left_sends_nothing(server: _Server) -> None:
     with _http.new_sync_client() as client:
         failure = _failure(client.send(Send("GET", _url(server, "/"), timeout=0.0)), "timeout")
