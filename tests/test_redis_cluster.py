@@ -41,7 +41,7 @@ from benchmarks.redis_servers import (  # noqa: E402
 from certauth import CertificateCredential, RetryPolicy  # noqa: E402
 from certauth.cache import RedisTokenCache  # noqa: E402
 from certauth.certificates import Certificate  # noqa: E402
-from certauth.emulator import Emulator  # noqa: E402
+from certauth.emulator import Emulator, RequestHold  # noqa: E402
 from certauth.errors import ConfigurationError, InvalidArgumentError  # noqa: E402
 
 CLIENT = "11111111-2222-3333-4444-555555555555"
@@ -92,12 +92,29 @@ def credential(
     )
 
 
+class Asks:
+    """The calls :func:`ask_together` started: call it to join them and get the tokens
+    (raising the first failure); :meth:`finished` counts the calls that have returned."""
+
+    def __init__(self, threads: list[threading.Thread], results: list[Any]) -> None:
+        self._threads, self._results = threads, results
+
+    def finished(self) -> int:
+        return sum(result is not None for result in self._results)
+
+    def __call__(self) -> list[str]:
+        for thread in self._threads:
+            thread.join(60)
+        failures = [r for r in self._results if not isinstance(r, str)]
+        assert not failures, failures
+        return list(self._results)
+
+
 def ask_together(
     tenant: Emulator, cert: Certificate, asks: Sequence[tuple[RedisTokenCache, str]]
-) -> Callable[[], list[str]]:
+) -> Asks:
     """Start one thread per ``(cache, scope)``, all released at once, each getting a token
-    with a credential of its own (so each call goes to the store, as a fresh replica's would);
-    the returned function joins them and gives the tokens, raising the first failure."""
+    with a credential of its own (so each call goes to the store, as a fresh replica's would)."""
     barrier = threading.Barrier(len(asks))
     results: list[Any] = [None] * len(asks)
 
@@ -115,15 +132,7 @@ def ask_together(
     ]
     for thread in threads:
         thread.start()
-
-    def join() -> list[str]:
-        for thread in threads:
-            thread.join(60)
-        failures = [r for r in results if not isinstance(r, str)]
-        assert not failures, failures
-        return list(results)
-
-    return join
+    return Asks(threads, results)
 
 
 def caches(cluster: LocalCluster, count: int, **options: Any) -> list[RedisTokenCache]:
@@ -414,41 +423,54 @@ def test_a_lock_lost_in_a_failover_costs_at_most_one_more_request_and_fencing_ho
     simulated by deleting the lock on the promoted replica): a second replica takes the lock
     and fetches, so the tenant sees two requests, never more; and the first holder, finishing
     while the second still holds the lock, neither releases nor extends it (its owner token
-    is not the lock's)."""
+    is not the lock's).
+
+    The tenant holds both requests unanswered until the test has seen each step happen, so
+    the order of events is the test's, whatever the machine's speed: nothing races a delay."""
     fleet = caches(fresh, 8)
-    # The first holder's request hangs longer than a failover takes (2-3 s, more on a busy
-    # machine), the second's until after the first holder is done.
-    tenant.inject_faults(delay=5.0, count=1)
+    hold = RequestHold()
+    tenant.inject_faults(hold=hold, count=2)  # the first holder's request, then the second's
     with caplog.at_level(logging.WARNING, logger="certauth"):
-        join = ask_together(tenant, rsa_cert, [(c, SCOPE) for c in fleet])
-        (lock_name,) = wait_for(lambda: fresh.keys("*:lock"), "the first holder's lock")
+        asks = ask_together(tenant, rsa_cert, [(c, SCOPE) for c in fleet])
+        hold.wait_for_arrivals(1)  # the first holder is fetching, under its lock
+        (lock_name,) = fresh.keys("*:lock")
         with fresh.primary_for(lock_name).client() as client:
             first_owner = client.get(lock_name)
         _, successor = fresh.kill_primary_for(lock_name)
         fresh.wait_promoted(successor)
-        # Generous: on a loaded CI machine the first holder's read under the lock waits out
-        # the failover before it sends (seen once to take over 20 s with two other suites).
-        wait_for(lambda: tenant.request_count == 1, "the first request", timeout=60)
-        tenant.inject_faults(delay=3.0, count=1)
         with successor.client() as client:
-            # Lost in the failover (the first holder is still fetching: its lock is there).
-            assert client.delete(lock_name) == 1, "the failover outlasted the first request"
+            # Lost in the failover; unless it already is (not replicated before the kill, or
+            # expired while the failover kept its holder from extending it): then a second
+            # holder may have it already, which must not be deleted.
+            client.eval(_DELETE_IF_OWNED_BY, 1, lock_name, first_owner)
             second_owner = wait_for(
-                lambda: (owner := client.get(lock_name)) != first_owner and owner,
+                lambda: (owner := client.get(lock_name)) not in (None, first_owner) and owner,
                 "a second holder",
             )
-            entry_name = lock_name.replace(b":lock", b":token")
-            wait_for(lambda: client.exists(entry_name), "the first holder's entry", timeout=10)
-            # The first holder is done: the second holder's lock is still there, untouched.
-            wait_for(lambda: "expired while held" in caplog.text, "the first holder's release")
-            assert client.get(lock_name) == second_owner
-        tokens = join()
+            hold.wait_for_arrivals(2)  # the second holder's request: the one more
+            hold.release()  # the first holder's answer: it stores the entry, then releases
+            # The first holder and the six waiters (released by its entry) are done; the
+            # second holder still waits for its answer, under its lock.
+            wait_for(lambda: asks.finished() >= 7, "the first holder and the waiters")
+            assert client.get(lock_name) == second_owner  # fencing: not the first's to release
+            assert "expired while held" in caplog.text  # and the first holder knew it
+        hold.release()
+        tokens = asks()
     assert tenant.request_count == 2  # at most one more than one per token
     assert len(tokens) == 8
     assert STORE_FAILED not in caplog.text
     assert fresh.keys("*:lock") == []  # the second holder released its own lock
     for cache in fleet:
         cache.close()
+
+
+#: Delete KEYS[1] if it holds ARGV[1] (the test's own compare-and-delete, not certauth's).
+_DELETE_IF_OWNED_BY = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 
 
 # -- WAIT ----------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from certauth.emulator.config import EmulatorConfig, load_config
 from certauth.emulator.registry import DEFAULT_TENANT_ID
 from certauth.emulator.server import ServerLimits
 from certauth.emulator.service import Emulator
+from certauth.emulator.token_endpoint import RequestHold
 
 __all__ = [
     "DEFAULT_TENANT_ID",
@@ -21,6 +22,7 @@ __all__ = [
     "EmulatorConfig",
     "EntraError",
     "Policy",
+    "RequestHold",
     "ServerLimits",
     "load_config",
 ]

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from certauth.emulator.token_endpoint import FaultPlan, TokenEndpoint
+from certauth.emulator.token_endpoint import FaultPlan, RequestHold, TokenEndpoint
 from certauth.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ class TokenEndpointControls:
         delay: float = 0.0,
         html: bool = False,
         body: bytes | None = None,
+        hold: RequestHold | None = None,
     ) -> None:
         """Answer the next ``count`` token requests abnormally (replacing earlier plans).
 
@@ -61,7 +62,10 @@ class TokenEndpointControls:
         ``Retry-After`` header; ``delay`` waits that many seconds first (alone, it only delays
         normal answers); ``html`` sends an HTML page instead of JSON, with ``status`` or 200
         (what captive portals and proxy login pages send); ``body`` sends those bytes as JSON
-        with ``status`` or 200 (for example a 200 that is not a token response).
+        with ``status`` or 200 (for example a 200 that is not a token response); ``hold``
+        keeps each of them unanswered until the test releases it (before the rest of the
+        plan applies; alone, it only holds normal answers), so a test acts while a request is
+        in flight instead of racing a ``delay``.
         """
         if count < 1:
             raise InvalidArgumentError("count must be at least 1")
@@ -69,7 +73,7 @@ class TokenEndpointControls:
             raise InvalidArgumentError(f"status {status} is not an HTTP status")
         if delay < 0:
             raise InvalidArgumentError("delay cannot be negative")
-        plan = FaultPlan(count, status, retry_after, float(delay), html, body)
+        plan = FaultPlan(count, status, retry_after, float(delay), html, body, hold)
         self._token_endpoint.plan_faults(plan)
 
     def clear_faults(self) -> None:

@@ -312,6 +312,7 @@ class Emulator(TokenEndpointControls, VaultHosting):
 
     def stop(self) -> None:
         """Stop serving, close connections and remove generated TLS files (idempotent)."""
+        self._token_endpoint.release_holds()  # held requests' threads must not outlive us
         self._stop_vaults()
         if self._mtls is not None:
             self._mtls.stop()

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.parse
 import uuid
+import weakref
 from dataclasses import dataclass
 
 from certauth.emulator.cae import CAE_TOKEN_LIFETIME
@@ -40,15 +41,80 @@ from certauth.emulator.tokens import (
     sign_access_token,
     token_response,
 )
+from certauth.errors import InvalidArgumentError
 
-__all__ = ["FaultPlan", "TokenEndpoint"]
+__all__ = ["FaultPlan", "RequestHold", "TokenEndpoint"]
 
 log = logging.getLogger("certauth.emulator")
 
 
+class RequestHold:
+    """Keeps the token requests of a fault plan unanswered until the test lets them go, oldest
+    first: a test can act while a request is in flight, knowing that it is, instead of racing
+    a fixed ``delay`` against a machine that may be slower than the delay assumed.
+
+    Pass one to :meth:`~certauth.emulator.Emulator.inject_faults` as ``hold=``; thread-safe.
+    A stopping emulator lets its held requests go, so a test that fails before releasing them
+    does not leave server threads waiting.
+
+    Example::
+
+        hold = RequestHold()
+        tenant.inject_faults(hold=hold, count=2)
+        ...                         # start two clients in threads
+        hold.wait_for_arrivals(2)   # both requests reached the emulator, unanswered
+        hold.release()              # the first is answered; the second still waits
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._arrived = 0
+        self._released = 0
+        self._open = False
+
+    @property
+    def arrived(self) -> int:
+        """Requests that reached the hold so far (released or not)."""
+        with self._changed:
+            return self._arrived
+
+    def wait_for_arrivals(self, count: int = 1, *, timeout: float = 30.0) -> None:
+        """Wait until ``count`` requests have reached the hold in all; ``TimeoutError`` when
+        they have not within ``timeout`` seconds (the clients never sent them)."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: self._arrived >= count, timeout):
+                raise TimeoutError(
+                    f"{self._arrived} of {count} token requests reached the hold in {timeout:g} s"
+                )
+
+    def release(self, count: int = 1) -> None:
+        """Let the next ``count`` requests go in the order they arrived (a request that has not
+        arrived yet is then answered without waiting)."""
+        if count < 1:
+            raise InvalidArgumentError("count must be at least 1")
+        with self._changed:
+            self._released += count
+            self._changed.notify_all()
+
+    def release_all(self) -> None:
+        """Let every request go, held now or arriving later."""
+        with self._changed:
+            self._open = True
+            self._changed.notify_all()
+
+    def wait_turn(self) -> None:
+        """Called by the token endpoint for each request of the plan: wait to be released."""
+        with self._changed:
+            self._arrived += 1
+            turn = self._arrived
+            self._changed.notify_all()
+            self._changed.wait_for(lambda: self._open or self._released >= turn)
+
+
 @dataclass
 class FaultPlan:
-    """How the next ``remaining`` token requests are answered instead of normally."""
+    """How the next ``remaining`` token requests are answered instead of normally: held first
+    (``hold``), then delayed, then answered with the fault or normally."""
 
     remaining: int
     status: int | None = None
@@ -56,6 +122,7 @@ class FaultPlan:
     delay: float = 0.0
     html: bool = False
     body: bytes | None = None
+    hold: RequestHold | None = None
 
 
 class TokenEndpoint:
@@ -97,6 +164,7 @@ class TokenEndpoint:
         self._last_thumbprint: str | None = None
         self._claims: list[str | None] = []
         self._faults: FaultPlan | None = None
+        self._holds: weakref.WeakSet[RequestHold] = weakref.WeakSet()
 
     # -- faults and counters -----------------------------------------------------------------
 
@@ -104,6 +172,15 @@ class TokenEndpoint:
         """Answer the next ``plan.remaining`` requests by ``plan`` (``None``: normally again)."""
         with self._lock:
             self._faults = plan
+            if plan is not None and plan.hold is not None:
+                self._holds.add(plan.hold)
+
+    def release_holds(self) -> None:
+        """Let every request held by a plan's :class:`RequestHold` go (the emulator stops)."""
+        with self._lock:
+            holds = list(self._holds)
+        for hold in holds:
+            hold.release_all()
 
     @property
     def request_count(self) -> int:
@@ -176,6 +253,8 @@ class TokenEndpoint:
             )
         fault = self._take_fault()
         if fault is not None:
+            if fault.hold is not None:
+                fault.hold.wait_turn()
             if fault.delay:
                 time.sleep(fault.delay)
             if fault.status is not None or fault.html or fault.body is not None:

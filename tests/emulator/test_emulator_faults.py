@@ -18,7 +18,7 @@ from _emulator_helpers import (
 )
 
 from certauth.certificates import Certificate
-from certauth.emulator import Emulator
+from certauth.emulator import Emulator, RequestHold
 from certauth.errors import InvalidArgumentError
 
 
@@ -65,6 +65,64 @@ def test_503_html_and_delay(emulator: Emulator, http: httpx.Client, rsa_cert: Ce
     emulator.inject_faults(status=500, count=5)
     emulator.clear_faults()
     assert _token_request(emulator, http, rsa_cert).status_code == 200
+
+
+def _in_thread(tenant: Emulator, cert: Certificate) -> tuple[threading.Thread, list[object]]:
+    """A token request sent from a thread of its own: the thread and, once answered, its
+    status (or the exception) in the list."""
+    answer: list[object] = []
+
+    def send() -> None:
+        try:
+            with httpx.Client(timeout=30) as client:
+                answer.append(_token_request(tenant, client, cert).status_code)
+        except httpx.HTTPError as exc:
+            answer.append(exc)
+
+    thread = threading.Thread(target=send, daemon=True)
+    thread.start()
+    return thread, answer
+
+
+def test_a_hold_keeps_requests_unanswered_until_released_oldest_first(
+    emulator: Emulator, http: httpx.Client, rsa_cert: Certificate
+) -> None:
+    hold = RequestHold()
+    emulator.inject_faults(status=503, count=2, hold=hold)
+    first, first_answer = _in_thread(emulator, rsa_cert)
+    hold.wait_for_arrivals(1)
+    second, second_answer = _in_thread(emulator, rsa_cert)
+    hold.wait_for_arrivals(2)
+    assert emulator.request_count == 2
+    assert first_answer == second_answer == []
+    hold.release()
+    first.join(30)
+    assert first_answer == [503]  # held, then the rest of the plan
+    assert second_answer == []  # still held: released ones go in the order they arrived
+    hold.release()
+    second.join(30)
+    assert second_answer == [503]
+    assert _token_request(emulator, http, rsa_cert).status_code == 200  # the plan is used up
+    assert hold.arrived == 2
+    with pytest.raises(TimeoutError, match="2 of 3 token requests reached the hold"):
+        hold.wait_for_arrivals(3, timeout=0.01)
+    with pytest.raises(InvalidArgumentError, match="count must be at least 1"):
+        hold.release(0)
+
+
+def test_a_stopping_emulator_lets_its_held_requests_go(rsa_cert: Certificate) -> None:
+    hold = RequestHold()
+    before = set(threading.enumerate())
+    with Emulator() as tenant:
+        tenant.register(CLIENT_ID, rsa_cert)
+        tenant.inject_faults(hold=hold)
+        client, _ = _in_thread(tenant, rsa_cert)
+        hold.wait_for_arrivals(1)
+        started = set(threading.enumerate()) - before - {client}
+    # The server's threads, the held request's among them, end: none waits for a release.
+    for thread in started:
+        thread.join(30)
+    assert [t.name for t in started if t.is_alive()] == []
 
 
 def test_fault_arguments_are_checked(emulator: Emulator) -> None:
