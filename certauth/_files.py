@@ -12,9 +12,9 @@ import errno
 import os
 import stat
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from certauth._record import Record
 from certauth.errors import CertificateError, InputFileError, LocalInputError, OutputExistsError
 
 if TYPE_CHECKING:
@@ -165,13 +165,18 @@ def read_first_line(path: str | os.PathLike[str], *, what: str) -> str:
     return first
 
 
-@dataclass(frozen=True)
-class OutputFile:
+class OutputFile(Record):
     """One file to write: its path, its bytes, and whether it holds a secret (mode 0600)."""
 
-    path: Path
-    data: bytes
-    secret: bool = False
+    __slots__ = ("data", "path", "secret")
+
+    def __init__(self, path: Path, data: bytes, secret: bool = False) -> None:
+        self.path = path
+        self.data = data
+        self.secret = secret
+
+    def __repr__(self) -> str:
+        return f"OutputFile(path={str(self.path)!r}, {len(self.data)} bytes, secret={self.secret})"
 
 
 def ensure_private_dir(directory: Path) -> Path | None:

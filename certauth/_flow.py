@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from certauth._log import Logger
+from certauth._record import Record
 from certauth.errors import SignerError, TransportError
 from certauth.protocol import RetryPolicy, parse_json_document, read_oauth_error
 
@@ -46,29 +47,7 @@ T = TypeVar("T")
 retry_log = Logger("certauth.retry")
 
 
-class _Message:
-    """The flows' actions and the drivers' answers: plain classes with ``__slots__``, equal when
-    their type and every attribute are.
-
-    Not dataclasses: Python 3.11 compiles a dataclass's ``__init__``, ``__repr__``, ``__eq__``
-    and the rest from source when the class is created, about 3.5 million instructions each,
-    and these five are created by every process that gets a token (17 of the ~95 million
-    instructions certauth adds to such a process; docs/performance.md).
-    """
-
-    __slots__: tuple[str, ...] = ()
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and all(
-            getattr(self, name) == getattr(other, name) for name in self.__slots__
-        )
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-
-class Send(_Message):
+class Send(Record):
     """Action: send this HTTP request and resume the flow with a :class:`Reply` or
     :class:`Failure`. ``timeout``: at most this many seconds for the attempt (connect to last
     body byte), on top of the client's own per-attempt timeout: what is left of the call's
@@ -94,7 +73,7 @@ class Send(_Message):
         return f"Send({self.method} {self.url})"  # the body may hold a secret
 
 
-class Sleep(_Message):
+class Sleep(Record):
     """Action: wait this many seconds, then resume the flow with ``None``."""
 
     __slots__ = ("seconds",)
@@ -103,7 +82,7 @@ class Sleep(_Message):
         self.seconds = seconds
 
 
-class Call(_Message):
+class Call(Record):
     """Action: call ``function(*args)`` (blocking I/O: a cache store, a file, a signer) and
     resume the flow with its result; an exception it raises is thrown into the flow. The asyncio
     driver awaits ``coroutine_function(*args)`` instead when given (a remote signer's
@@ -125,7 +104,7 @@ class Call(_Message):
         return f"Call({getattr(self.function, '__qualname__', self.function)!s})"
 
 
-class Reply(_Message):
+class Reply(Record):
     """An HTTP answer (the body, decoded, capped at ``MAX_RESPONSE_BYTES`` + 1); ``elapsed``:
     the seconds the attempt took, as the driver measured them."""
 
@@ -140,7 +119,7 @@ class Reply(_Message):
         self.elapsed = elapsed
 
 
-class Failure(_Message):
+class Failure(Record):
     """No HTTP answer: ``kind`` is ``connect``, ``timeout``, ``tls`` or ``protocol``;
     ``elapsed``: the seconds the attempt took, as the driver measured them."""
 

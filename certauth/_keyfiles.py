@@ -13,7 +13,6 @@ import hashlib
 import math
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from certauth._files import read_input_file
+from certauth._record import Record
 from certauth.errors import (
     CertificateError,
     KeyMismatchError,
@@ -280,14 +280,21 @@ def _source_and_data(value: str | Path | bytes, *, what: str) -> tuple[str, byte
 _KeyLoader = Callable[[Password], PrivateKey]
 
 
-@dataclass
-class _Parsed:
-    """What one input file holds: certificates and (not yet decrypted) private keys."""
+class _Parsed(Record):
+    """What one input file holds: certificates, (not yet decrypted) private keys, and the PEM
+    labels that are neither (for messages)."""
 
-    certs: list[x509.Certificate] = field(default_factory=list)
-    key_loaders: list[_KeyLoader] = field(default_factory=list)
-    #: PEM labels that are neither certificates nor keys (for messages).
-    other_labels: list[str] = field(default_factory=list)
+    __slots__ = ("certs", "key_loaders", "other_labels")
+
+    def __init__(
+        self,
+        certs: list[x509.Certificate] | None = None,
+        key_loaders: list[_KeyLoader] | None = None,
+        other_labels: list[str] | None = None,
+    ) -> None:
+        self.certs: list[x509.Certificate] = certs or []
+        self.key_loaders: list[_KeyLoader] = key_loaders or []
+        self.other_labels: list[str] = other_labels or []
 
     @property
     def key_count(self) -> int:

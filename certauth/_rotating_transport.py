@@ -9,7 +9,10 @@ the discovery document came over and get a token bound to the old certificate.
 
 So these transports keep one inner transport (one pool of connections) per certificate: when
 the credential's certificate changes, the next request goes through a new inner transport, and
-the old one is closed as soon as no response of its is still being read.
+the old one is closed as soon as no response of its is still being read. They serve the httpx
+clients: ``http_client()`` (sync and async) and the async credential's own; certauth's own sync
+client ties each kept-alive connection to the TLS context it was opened with instead
+(:class:`certauth._transport.StdlibClient`).
 """
 
 from __future__ import annotations

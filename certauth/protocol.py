@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import quote, urlencode
 
+from certauth._record import Record
 from certauth.errors import InvalidArgumentError, TokenRequestError, TransportError
 
 if TYPE_CHECKING:
@@ -121,13 +122,17 @@ def _entra_scope(scope: str) -> str:
 # -- requests -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class TokenRequest:
+class TokenRequest(Record):
     """An HTTP request to send: form-encoded body, UTF-8, expecting JSON back."""
 
-    url: str
-    form: Mapping[str, str]
-    headers: Mapping[str, str] = field(default_factory=dict)
+    __slots__ = ("form", "headers", "url")
+
+    def __init__(
+        self, url: str, form: Mapping[str, str], headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.url = url
+        self.form = form
+        self.headers: Mapping[str, str] = {} if headers is None else headers
 
     @property
     def body(self) -> bytes:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from certauth._files import read_input_file
 from certauth._flow import Budget, Flow, call, signature
 from certauth._log import Logger
+from certauth._record import Record
 from certauth._renewal import certificate_fingerprint
 from certauth.assertion import METHOD as ASSERTION_METHOD
 from certauth.assertion import PROOF_MESSAGE, AssertionSigner, resolve_signer
@@ -76,13 +76,18 @@ class ClientAuth(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class CertificateFiles:
+class CertificateFiles(Record):
     """Where a certificate was loaded from, to notice and load a rotated one."""
 
-    cert_path: str
-    key_path: str | None
-    password: str | bytes | None = field(repr=False)
+    __slots__ = ("cert_path", "key_path", "password")
+
+    def __init__(self, cert_path: str, key_path: str | None, password: str | bytes | None) -> None:
+        self.cert_path = cert_path
+        self.key_path = key_path
+        self.password = password
+
+    def __repr__(self) -> str:
+        return f"CertificateFiles(cert_path={self.cert_path!r}, key_path={self.key_path!r})"
 
     def signature(self) -> tuple[object, ...]:
         """What changes when the files change: path, inode, size and mtime of each."""
@@ -112,16 +117,20 @@ def _fields(auth: ClientAuth, audience: str, now: float) -> Flow[dict[str, str]]
     return auth.credential_fields(audience, now)
 
 
-@dataclass(frozen=True)
-class _Signing:
+class _Signing(Record):
     """Everything a request signs with, published in one assignment so that a rotation never
-    shows a half-switched state to a request in another thread."""
+    shows a half-switched state to a request in another thread: ``key`` is what signs (a key
+    file's key, :class:`KeyFileSigner`, or a key in an HSM or a vault); ``signer`` is ``None``
+    until an authority is bound (an issuer still to discover)."""
 
-    #: What signs: a key file's key (:class:`KeyFileSigner`) or a key in an HSM or a vault.
-    key: Signer
-    #: ``None`` until an authority is bound (an issuer still to discover).
-    signer: AssertionSigner | None = None
-    alg: str | None = None
+    __slots__ = ("alg", "key", "signer")
+
+    def __init__(
+        self, key: Signer, signer: AssertionSigner | None = None, alg: str | None = None
+    ) -> None:
+        self.key = key
+        self.signer = signer
+        self.alg = alg
 
     @property
     def certificate(self) -> Certificate:

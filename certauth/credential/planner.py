@@ -15,12 +15,12 @@ import enum
 import time
 from collections.abc import Callable, Generator, Hashable, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from certauth import _renewal
 from certauth._flow import Budget, Flow, Send, Sleep, call, get_json, log_retry, retry_delay
 from certauth._log import Logger
+from certauth._record import Record
 from certauth.authority import Authority
 from certauth.credential.client_auth import ClientAuth
 from certauth.credential.tenants import TenantRules
@@ -53,8 +53,7 @@ def _lock_takes_timeout(store: TokenCache) -> bool:
     return lock_takes_timeout(store)
 
 
-@dataclass(frozen=True)
-class Call:
+class Call(Record):
     """What one call asks for beyond its scopes: azure-core's ``TokenRequestOptions``.
 
     Build it with :meth:`of`. ``tenant`` is the ``tenant_id`` as the caller passed it (the
@@ -64,10 +63,19 @@ class Call:
     and kept in no cache.
     """
 
-    tenant: str | None = None
-    cae: bool = False
-    claims: str | None = None
-    uncached: bool = False
+    __slots__ = ("cae", "claims", "tenant", "uncached")
+
+    def __init__(
+        self,
+        tenant: str | None = None,
+        cae: bool = False,
+        claims: str | None = None,
+        uncached: bool = False,
+    ) -> None:
+        self.tenant = tenant
+        self.cae = cae
+        self.claims = claims
+        self.uncached = uncached
 
     @classmethod
     def of(

@@ -27,9 +27,9 @@ credential is built (so is ``AZURE_IDENTITY_DISABLE_MULTITENANTAUTH``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from certauth._log import Logger
+from certauth._record import Record
 from certauth.authority import Authority, resolve_authority
 from certauth.errors import InvalidArgumentError, TenantNotAllowedError
 
@@ -85,8 +85,7 @@ def multitenant_disabled(environ: Mapping[str, str]) -> bool:
     return value not in ("", "0", "false")
 
 
-@dataclass(frozen=True)
-class TenantRules:
+class TenantRules(Record):
     """The tenants one credential may get tokens from, and where each one's endpoint is.
 
     ``names`` are the credential's own tenant as it was named (``tenant_id=`` and the
@@ -95,11 +94,21 @@ class TenantRules:
     swappable).
     """
 
-    names: frozenset[str] = frozenset()
-    allowed: frozenset[str] = frozenset()
-    host: str | None = None
-    fixed: str | None = None
-    disabled: bool = False
+    __slots__ = ("allowed", "disabled", "fixed", "host", "names")
+
+    def __init__(
+        self,
+        names: frozenset[str] = frozenset(),
+        allowed: frozenset[str] = frozenset(),
+        host: str | None = None,
+        fixed: str | None = None,
+        disabled: bool = False,
+    ) -> None:
+        self.names = names
+        self.allowed = allowed
+        self.host = host
+        self.fixed = fixed
+        self.disabled = disabled
 
     @classmethod
     def for_credential(
