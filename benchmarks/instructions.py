@@ -7,8 +7,8 @@ executed (``Ir``), user space: the interpreter, the libraries, ld.so; not the ke
 ``python -c pass``; the two floors (``benchmarks/floors/``) and what certauth does for the same
 job (``certauth token`` served from the file cache; a process that imports certauth and gets
 one token, the ``process`` row's code); and, on top of the imports each floor makes, the import
-of the pieces that bound those rows (click and certauth's CLI; cryptography.x509; httpx as
-certauth imports it). The emulator runs in its own process, as in ``python -m benchmarks``, so
+of the pieces that bound those rows (click and certauth's CLI; cryptography.x509; certauth's
+HTTP client). The emulator runs in its own process, as in ``python -m benchmarks``, so
 its work is not counted. docs/performance.md quotes a run.
 """
 
@@ -42,7 +42,7 @@ PIECES = (
     ("cache hit", CACHE_HIT_FLOOR_IMPORTS, "import click"),
     ("cache hit", CACHE_HIT_FLOOR_IMPORTS, "import certauth.cli.main, certauth.cli.token"),
     ("process", PROCESS_FLOOR_IMPORTS, "import cryptography.x509"),
-    ("process", PROCESS_FLOOR_IMPORTS, "import certauth._httpx"),
+    ("process", PROCESS_FLOOR_IMPORTS, "import certauth._transport"),
     ("process", PROCESS_FLOOR_IMPORTS, "import certauth.credential"),
 )
 
