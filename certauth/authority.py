@@ -109,7 +109,7 @@ def check_no_user_info(url: str, *, what: str) -> None:
 
 def _check_url_shape(url: str, *, what: str) -> None:
     """The checks that keep a URL from failing deep inside the HTTP stack (exit 1) or leaking:
-    its length and user info; the host's DNS labels are checked by :func:`_check_host`."""
+    its length and user info; the host's DNS labels are checked by :func:`check_host`."""
     if len(url) > MAX_URL_CHARS:
         raise InvalidArgumentError(
             f"{what} is {len(url):,} characters long, over the {MAX_URL_CHARS:,} certauth "
@@ -118,7 +118,7 @@ def _check_url_shape(url: str, *, what: str) -> None:
     check_no_user_info(url, what=what)
 
 
-def _check_host(host: str, *, what: str) -> None:
+def check_host(host: str, *, what: str) -> None:
     """RFC 1035 section 2.3.4 (labels of 1-63 octets, names of at most 253 characters), on the
     IDNA form a resolver is given; IP literals pass."""
     if ":" in host or not host.strip("0123456789."):
@@ -170,7 +170,7 @@ def check_endpoint_url(url: str, *, what: str = "token endpoint") -> str:
         )
     if parts.fragment:
         raise ConfigurationError(f"{what} {url!r} has a #fragment; remove it")
-    _check_host(host, what=what)
+    check_host(host, what=what)
     return url
 
 

@@ -198,7 +198,7 @@ def normalize_htu(url: str) -> str:
     URL with a host, a URL with user info (RFC 9110 section 4.2.4), or over
     :data:`MAX_HTU_CHARS`.
     """
-    from certauth.authority import _check_host
+    from certauth.authority import check_host
 
     # The query and the fragment are no part of the htu, nor of its limit: a request with a
     # long query string is as provable as any (RFC 3986 section 3: "?" and "#" end the path).
@@ -226,14 +226,16 @@ def normalize_htu(url: str) -> str:
             f"the URL has user info before the host {host[:100]!r}; remove it "
             "(RFC 9110 section 4.2.4)"
         )
-    _check_host(host, what="the URL")
+    check_host(host, what="the URL")
     netloc = f"[{host}]" if ":" in host else host
     if port is not None and port != _DEFAULT_PORTS[scheme]:
         netloc = f"{netloc}:{port}"
     return urlunsplit((scheme, netloc, parts.path or "/", "", ""))
 
 
-def _check_method(htm: str) -> str:
+def check_method(htm: str) -> str:
+    """``htm`` if it is an HTTP method token (RFC 9110 section 9.1), else
+    :class:`~certauth.errors.InvalidArgumentError`."""
     if len(htm) > _MAX_SHORT or not _METHOD.fullmatch(htm):
         raise InvalidArgumentError(
             f"{htm[:100]!r} is not an HTTP method (RFC 9110 section 9.1), e.g. GET or POST"
@@ -241,7 +243,9 @@ def _check_method(htm: str) -> str:
     return htm
 
 
-def _check_nonce(nonce: str) -> str:
+def check_nonce(nonce: str) -> str:
+    """``nonce`` if it is a DPoP nonce as a server may send it (RFC 9449 section 8.1), else
+    :class:`~certauth.errors.InvalidArgumentError`."""
     if len(nonce) > _MAX_SHORT or not _NONCE.fullmatch(nonce):
         raise InvalidArgumentError(
             "the DPoP nonce is not 1*NQCHAR (RFC 9449 section 8.1: printable ASCII without "
@@ -284,14 +288,14 @@ def make_proof(
     header = {"typ": PROOF_TYPE, "alg": key.alg, "jwk": key.public_jwk}
     claims: dict[str, Any] = {
         "jti": jti if jti is not None else _jose.b64url_encode(secrets.token_bytes(16)),
-        "htm": _check_method(htm),
+        "htm": check_method(htm),
         "htu": normalize_htu(htu),
         "iat": int(time.time() if now is None else now),
     }
     if access_token is not None:
         claims["ath"] = access_token_hash(access_token)
     if nonce is not None:
-        claims["nonce"] = _check_nonce(nonce)
+        claims["nonce"] = check_nonce(nonce)
     signing_input = f"{_jose.json_segment(header)}.{_jose.json_segment(claims)}"
     signature = _jose.sign(key.private_key, key.alg, signing_input.encode("ascii"))
     return f"{signing_input}.{_jose.b64url_encode(signature)}"

@@ -58,9 +58,9 @@ def _core_check(check: Any) -> Any:
 
 
 def _method(value: str) -> None:
-    from certauth.dpop import _check_method
+    from certauth.dpop import check_method
 
-    _check_method(value)
+    check_method(value)
 
 
 def _url(value: str) -> None:
@@ -70,9 +70,9 @@ def _url(value: str) -> None:
 
 
 def _nonce(value: str) -> None:
-    from certauth.dpop import _check_nonce
+    from certauth.dpop import check_nonce
 
-    _check_nonce(value)
+    check_nonce(value)
 
 
 def load_or_create_key(path: str) -> Any:
