@@ -390,6 +390,15 @@ def _describe_url(url: str) -> tuple[str, bool]:
         # Only the scheme is quoted back: the rest of a URL may hold a password.
         scheme = f"{parts.scheme}://" if parts.scheme else "a URL without a scheme"
         raise InvalidArgumentError(f"the token cache URL has {scheme}, not a Redis one; {_USAGE}")
+    # The database: redis-py reads a number from the path (``?db=`` for a socket, or to
+    # override it) and quietly takes 0 for anything else, so "/zero" or "/1x" would put the
+    # tokens in another database than the one meant.
+    path_db = "" if parts.scheme == "unix" else parts.path.strip("/")
+    db = urllib.parse.parse_qs(parts.query).get("db", [path_db or "0"])[0]
+    if not (db.isascii() and db.isdigit()):
+        raise InvalidArgumentError(
+            f"the token cache URL names database {db[:40]!r}, not a number; {_USAGE}"
+        )
     if parts.scheme == "unix":
         return f"'unix://{parts.path}'", False
     try:
@@ -402,8 +411,7 @@ def _describe_url(url: str) -> tuple[str, bool]:
     cluster = parts.scheme in CLUSTER_SCHEMES
     if cluster:
         # A cluster has one database, 0 (cluster spec, "Implemented subset").
-        db = urllib.parse.parse_qs(parts.query).get("db", [parts.path.strip("/") or "0"])[0]
-        if db != "0":
+        if int(db) != 0:
             raise InvalidArgumentError(
                 "a Redis Cluster has only database 0; drop the database from the token cache "
                 f"URL; {_USAGE}"

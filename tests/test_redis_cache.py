@@ -357,6 +357,21 @@ def test_settings_are_checked_and_repr_hides_the_password(redis_server: RedisSer
         with pytest.raises(InvalidArgumentError) as info:
             RedisTokenCache(bad)
         assert "s3cret" not in str(info.value)
+    # A database that is not a number is refused, not quietly taken as 0 (redis-py's reading).
+    for bad, db in (
+        ("redis://:s3cret@host/zero", "zero"),
+        ("rediss://host:6380/1x", "1x"),
+        ("redis://host/2?db=two", "two"),
+        ("unix:///run/redis.sock?db=-1", "-1"),
+    ):
+        with pytest.raises(InvalidArgumentError) as info:
+            RedisTokenCache(bad)
+        assert str(info.value).startswith(
+            f"the token cache URL names database {db!r}, not a number; use redis://"
+        )
+        assert "s3cret" not in str(info.value)
+    assert "/3" in repr(RedisTokenCache("redis://host/3"))
+    RedisTokenCache("redis://host?db=4")
     for option in ("lock_timeout", "wait_timeout", "socket_timeout"):
         with pytest.raises(InvalidArgumentError, match=option):
             RedisTokenCache(redis_server.url, **{option: 0})
