@@ -472,3 +472,92 @@ def test_the_group_names_are_still_offered_by_main() -> None:
         assert getattr(cli_main, name) is getattr(_group, name)
     with pytest.raises(AttributeError):
         _ = cli_main.no_such_name
+
+
+# -- the shared rules refuse on both paths --------------------------------------------------------
+
+#: name -> (what replaces the base command's options, fragments of the one-line error). The
+#: differential above cannot see a rule both paths share go wrong; these pin what it says.
+_REFUSED: dict[str, tuple[list[str], dict[str, str], tuple[str, ...]]] = {
+    "blank tenant": (["--tenant", "  "], {}, ("--tenant", "the value is empty")),
+    "empty tenant": (["--tenant="], {}, ("--tenant", "the value is empty")),
+    "control character": (["--tenant", "a\x1bb"], {}, ("--tenant", "control character")),
+    "undecodable": (["--tenant", "a\udcffb"], {}, ("--tenant", "not UTF-8")),
+    "empty certificate path": (["--cert", ""], {}, ("--cert", "the path is empty")),
+    "bad port": (["--authority-host", "host:99999"], {}, ("--authority-host", "not a valid URL")),
+    "bad url": (["--token-endpoint", "https://[x"], {}, ("--token-endpoint", "not a valid URL")),
+    "unknown alg": (["--alg", "HS256"], {}, ("--alg", "'HS256' is not one of RS256, PS256")),
+    "timeout nan": (["--timeout", "nan"], {}, ("--timeout", "'nan' is not a finite number")),
+    "timeout zero": (["--timeout", "0"], {}, ("--timeout", "not in the range")),
+    "timeout text": (["--total-timeout", "1m"], {}, ("--total-timeout", "not a valid float")),
+    "exclusive": (["--issuer", "https://h/t/v2.0"], {}, ("--tenant and --issuer are exclusive",)),
+    "send chain": ([], {"AZURE_CLIENT_SEND_CERTIFICATE_CHAIN": "maybe"}, ("use true or false",)),
+}
+
+
+@pytest.mark.parametrize("name", list(_REFUSED))
+def test_a_refused_value_is_a_usage_error_on_both_paths(
+    name: str,
+    tenant: Emulator,
+    files: Files,
+    cache: Path,
+    run: Callable[[list[str], bool], Run],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    replaced, environment, fragments = _REFUSED[name]
+    for variable, value in environment.items():
+        monkeypatch.setenv(variable, value)
+    argv = _base(tenant, files)
+    for option in replaced[::2] if replaced[:1] != ["--tenant="] else ["--tenant"]:
+        if option in argv:
+            index = argv.index(option)
+            del argv[index : index + 2]
+    argv += replaced
+    result = _compare(run, argv, cache, served=False)
+    assert result.code == 2
+    assert result.out == ""
+    assert result.err.startswith("certauth: error: ")
+    assert result.err.count("\n") == 1
+    for fragment in fragments:
+        assert fragment in result.err
+
+
+@pytest.mark.usefixtures("cache")
+def test_flags_win_over_the_environment_on_both_paths(
+    tenant: Emulator,
+    files: Files,
+    run: Callable[[list[str], bool], Run],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flag naming the server or the client wins over the variable (the variable alone would
+    name another entry, which is missing: the run would go to the server)."""
+    monkeypatch.setenv("AZURE_TENANT_ID", "contoso.onmicrosoft.com")
+    monkeypatch.setenv("AZURE_CLIENT_ID", "00000000-0000-0000-0000-00000000000b")
+    monkeypatch.setenv("AZURE_CLIENT_CERTIFICATE_PATH", str(files.wrong_key))
+    for fast_path in (True, False):
+        result = run(_base(tenant, files), fast_path)
+        assert (result.code, result.requests, result.served) == (0, 0, fast_path), result.err
+
+
+@pytest.mark.parametrize(
+    ("output", "line"),
+    [
+        ("token", "{token}"),
+        ("header", "Authorization: Bearer {token}"),
+        ("env", "ACCESS_TOKEN={token}"),
+    ],
+)
+def test_what_a_hit_prints(
+    output: str,
+    line: str,
+    tenant: Emulator,
+    files: Files,
+    cache: Path,
+    run: Callable[[list[str], bool], Run],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stored = json.loads(run([*_base(tenant, files), "-o", "json"], False).out)
+    monkeypatch.setenv("CERTAUTH_VERBOSE", "1")
+    result = _compare(run, [*_base(tenant, files), "-o", output], cache, served=True)
+    assert result.out == line.format(token=stored["access_token"]) + "\n"
+    assert result.err == f"certauth: token valid for {stored['expires_on'] - 1_700_000_000} s\n"
