@@ -399,7 +399,7 @@ _KINDS: dict[str, Callable[[click.Parameter], bool]] = {
     "output": lambda p: (
         type(p.type) is click.Choice
         and p.type.case_sensitive
-        and set(fast.OUTPUTS) <= set(p.type.choices)
+        and set(fast.SERVED_OUTPUTS) <= set(p.type.choices)
     ),
 }
 

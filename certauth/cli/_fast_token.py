@@ -68,7 +68,7 @@ OPTIONS: dict[str, tuple[str, str]] = {
     "-o": ("output", "output"),
 }
 #: The ``--output`` forms served here (``json`` and ``curl-config`` go through click).
-OUTPUTS = ("token", "header", "env")
+SERVED_OUTPUTS = ("token", "header", "env")
 #: The token command's settings this path never takes (declined when given): they stay unset.
 UNSET = (
     "send_chain",
@@ -110,7 +110,7 @@ def _checked(kind: str, value: str) -> Any:
         return alg
     if kind == "seconds":
         return seconds_in_range(value, MIN_TIMEOUT, MAX_TIMEOUT)
-    if kind == "output" and value in OUTPUTS:
+    if kind == "output" and value in SERVED_OUTPUTS:
         return value
     raise _Declined
 
