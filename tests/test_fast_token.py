@@ -561,3 +561,22 @@ def test_what_a_hit_prints(
     result = _compare(run, [*_base(tenant, files), "-o", output], cache, served=True)
     assert result.out == line.format(token=stored["access_token"]) + "\n"
     assert result.err == f"certauth: token valid for {stored['expires_on'] - 1_700_000_000} s\n"
+
+
+def test_a_ctrl_c_during_the_lookup_is_reported_as_the_command_reports_it(
+    tenant: Emulator,
+    files: Files,
+    cache: Path,
+    run: Callable[[list[str], bool], Run],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Interrupted while it looks in the cache, the fast path neither falls back to the click
+    command nor prints a traceback: it says what the click command says when interrupted."""
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fast, "stored_token", interrupted)
+    monkeypatch.setattr(token_module, "stored_token", interrupted)
+    with_fast, alone = run(_base(tenant, files), True), run(_base(tenant, files), False)
+    assert with_fast.shown() == alone.shown() == (130, "", "\ncertauth: aborted\n", 0)
