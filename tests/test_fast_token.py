@@ -321,6 +321,9 @@ def _cases(tenant: Emulator, files: Files) -> dict[str, tuple[list[str], dict[st
 
 
 def _case_names() -> list[str]:
+    """The names of :func:`_cases`, for ``parametrize`` (the cases themselves need the running
+    emulator's URLs and the test's files)."""
+
     class _Stub:
         authority_host = "https://h"
         tenant_id = "t"
