@@ -7,9 +7,10 @@ executed (``Ir``), user space: the interpreter, the libraries, ld.so; not the ke
 ``python -c pass``; the two floors (``benchmarks/floors/``) and what certauth does for the same
 job (``certauth token`` served from the file cache; a process that imports certauth and gets
 one token, the ``process`` row's code); and, on top of the imports each floor makes, the import
-of the pieces that bound those rows (click and certauth's CLI; cryptography.x509; certauth's
-HTTP client). The emulator runs in its own process, as in ``python -m benchmarks``, so
-its work is not counted. docs/performance.md quotes a run.
+of the pieces that bound those rows (click and certauth's CLI; the click-free path a cache hit
+takes and the modules its lookup needs; cryptography.x509; certauth's HTTP client). The
+emulator runs in its own process, as in ``python -m benchmarks``, so its work is not counted.
+docs/performance.md quotes a run.
 """
 
 from __future__ import annotations
@@ -41,6 +42,14 @@ PROCESS_FLOOR_IMPORTS = (
 PIECES = (
     ("cache hit", CACHE_HIT_FLOOR_IMPORTS, "import click"),
     ("cache hit", CACHE_HIT_FLOOR_IMPORTS, "import certauth.cli.main, certauth.cli.token"),
+    # What `certauth token` imports for a cache hit: the click-free path, and the lookup.
+    ("cache hit", CACHE_HIT_FLOOR_IMPORTS, "import certauth.cli.main, certauth.cli._fast_token"),
+    (
+        "cache hit",
+        CACHE_HIT_FLOOR_IMPORTS,
+        "import certauth._cache_lookup, certauth._keyfiles, certauth._key_rules, "
+        "certauth.authority",
+    ),
     ("process", PROCESS_FLOOR_IMPORTS, "import cryptography.x509"),
     ("process", PROCESS_FLOOR_IMPORTS, "import certauth._transport"),
     ("process", PROCESS_FLOOR_IMPORTS, "import certauth.credential"),

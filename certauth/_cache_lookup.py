@@ -7,7 +7,8 @@ reads the entry the credential would read, with the credential's rules, and noth
 
 * the authority, scopes and key checks are the credential's own functions
   (:func:`~certauth.authority.resolve_authority`, :func:`~certauth.protocol.normalize_scopes`,
-  :func:`~certauth.assertion.check_key` / :func:`~certauth.assertion.check_key_for`), and the
+  the assertion signer's :func:`~certauth._key_rules.check_key` /
+  :func:`~certauth._key_rules.check_key_for`), and the
   key file is read and its key loaded and checked as loading a certificate does
   (:func:`~certauth._keyfiles.peek_pem_files`);
 * the certificate is not parsed: the entry proves it. Its name holds the SHA-256 of the
@@ -70,8 +71,8 @@ def stored_token(
     alg=alg, cache=cache).request_token(*scopes)`` would take from ``cache`` without a
     request, or ``None`` when that is not certain (see the module docstring)."""
     from certauth._jose import b64url_encode
+    from certauth._key_rules import check_key, check_key_for
     from certauth._keyfiles import peek_pem_files
-    from certauth.assertion import check_key, check_key_for
     from certauth.authority import resolve_authority
     from certauth.protocol import normalize_scopes
 

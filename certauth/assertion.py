@@ -21,15 +21,14 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from certauth import _jose
-from certauth._jose import MIN_RSA_BITS, PublicKey, b64url_encode
-from certauth.certificates import Certificate, entra_key_problems
+from certauth._jose import PublicKey, b64url_encode
+from certauth._key_rules import METHOD, SUPPORTED_ALGS, check_alg, check_key, check_key_for
+from certauth.certificates import Certificate
 from certauth.errors import (
     CertificateError,
-    ConfigurationError,
     InvalidArgumentError,
     KeyMismatchError,
     SignerError,
@@ -53,22 +52,9 @@ __all__ = [
     "check_key_for",
 ]
 
-#: RFC 7523 section 2.2 client authentication, named as OAuth server metadata names it
-#: (RFC 8414 section 2, ``token_endpoint_auth_methods_supported``).
-METHOD = "private_key_jwt"
 #: Microsoft: "keep it 5-10 minutes"; certauth signs for 5 and refuses more than 10.
 DEFAULT_LIFETIME = 300
 MAX_LIFETIME = 600
-
-SUPPORTED_ALGS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-)
 
 #: What a signer signs once per algorithm, before its first assertion, to prove that its key
 #: belongs to its certificate (verified with the certificate's public key: nothing is exported).
@@ -84,47 +70,6 @@ def check_entra_key(certificate: Certificate, where: str | None = None) -> None:
     if problems:
         where = certificate.source or where or "certificate"
         raise UnsupportedKeyError(f"{where}: {problems[0]}", path=certificate.source)
-
-
-def check_key(public_key: PublicKey, alg: str | None, *, where: str, path: str | None) -> None:
-    """What :class:`AssertionSigner` refuses of a certificate's public key before an authority
-    is known: RSA below 2048 bits, and an ``alg`` that does not fit the key. ``where`` names
-    the key in messages, ``path`` is the file they report."""
-    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size < MIN_RSA_BITS:
-        raise UnsupportedKeyError(
-            f"{where}: RSA {public_key.key_size} key; at least {MIN_RSA_BITS} bits are required "
-            "(Entra ID answers AADSTS50032)",
-            path=path,
-        )
-    if alg is not None:
-        _check_alg(public_key, alg)
-
-
-def check_key_for(
-    authority: Authority, public_key: PublicKey, alg: str | None, *, where: str, path: str | None
-) -> str:
-    """What :meth:`AssertionSigner.check` refuses, before anything is sent, of a certificate's
-    public key for ``authority``; the algorithm to sign with (``alg``, else the authority's
-    default). Kept apart from the class so that ``certauth token``'s look in the file cache,
-    which loads no certificate object, applies the very same rules."""
-    if authority.kind == "b2c":
-        # Azure AD B2C: "client credentials ... with a client secret only" (it answers
-        # AADB2C99027 to an assertion), https://learn.microsoft.com/azure/active-directory-b2c/client-credentials-grant-flow
-        raise ConfigurationError(
-            f"{authority.token_endpoint}: Azure AD B2C takes only client secrets for the "
-            "client credentials grant, not certificates (it answers AADB2C99027); use a "
-            "client secret for B2C, or a regular Entra ID tenant"
-        )
-    if authority.is_entra:
-        problems = entra_key_problems(public_key)
-        if problems:
-            raise UnsupportedKeyError(f"{where}: {problems[0]}", path=path)
-    authority.check_auth_method(METHOD)
-    key_type = "RSA" if isinstance(public_key, rsa.RSAPublicKey) else "EC"
-    alg = alg or authority.default_alg(key_type)
-    _check_alg(public_key, alg)
-    authority.check_signing_alg(alg)
-    return alg
 
 
 def check_lifetime(lifetime: int, name: str = "lifetime") -> int:
@@ -324,7 +269,7 @@ class AssertionSigner:
         self.check_validity(issued)
         header = self._headers.get(alg)
         if header is None:
-            _check_alg(self._public_key, alg)
+            check_alg(self._public_key, alg)
             header = self._headers[alg] = _header_segment(self.certificate, alg, self.include_x5c)
         # The claims in the order and encoding json.dumps gives them, without building a dict
         # and encoding it for every request: only jti and the times change (RFC 7523 section 3:
@@ -349,23 +294,6 @@ def _signature_size(public_key: PublicKey, alg: str) -> int:
     if curve is not None:
         return 2 * curve.size
     return (public_key.key_size + 7) // 8
-
-
-def _check_alg(key: PublicKey, alg: str) -> None:
-    if alg not in SUPPORTED_ALGS:
-        raise InvalidArgumentError(
-            f"alg={alg!r} is not supported; use one of {', '.join(SUPPORTED_ALGS)}"
-        )
-    kind = "RSA" if isinstance(key, rsa.RSAPublicKey) else "EC"
-    if _jose.ALGORITHMS[alg].kty != kind:
-        raise InvalidArgumentError(
-            f"alg={alg} cannot be used with {'an RSA' if kind == 'RSA' else 'an EC'} key; use "
-            + ("RS256 or PS256" if kind == "RSA" else "ES256")
-        )
-    try:
-        _jose.check_key(key, alg)  # the curve (ES256 needs P-256)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgumentError(f"alg={alg}: {exc}") from None
 
 
 def build_client_assertion(

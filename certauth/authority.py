@@ -48,8 +48,9 @@ MULTI_TENANT_ALIASES = frozenset({"common", "organizations", "consumers"})
 AuthorityKind = Literal["entra", "b2c", "generic"]
 
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
-_ENTRA_TOKEN_PATH = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/(?P<v2>v2\.0/)?token$")
-_B2C_TOKEN_PATH = re.compile(r"^/(?P<tenant>[^/]+)/(?P<policy>b2c_[^/]+)/oauth2/v2\.0/token$", re.I)
+#: Patterns only an explicit token endpoint needs: strings, compiled by ``re`` when first used.
+_ENTRA_TOKEN_PATH = r"^/(?P<tenant>[^/]+)/oauth2/(?P<v2>v2\.0/)?token$"
+_B2C_TOKEN_PATH = r"(?i)^/(?P<tenant>[^/]+)/(?P<policy>b2c_[^/]+)/oauth2/v2\.0/token$"
 
 
 def is_loopback_host(host: str) -> bool:
@@ -281,10 +282,10 @@ class Authority:
         check_endpoint_url(url)
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
-        b2c = _B2C_TOKEN_PATH.match(parts.path)
+        b2c = re.match(_B2C_TOKEN_PATH, parts.path)
         if b2c:  # the policy segment (B2C_1_..., B2C_1A_...) is distinctive on any host
             return cls("b2c", url, tenant=b2c["tenant"], policy=b2c["policy"])
-        entra = _ENTRA_TOKEN_PATH.match(parts.path)
+        entra = re.match(_ENTRA_TOKEN_PATH, parts.path)
         if entra and (host in ENTRA_HOSTS or is_loopback_host(host)):
             tenant = entra["tenant"]
             if tenant.lower() in MULTI_TENANT_ALIASES:

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from certauth._jose import MIN_RSA_BITS, b64url_encode
+from certauth._jose import b64url_encode
+from certauth._key_rules import describe_key, entra_key_problems
 from certauth._keyfiles import (
     Password,
     PrivateKey,
@@ -323,31 +324,6 @@ class Certificate:
     @property
     def _where(self) -> str:
         return self.source or "certificate"
-
-
-def describe_key(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> str:
-    """A short human description of a public key, such as ``RSA 2048`` or ``EC P-256``."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-        return f"EC {curve.get(key.curve.name, key.curve.name)}"
-    return f"RSA {key.key_size}"
-
-
-def entra_key_problems(key: rsa.RSAPublicKey | ec.EllipticCurvePublicKey) -> list[str]:
-    """Reasons Entra ID will refuse a certificate with this public key as an app credential
-    (empty if none): :meth:`Certificate.entra_problems`, for a key alone."""
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        return [
-            f"{describe_key(key)} key: Entra ID will not accept it (app credentials "
-            "must be RSA; it answers AADSTS5002738); create one with key_type=rsa2048"
-        ]
-    if key.key_size < MIN_RSA_BITS:
-        return [
-            f"RSA {key.key_size} key: Entra ID will not accept it (it requires at least "
-            f"{MIN_RSA_BITS} bits; it answers AADSTS50032); create a new certificate with "
-            "key_type=rsa2048"
-        ]
-    return []
 
 
 def _random_key_id() -> str:

@@ -250,9 +250,11 @@ def _as_int(value: Any) -> int | None:
 #: RFC 6750 section 2.1: ``b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" )
 #: *"="``, the characters a bearer token may have in an ``Authorization`` header (the same as
 #: RFC 9110 section 11.2's token68). Used with ``fullmatch``: ``$`` would let a final ``\n`` in.
-_B64TOKEN = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+#: This and the other patterns only a server's answer needs are strings, compiled by ``re`` when
+#: first used (and cached there): a token served from the file cache parses no answer.
+_B64TOKEN = r"[A-Za-z0-9\-._~+/]+=*"
 #: RFC 9110 section 11.1: ``auth-scheme = token`` (section 5.6.2's tchar), e.g. ``Bearer``.
-_AUTH_SCHEME = re.compile(r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+")
+_AUTH_SCHEME = r"[A-Za-z0-9!#$%&'*+\-.^_`|~]+"
 
 
 def _lifetime(document: Mapping[str, Any], now: float, *, url: str, status: int) -> tuple[int, int]:
@@ -348,7 +350,7 @@ def parse_token_response(
             url=url,
             status_code=status,
         )
-    if not _B64TOKEN.fullmatch(token):
+    if not re.fullmatch(_B64TOKEN, token):
         # The token is a secret: say what is wrong with it, never what it is.
         raise TransportError(
             f"{url}: the access_token in the answer holds characters a bearer token cannot "
@@ -360,7 +362,7 @@ def parse_token_response(
     token_type = document.get("token_type")
     if not isinstance(token_type, str):
         token_type = "Bearer"
-    elif not _AUTH_SCHEME.fullmatch(token_type):
+    elif not re.fullmatch(_AUTH_SCHEME, token_type):
         raise TransportError(
             f"{url}: the token_type {token_type[:40]!r} in the answer is not an authentication "
             "scheme name such as Bearer (RFC 9110 section 11.1); refused: check the endpoint",
@@ -476,7 +478,7 @@ def name_certificate(exc: TokenRequestError, *, sha1: str, sha256: str) -> None:
 _SUMMARY_CHARS = 300
 #: The lines Entra ID appends to ``error_description``; their values are the response's own
 #: ``trace_id``, ``correlation_id`` and ``timestamp`` fields, reported as such.
-_ENTRA_TRAILER = re.compile(r"(Trace ID|Correlation ID|Timestamp):", re.IGNORECASE)
+_ENTRA_TRAILER = r"(?i)(Trace ID|Correlation ID|Timestamp):"
 
 
 def description_lines(description: str | None) -> list[str]:
@@ -485,7 +487,7 @@ def description_lines(description: str | None) -> list[str]:
     if not description:
         return []
     lines = (line.strip() for line in description.splitlines())
-    return [line for line in lines if line and not _ENTRA_TRAILER.match(line)]
+    return [line for line in lines if line and not re.match(_ENTRA_TRAILER, line)]
 
 
 def shorten(text: str, limit: int) -> str:

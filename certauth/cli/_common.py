@@ -12,12 +12,22 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import click
 
-from certauth.errors import (
-    CertauthError,
-    InvalidArgumentError,
-    LocalInputError,
-    TokenRequestError,
+# Re-exported (the commands import them from here); written in _values, which is click-free.
+from certauth.cli._values import MAX_TIMEOUT as MAX_TIMEOUT
+from certauth.cli._values import (
+    PASSWORD_ENV,
+    BadValue,
+    UsageProblem,
+    check_path,
+    check_text,
+    check_url,
+    choice_as_written,
+    is_control,
+    seconds_in_range,
 )
+from certauth.cli._values import env_value as env_value
+from certauth.cli._values import read_password as read_password
+from certauth.errors import CertauthError, TokenRequestError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -30,20 +40,6 @@ if TYPE_CHECKING:
 else:
     ParamType = click.ParamType
     StrChoice = click.Choice
-
-#: azure-identity's variable for the certificate password; used when no flag names a source.
-PASSWORD_ENV = "AZURE_CLIENT_CERTIFICATE_PASSWORD"
-#: Longest ``--timeout`` (seconds per HTTP request): an hour is already far past any useful
-#: wait, and a huge value overflows the clock arithmetic of the deadlines.
-MAX_TIMEOUT = 3600.0
-
-
-def env_value(name: str) -> str | None:
-    """The value of environment variable ``name``, stripped; an empty one counts as unset
-    (azure-identity lets an empty AZURE_CLIENT_SECRET override a valid certificate path;
-    certauth does not)."""
-    value = os.environ.get(name, "").strip()
-    return value or None
 
 
 def password_options(func: F) -> F:
@@ -61,47 +57,6 @@ def password_options(func: F) -> F:
         help=f"Read the password from environment variable VAR (default: {PASSWORD_ENV}).",
     )(func)
     return func
-
-
-def read_password(
-    password_env: str | None,
-    password_file: str | None,
-    *,
-    use_default_env: bool = True,
-    flags: tuple[str, str] = ("--password-env", "--password-file"),
-    what: str = "password",
-) -> str | None:
-    """The password from ``--password-env`` / ``--password-file``, else the default variable.
-
-    ``flags`` names the two options in messages (``cert bundle`` also has
-    ``--key-password-env`` / ``--key-password-file``). An explicitly named source that is
-    missing, empty or not text is an error: a silent
-    ``None`` would surface later as a misleading "wrong password", or (for ``cert create``)
-    as a key written unencrypted although the user asked for a password.
-    """
-    if password_env and password_file:
-        raise InvalidArgumentError(f"give either {flags[0]} or {flags[1]}, not both")
-    if password_env:
-        value = os.environ.get(password_env)
-        if value is None:
-            raise LocalInputError(
-                f"{flags[0]} {password_env}: the environment variable is not set; "
-                "export it or name another variable"
-            )
-        if not value:
-            raise LocalInputError(
-                f"{flags[0]} {password_env}: the environment variable is empty; "
-                f"put the {what} in it or name another variable"
-            )
-        return value
-    if password_file:
-        from certauth._files import read_first_line
-
-        return read_first_line(password_file, what=what)
-    if use_default_env:
-        value = os.environ.get(PASSWORD_ENV)
-        return value or None
-    return None
 
 
 def emit_json(payload: Any) -> None:
@@ -158,18 +113,10 @@ def refusal_json(exc: TokenRequestError) -> str:
     return json.dumps(fields, ensure_ascii=True)
 
 
-def _is_control(char: str) -> bool:
-    """Unicode category Cc (C0, DEL, C1), without importing unicodedata at start-up."""
-    code = ord(char)
-    return code < 0x20 or 0x7F <= code < 0xA0
-
-
 def _printable(text: str) -> str:
     """``text`` with control characters (a server's escape sequences, line breaks) shown as
     escapes, so that what a server sent cannot rewrite the terminal."""
-    return "".join(
-        c.encode("unicode_escape").decode("ascii") if _is_control(c) else c for c in text
-    )
+    return "".join(c.encode("unicode_escape").decode("ascii") if is_control(c) else c for c in text)
 
 
 def warn(message: str) -> None:
@@ -277,6 +224,16 @@ def show_retries() -> Iterator[None]:
         retry_log.setLevel(saved)
 
 
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """Report a :class:`~certauth.cli._values.UsageProblem` (a rule written without click) as
+    click's usage error: one line naming the command's help, exit 2."""
+    try:
+        yield
+    except UsageProblem as exc:
+        raise click.UsageError(str(exc)) from None
+
+
 # -- command groups ----------------------------------------------------------------------------
 
 
@@ -339,28 +296,16 @@ class Text(ParamType):
         """The value, or a usage error naming the option."""
         if not isinstance(value, str):
             return value
-        if not value.strip():
-            if self.example:
-                hint = f", e.g. {self.example}"
-            elif isinstance(param, click.Argument):
-                hint = ""
-            else:
-                hint = " or leave the option out"
-            self.fail(f"the value is empty; give one{hint}", param, ctx)
-        if not _is_text(value):
-            self.fail(
-                "the value holds bytes that are not UTF-8 text; check the argument's encoding",
-                param,
-                ctx,
-            )
-        if any(_is_control(c) for c in value):
-            self.fail(
-                "the value holds a control character (a line break, tab or escape); "
-                "check the quoting",
-                param,
-                ctx,
-            )
-        return value
+        if self.example:
+            hint = f", e.g. {self.example}"
+        elif isinstance(param, click.Argument):
+            hint = ""
+        else:
+            hint = " or leave the option out"
+        try:
+            return check_text(value, empty_hint=hint)
+        except BadValue as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class PathText(ParamType):
@@ -374,10 +319,13 @@ class PathText(ParamType):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The value, or a usage error naming the option."""
-        if isinstance(value, str) and not value:
-            hint = "" if isinstance(param, click.Argument) else " or leave the option out"
-            self.fail(f"the path is empty; give a path{hint}", param, ctx)
-        return value
+        if not isinstance(value, str):
+            return value
+        hint = "" if isinstance(param, click.Argument) else " or leave the option out"
+        try:
+            return check_path(value, empty_hint=hint)
+        except BadValue as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class VariableName(Text):
@@ -418,17 +366,10 @@ class Url(Text):
         value = super().convert(value, param, ctx)
         if not isinstance(value, str):
             return value
-        text = value.strip()
-        if self.bare_host and "://" not in text:
-            text = f"https://{text}"
         try:
-            from urllib.parse import urlsplit  # here: the CLI's start-up never pays for it
-
-            parts = urlsplit(text)
-            _ = parts.port  # a port that is not a number in 0-65535 raises ValueError
-        except ValueError as exc:
-            self.fail(f"not a valid URL ({exc}); write it as https://HOST/PATH", param, ctx)
-        return value
+            return check_url(value, bare_host=self.bare_host)
+        except BadValue as exc:
+            self.fail(str(exc), param, ctx)
 
 
 class SpelledChoice(StrChoice):
@@ -464,24 +405,33 @@ class SpelledChoice(StrChoice):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The choice as written, or a usage error naming the option and the choices."""
-        try:
+        if not isinstance(value, str):
             return super().convert(value, param, ctx)
-        except click.BadParameter:
-            shown = str(value) if len(str(value)) <= 80 else f"{str(value)[:60]}..."
+        found = choice_as_written(value, [str(choice) for choice in self.choices])
+        if found is None:
+            shown = value if len(value) <= 80 else f"{value[:60]}..."
             choices = ", ".join(str(choice) for choice in self.choices)
             self.fail(f"{shown!r} is not one of {choices}", param, ctx)
+        return found
 
 
 class FiniteFloatRange(click.FloatRange):
-    """A float range that also refuses ``nan`` (``FloatRange`` lets it through: every
-    comparison with NaN is false) and, through its bounds, ``inf``."""
+    """A float range (bounds included) that also refuses ``nan`` (``FloatRange`` lets it
+    through: every comparison with NaN is false) and, through its bounds, ``inf``. What it
+    accepts is :func:`certauth.cli._values.seconds_in_range`; click words what it refuses too."""
+
+    def __init__(self, *, min: float, max: float) -> None:
+        super().__init__(min=min, max=max)
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
         """The number, or a usage error naming the option."""
-        number = super().convert(value, param, ctx)
-        if not math.isfinite(number):
-            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
-        return number
+        assert self.min is not None
+        assert self.max is not None
+        try:
+            return seconds_in_range(value, self.min, self.max)
+        except ValueError as exc:  # BadValue too
+            super().convert(value, param, ctx)  # click's words: not a number, out of range
+            self.fail(str(exc), param, ctx)  # what click lets through: nan
 
 
 class Duration(ParamType):
@@ -514,14 +464,6 @@ class Duration(ParamType):
         if seconds < self.minimum:
             self.fail(f"{shown!r} is less than {self.minimum:.0f} seconds", param, ctx)
         return seconds
-
-
-def _is_text(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # -- errors about a file or value: name the option it came from ----------------------------------

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from certauth.cli._common import F, PathText, VariableName, read_password
+from certauth.cli._common import F, PathText, VariableName, read_password, usage_errors
+from certauth.cli._token_settings import refuse_unused_pkcs11
 from certauth.errors import InvalidArgumentError
 
 if TYPE_CHECKING:
@@ -67,17 +68,8 @@ def check_uri(uri: str, option: str) -> None:
 
 def refuse_unused(pkcs11_module: str | None, pin_env: str | None, pin_file: str | None) -> None:
     """PKCS#11 options given without a ``pkcs11:`` key are a mistake worth saying."""
-    given = [
-        flag
-        for flag, value in (
-            ("--pkcs11-module", pkcs11_module),
-            ("--pin-env", pin_env),
-            ("--pin-file", pin_file),
-        )
-        if value is not None
-    ]
-    if given:
-        raise click.UsageError(f"{given[0]} goes with a pkcs11: key; leave it out for a key file")
+    with usage_errors():
+        refuse_unused_pkcs11(pkcs11_module, pin_env, pin_file)
 
 
 def open_signer(

@@ -23,7 +23,7 @@ from certauth.cli._common import (
 
 # The azure-identity variables, read as `certauth token` reads them (empty counts as unset).
 from certauth.cli._common import env_value as _env
-from certauth.cli.token import (
+from certauth.cli._values import (
     ENV_AUTHORITY_HOST,
     ENV_CERT_PATH,
     ENV_CLIENT_ID,

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import click
 
-#: The variable click's completion scripts set when they call ``certauth`` back
-#: (``_{PROG_NAME}_COMPLETE``, click's documented naming).
-COMPLETE_VAR = "_CERTAUTH_COMPLETE"
+from certauth.cli._values import COMPLETE_VAR
+
 SHELLS = ("bash", "zsh", "fish")
 
 
@@ -32,7 +31,7 @@ def completion(shell: str) -> None:
     """
     from click.shell_completion import get_completion_class
 
-    from certauth.cli.main import cli
+    from certauth.cli._group import cli
 
     completion_class = get_completion_class(shell)
     if completion_class is None:  # pragma: no cover - the choice above lists only click's shells

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from certauth.cli._bound import Binding, binding_options, curl_config, with_cnf
-from certauth.cli._cache_option import ENV_CACHE_NAMESPACE, ENV_CACHE_URL, token_cache
+from certauth.cli._cache_option import token_cache
 from certauth.cli._common import (
     CA_FILE_HELP,
     MAX_TIMEOUT,
@@ -31,30 +31,32 @@ from certauth.cli._common import (
     password_options,
     read_password,
     show_retries,
+    usage_errors,
 )
-from certauth.cli._common import env_value as _env
-from certauth.errors import CertauthError
+from certauth.cli._token_settings import (
+    OUTPUTS,
+    TargetSettings,
+    require_settings,
+    stored_token,
+    token_line,
+    verbose_line,
+)
+from certauth.cli._values import (
+    ALGS,
+    ENV_AUTHORITY_HOST,
+    ENV_CACHE_NAMESPACE,
+    ENV_CACHE_URL,
+    ENV_CERT_PATH,
+    ENV_CLIENT_ID,
+    ENV_CLIENT_SECRET,
+    ENV_FEDERATED_TOKEN_FILE,
+    ENV_SEND_CHAIN,
+    ENV_TENANT,
+    MIN_TIMEOUT,
+)
+from certauth.cli._values import env_value as _env
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-ENV_TENANT = "AZURE_TENANT_ID"
-ENV_CLIENT_ID = "AZURE_CLIENT_ID"
-ENV_CERT_PATH = "AZURE_CLIENT_CERTIFICATE_PATH"
-ENV_AUTHORITY_HOST = "AZURE_AUTHORITY_HOST"
-ENV_SEND_CHAIN = "AZURE_CLIENT_SEND_CERTIFICATE_CHAIN"
-ENV_FEDERATED_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
-ENV_CLIENT_SECRET = "AZURE_CLIENT_SECRET"
-
-
-def env_flag(name: str) -> bool:
-    """Read a boolean variable strictly: ``false``/``0``/``no`` is False (azure-identity's
-    ``bool(str)`` turns ``"false"`` into True)."""
-    value = (_env(name) or "").lower()
-    if value in {"", "0", "false", "no", "off"}:
-        return False
-    if value in {"1", "true", "yes", "on"}:
-        return True
-    raise click.UsageError(f"{name}={os.environ.get(name)!r}: use true or false")
 
 
 def authority_options(func: F) -> F:
@@ -99,7 +101,7 @@ def authority_options(func: F) -> F:
         ),
         click.option(
             "--alg",
-            type=SpelledChoice(["RS256", "PS256", "ES256"]),
+            type=SpelledChoice(ALGS),
             help="Assertion algorithm (default: PS256 for Entra ID, RS256 otherwise).",
         ),
         click.option(
@@ -117,53 +119,12 @@ def authority_options(func: F) -> F:
     return pkcs11_options(password_options(func))
 
 
-class _Target:
-    """The resolved options: which server, which client, which certificate."""
+class _Target(TargetSettings):
+    """The resolved options (:class:`TargetSettings`), and the key they name."""
 
     def __init__(self, **opts: Any) -> None:
-        self.client_id: str | None = opts["client_id"] or _env(ENV_CLIENT_ID)
-        self.token_endpoint: str | None = opts["token_endpoint"]
-        self.issuer: str | None = opts["issuer"]
-        explicit = [n for n in ("tenant", "token_endpoint", "issuer") if opts[n]]
-        if len(explicit) > 1:
-            flags = " and ".join("--" + n.replace("_", "-") for n in explicit)
-            raise click.UsageError(f"{flags} are exclusive: name the server one way")
-        # The environment's tenant applies only when no flag names the server.
-        self.tenant: str | None = opts["tenant"] or (None if explicit else _env(ENV_TENANT))
-        # Like the tenant, the environment's cloud host applies only when no flag names the
-        # server by endpoint or issuer.
-        self.authority_host: str | None = opts["authority_host"] or (
-            None if self.token_endpoint or self.issuer else _env(ENV_AUTHORITY_HOST)
-        )
-        self.b2c_policy: str | None = opts["b2c_policy"]
-        self.cert_path: str | None = opts["cert_path"] or _env(ENV_CERT_PATH)
-        self.key_path: str | None = opts["key_path"]
-        self.alg: str | None = opts["alg"].upper() if opts["alg"] else None
-        self.send_chain: bool = (
-            opts["send_chain"] if opts["send_chain"] is not None else env_flag(ENV_SEND_CHAIN)
-        )
-        self.password_env: str | None = opts["password_env"]
-        self.password_file: str | None = opts["password_file"]
-        self.pkcs11_module: str | None = opts["pkcs11_module"]
-        self.pin_env: str | None = opts["pin_env"]
-        self.pin_file: str | None = opts["pin_file"]
-        if not self.in_token:
-            from certauth.cli._pkcs11 import refuse_unused
-
-            refuse_unused(self.pkcs11_module, self.pin_env, self.pin_file)
-        if not self.client_id:
-            raise click.UsageError(f"missing --client-id (or {ENV_CLIENT_ID})")
-        if not (self.tenant or self.token_endpoint or self.issuer):
-            raise click.UsageError(
-                f"missing --tenant (or {ENV_TENANT}), --token-endpoint or --issuer"
-            )
-
-    @property
-    def in_token(self) -> bool:
-        """Whether ``--key`` names a key in a PKCS#11 token."""
-        from certauth.signers import is_pkcs11_uri
-
-        return is_pkcs11_uri(self.key_path)
+        with usage_errors():
+            super().__init__(**opts)
 
     def signer(self) -> Any:
         """The token's key as a signer (``--key pkcs11:...``), with ``--cert``'s certificate
@@ -191,16 +152,6 @@ class _Target:
         return load_certificate(
             self.cert_path, key=self.key_path, password=password, require_key=True
         )
-
-    def credential_kwargs(self) -> dict[str, Any]:
-        """Where to ask, as :func:`certauth.authority.resolve_authority` takes it (besides
-        the tenant)."""
-        return {
-            "host": self.authority_host,
-            "token_endpoint": self.token_endpoint,
-            "issuer": self.issuer,
-            "b2c_policy": self.b2c_policy,
-        }
 
 
 @click.command("assertion")
@@ -261,9 +212,6 @@ def assertion(lifetime: int, as_json: bool, **opts: Any) -> None:
         click.echo(jwt)
 
 
-OUTPUTS = ("token", "json", "header", "env", "curl-config")
-
-
 @click.command("token")
 @authority_options
 @click.option(
@@ -296,14 +244,14 @@ OUTPUTS = ("token", "json", "header", "env", "curl-config")
 )
 @click.option(
     "--timeout",
-    type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
+    type=FiniteFloatRange(min=MIN_TIMEOUT, max=MAX_TIMEOUT),
     default=30.0,
     show_default=True,
     help="Seconds per HTTP attempt: connect, TLS handshake, status line, headers and body.",
 )
 @click.option(
     "--total-timeout",
-    type=FiniteFloatRange(min=0.1, max=MAX_TIMEOUT),
+    type=FiniteFloatRange(min=MIN_TIMEOUT, max=MAX_TIMEOUT),
     metavar="SECONDS",
     help=TOTAL_TIMEOUT_HELP,
 )
@@ -371,15 +319,23 @@ def token(
     """
     output = _output_format(output, as_json)
     binding = Binding(output, opts)
-    _require_settings(
-        scopes,
-        opts,
-        secret_sources=(client_secret_env, client_secret_file, _env(ENV_CLIENT_SECRET)),
-        federated_sources=(federated_token_file, _env(ENV_FEDERATED_TOKEN_FILE)),
-    )
+    with usage_errors():
+        require_settings(
+            scopes,
+            opts,
+            secret_sources=(client_secret_env, client_secret_file, _env(ENV_CLIENT_SECRET)),
+            federated_sources=(federated_token_file, _env(ENV_FEDERATED_TOKEN_FILE)),
+        )
     target = _Target(**opts)
     cache = token_cache(no_cache, cache_url, cache_namespace)
-    result = _stored_token(target, scopes, cache, binding, client_secret_env, client_secret_file)
+    result = stored_token(
+        target,
+        scopes,
+        cache,
+        bound=binding.mtls or binding.dpop,
+        secret_env=client_secret_env,
+        secret_file=client_secret_file,
+    )
     if result is None:
         credential = _make_credential(
             target,
@@ -411,14 +367,11 @@ def token(
             ),
             nl=False,
         )
-    elif output == "header":
-        click.echo(f"Authorization: {result.token_type} {result.access_token}")
-    elif output == "env":
-        click.echo(f"ACCESS_TOKEN={result.access_token}")
     else:
-        click.echo(result.access_token)
-    if os.environ.get("CERTAUTH_VERBOSE"):
-        click.echo(f"certauth: token valid for {result.expires_on - int(time.time())} s", err=True)
+        click.echo(token_line(output, result.token_type, result.access_token))
+    verbose = verbose_line(result.expires_on)
+    if verbose is not None:
+        click.echo(verbose, err=True)
 
 
 def _output_format(output: str, as_json: bool) -> str:
@@ -430,74 +383,6 @@ def _output_format(output: str, as_json: bool) -> str:
     if output != "json" and source is click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError(f"--json and --output {output} are exclusive: choose one")
     return "json"
-
-
-def _require_settings(
-    scopes: tuple[str, ...],
-    opts: dict[str, Any],
-    *,
-    secret_sources: tuple[str | None, ...],
-    federated_sources: tuple[str | None, ...],
-) -> None:
-    """Refuse a ``token`` run that lacks required settings, naming every missing one at once
-    (a user fixing them one run at a time would need four runs)."""
-    missing = []
-    if not scopes:
-        missing.append("--scope (e.g. --scope https://graph.microsoft.com/.default)")
-    if not (opts["client_id"] or _env(ENV_CLIENT_ID)):
-        missing.append(f"--client-id (or {ENV_CLIENT_ID})")
-    if not (opts["tenant"] or opts["token_endpoint"] or opts["issuer"] or _env(ENV_TENANT)):
-        missing.append(f"--tenant (or {ENV_TENANT}), --token-endpoint or --issuer")
-    from certauth.signers import is_pkcs11_uri
-
-    in_token = is_pkcs11_uri(opts["key_path"])  # the certificate may be in the token too
-    has_key = opts["cert_path"] or _env(ENV_CERT_PATH) or in_token
-    if not (has_key or any(secret_sources + federated_sources)):
-        missing.append(
-            f"--cert (or {ENV_CERT_PATH}), a client secret (--client-secret-env, "
-            f"--client-secret-file or {ENV_CLIENT_SECRET}) or a federated token file "
-            f"(--federated-token-file or {ENV_FEDERATED_TOKEN_FILE})"
-        )
-    if len(missing) == 1:
-        raise click.UsageError(f"missing {missing[0]}")
-    if missing:
-        raise click.UsageError(f"missing {len(missing)} settings: {'; '.join(missing)}")
-
-
-def _stored_token(
-    target: _Target,
-    scopes: tuple[str, ...],
-    cache: Any,
-    binding: Binding,
-    secret_env: str | None,
-    secret_file: str | None,
-) -> Any:
-    """The token the file cache holds for a certificate file, looked up before the credential
-    is built (``certauth._cache_lookup``: no certificate parsed, no credential machinery
-    loaded); ``None`` for every other case, which :func:`_make_credential` then handles."""
-    from certauth.cache import FileTokenCache
-
-    if not isinstance(cache, FileTokenCache) or binding.mtls or binding.dpop:
-        return None
-    if target.in_token or not target.cert_path or secret_env or secret_file:
-        return None  # not what _make_credential makes a key-file CertificateCredential of
-    try:
-        password = read_password(target.password_env, target.password_file)
-    except CertauthError:
-        return None  # _make_credential reads it first, and raises the same
-    from certauth._cache_lookup import stored_token
-
-    return stored_token(
-        cache,
-        tenant=target.tenant,
-        client_id=target.client_id or "",
-        cert_path=target.cert_path,
-        key_path=target.key_path,
-        password=password,
-        alg=target.alg,
-        scopes=scopes,
-        **target.credential_kwargs(),
-    )
 
 
 def _make_credential(
