@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from certauth._files import OutputFile
-from certauth._record import Record
 from certauth._flow import Failure, Reply, Send, Sleep
+from certauth._record import Record
 from certauth.credential.client_auth import CertificateFiles
 from certauth.credential.planner import PLAIN, Call
 from certauth.protocol import TokenRequest

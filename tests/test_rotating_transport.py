@@ -16,8 +16,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from certauth._rotating_transport import AsyncRotatingTransport, RotatingTransport
 from certauth._flow import Reply, Send
+from certauth._rotating_transport import AsyncRotatingTransport, RotatingTransport
 from certauth._transport import StdlibClient
 
 BODY = b"x" * 200_000  # more than one read: an answer can be open while another is sent

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import socket
-import ssl
 import threading
 import time
 from collections.abc import Iterator, Sequence
