@@ -392,17 +392,34 @@ def test_a_primary_killed_mid_fetch_with_replicas_1_costs_no_extra_request(
     """The primary holding the fetch lock dies while the holder waits for the tenant. With
     replicas=1 the lock was on the replica before the holder fetched (WAIT), so the promoted
     replica still has it: the waiters keep waiting for it, and the holder's entry (written
-    to the new primary) releases them. One request."""
-    fleet = caches(fresh, 8, replicas=1)
-    tenant.inject_faults(delay=2.0, count=1)  # the holder's request hangs ...
+    to the new primary) releases them. One request.
+
+    The tenant holds the holder's request unanswered until the failover is over, so the
+    primary dies mid-fetch whatever the machine's speed: nothing races a delay. (WAIT gets
+    up to 2 s, half of socket_timeout=4, so a loaded machine does not make it fall short:
+    the test is about what a WAIT that answered guarantees.)"""
+    fleet = caches(fresh, 8, replicas=1, socket_timeout=4.0)
+    hold = RequestHold()
+    tenant.inject_faults(hold=hold, count=1)  # the holder's request
     with caplog.at_level(logging.WARNING, logger="certauth"):
-        join = ask_together(tenant, rsa_cert, [(c, SCOPE) for c in fleet])
-        (lock_name,) = wait_for(lambda: fresh.keys("*:lock"), "the holder's lock")
-        # The replica has the lock (the holder's WAIT returned before it fetched).
-        wait_for(lambda: on_replica(fresh, lock_name), "the lock on the replica", timeout=2)
-        fresh.kill_primary_for(lock_name)  # ... and its primary dies
-        tokens = join()
+        asks = ask_together(tenant, rsa_cert, [(c, SCOPE) for c in fleet])
+        hold.wait_for_arrivals(1)  # the holder is fetching, under its lock
+        (lock_name,) = fresh.keys("*:lock")
+        # Its WAIT answered before it fetched: the replica holds the lock already.
+        assert "replicas asked for" not in caplog.text  # the WAIT did not fall short
+        assert on_replica(fresh, lock_name)
+        _, successor = fresh.kill_primary_for(lock_name)  # ... and its primary dies
+        fresh.wait_promoted(successor)
+        with successor.client() as client:
+            assert client.get(lock_name) is not None  # the promoted replica kept the lock
+        # Nobody went around the lock while the cluster failed over: the waiters still wait
+        # and the holder's is still the only request.
+        assert asks.finished() == 0
+        assert tenant.request_count == 1
+        hold.release()  # the holder's answer: it stores the entry on the new primary
+        tokens = asks()
     assert len(set(tokens)) == 1
+    assert len(tokens) == 8
     assert tenant.request_count == 1
     assert STORE_FAILED not in caplog.text
     assert "expired while held" not in caplog.text
