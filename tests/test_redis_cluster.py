@@ -34,6 +34,7 @@ from _docs import section  # noqa: E402 - tests/_docs.py
 
 from benchmarks.redis_servers import (  # noqa: E402
     LocalCluster,
+    RedisProcess,
     free_port,
     redis_server_missing,
     sum_commandstats,
@@ -493,38 +494,135 @@ return 0
 # -- WAIT ----------------------------------------------------------------------------------------
 
 
+#: Commands :meth:`CommandLog.commands` leaves out: connection set-up and the test's reads.
+_NOT_WRITES = frozenset(
+    {"HELLO", "CLIENT", "AUTH", "SELECT", "COMMAND", "CLUSTER", "READONLY", "INFO", "ECHO"}
+    | {"EXISTS", "PING"}
+)
+
+
+class CommandLog:
+    """The commands a Redis node runs for its clients, in order, as ``MONITOR`` streams them
+    (read in a thread): what certauth sent, seen by the server. Commands that Lua scripts run
+    are left out; each entry is ``(client "address:port", [command, arg, ...])``."""
+
+    _STOP = "certauth-test-monitor-stop"
+
+    def __init__(self, node: RedisProcess) -> None:
+        self._node = node
+        self._client = node.client(socket_timeout=None)  # idle between commands: no timeout
+        self._monitor = self._client.monitor()
+        self._seen: list[tuple[str, list[str]]] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+
+    def __enter__(self) -> CommandLog:
+        self._monitor.__enter__()  # MONITOR answered: every later command is streamed
+        self._reader.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._node.client() as client:
+            client.echo(self._STOP)
+        self._reader.join(10)
+        self._monitor.__exit__()
+        self._client.close()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                entry = self._monitor.next_command()
+            except (redis.RedisError, OSError):
+                return
+            if entry["client_type"] == "lua":
+                continue
+            words = entry["command"].split(" ")
+            words[0] = words[0].upper()
+            with self._changed:
+                self._seen.append((f"{entry['client_address']}:{entry['client_port']}", words))
+                self._changed.notify_all()
+            if words == ["ECHO", self._STOP]:
+                return
+
+    def commands(self) -> list[tuple[str, list[str]]]:
+        """Every client command the node has run since the log began (a marker sent through
+        the node, and waited for, makes sure none is still on its way), without the
+        connections' set-up (``HELLO``, ``CLIENT``, ``CLUSTER``, ...) and the test's own
+        reads and markers."""
+        mark = f"certauth-test-mark-{len(self._seen)}-{time.monotonic_ns()}"
+        with self._node.client() as client:
+            client.echo(mark)
+        with self._changed:
+            assert self._changed.wait_for(
+                lambda: any(words == ["ECHO", mark] for _, words in self._seen), timeout=10
+            ), "MONITOR did not stream the marker"
+            return [(client, words) for client, words in self._seen if words[0] not in _NOT_WRITES]
+
+
+def _followed_by_wait(sent: Sequence[tuple[str, list[str]]], index: int) -> list[str] | None:
+    """The command the same connection sent right after ``sent[index]`` (``None``: none)."""
+    client = sent[index][0]
+    later = [words for who, words in sent[index + 1 :] if who == client]
+    return later[0] if later else None
+
+
 def test_replicas_makes_the_lock_and_entry_writes_wait_for_a_replica(
     fresh: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Observed on the primary (MONITOR), not timed: each lock attempt and entry write is
+    followed on its own connection by ``WAIT 1 500`` (WAIT counts the replicas holding the
+    connection's earlier writes; 500 ms, half of socket_timeout, so its answer comes before
+    the socket gives up), and the replica holds the entry when the call returns. A replica
+    that does not answer makes WAIT answer 0 at its own timeout: the write is not retried or
+    failed (one SET, one WAIT), it is on the primary, and the shortfall is logged once."""
     cache = RedisTokenCache(fresh.url, replicas=1, socket_timeout=1.0)
-    name = cache._key("k", "token").encode()
+    name = cache._key("k", "token")
+    lock_name = cache._key("k", "lock")
     primary = fresh.primary_for(name)
-
-    def waits() -> int:
-        with primary.client() as client:
-            return int(client.info("commandstats").get("cmdstat_wait", {"calls": 0})["calls"])
-
-    before = waits()
-    cache.set("k", b"entry", time.time() + 60)
-    with cache.lock("k") as held:
-        assert held is True
-    assert waits() == before + 2  # the entry and the lock, each followed by WAIT
-    assert on_replica(fresh, name)
-    # A replica that does not answer: the write waits for it half of socket_timeout, then
-    # goes on (it is on the primary) and says so, once.
+    wait = ["WAIT", "1", "500"]
+    with caplog.at_level(logging.WARNING, logger="certauth"), CommandLog(primary) as log:
+        cache.set("k", b"entry", time.time() + 60)
+        assert on_replica(fresh, name.encode())  # WAIT answered: the replica has it
+        with cache.lock("k") as held:
+            assert held is True
+            assert on_replica(fresh, lock_name.encode())  # taken, and on the replica
+        sent = log.commands()
+    entry_writes = [i for i, (_, w) in enumerate(sent) if w[:2] == ["SET", name]]
+    lock_attempts = [
+        i
+        for i, (_, w) in enumerate(sent)
+        if w[:4] == ["EVALSHA", cache._acquire.sha, "2", lock_name]
+    ]
+    assert len(entry_writes) == 1, sent
+    assert lock_attempts, sent  # (more than one only if the node had to load the script)
+    for index in entry_writes + lock_attempts:
+        assert _followed_by_wait(sent, index) == wait, sent
+    # WAIT follows those writes and nothing else (not the release: a lost release costs no
+    # token request, the lock expires).
+    assert sum(words[0] == "WAIT" for _, words in sent) == len(entry_writes + lock_attempts)
+    assert "replicas asked for" not in caplog.text
+    # A replica that does not answer: the write waits for it WAIT's own timeout, then goes on
+    # (it is on the primary) and says so, once.
     replica = fresh.replica_of(primary)
     assert replica.process is not None
     replica.process.send_signal(signal.SIGSTOP)
     try:
-        with caplog.at_level(logging.WARNING, logger="certauth"):
-            started = time.monotonic()
-            cache.set("k", b"entry 2", time.time() + 60)
-            elapsed = time.monotonic() - started
+        with caplog.at_level(logging.WARNING, logger="certauth"), CommandLog(primary) as log:
+            cache.set("k", b"entry-2", time.time() + 60)
+            cache.set("k", b"entry-3", time.time() + 60)
+            sent = log.commands()
     finally:
         replica.process.send_signal(signal.SIGCONT)
-    assert 0.45 < elapsed < 1.5, elapsed
-    assert "reached 0 of the 1 replicas" in caplog.text
-    assert cache.get("k") == b"entry 2"
+    assert [words[:3] for _, words in sent] == [
+        ["SET", name, "entry-2"],
+        wait,
+        ["SET", name, "entry-3"],
+        wait,
+    ], sent
+    assert _followed_by_wait(sent, 0) == wait, sent  # on the SET's own connection
+    assert _followed_by_wait(sent, 2) == wait, sent
+    assert caplog.text.count("reached 0 of the 1 replicas") == 1, caplog.text
+    assert cache.get("k") == b"entry-3"
     cache.close()
 
 
