@@ -109,7 +109,7 @@ class _Outage:
                 if self.window > 0:
                     log.warning(
                         "certauth: the token cache's Redis at %s did not answer (%s: %s); "
-                        "waiting up to %.0f s for a failover",
+                        "waiting up to %g s for a failover",
                         self._where,
                         type(exc).__name__,
                         exc,

@@ -289,7 +289,7 @@ def test_the_failover_window_is_one_per_outage(
         assert raised, "the call did not give up"
         return calls[0] - before, time.monotonic() - started
 
-    window_opened = "waiting up to 0 s for a failover"  # (0.4 s, as %.0f formats it)
+    window_opened = "waiting up to 0.4 s for a failover"
     with caplog.at_level(logging.WARNING, logger="certauth"):
         attempts, spent = failed_call()
         assert attempts >= 2  # retried through the window ...
