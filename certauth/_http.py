@@ -13,10 +13,10 @@ import math
 import os
 import threading
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
+from certauth._body import BodyDecoder, DecodingError
 from certauth._files import open_regular_file
 from certauth._flow import Failure, Flow, Reply, Send, Sleep
 from certauth._version import __version__
@@ -294,10 +294,6 @@ def new_async_client(
     )
 
 
-class DecodingError(Exception):
-    """A body that cannot be decoded in the coding its ``Content-Encoding`` names."""
-
-
 def failure_for(exc: BaseException, phase: str, elapsed: float = 0.0) -> Failure:
     """What an attempt that ended in ``exc`` while ``phase`` (``connecting``, ``sending the
     request``, ``waiting for the answer``) comes to: a timeout, a TLS failure (an ``ssl``
@@ -458,9 +454,7 @@ def _send_sync(action: Send, client: SyncClient) -> Reply | Failure:
                 decoder = BodyDecoder(response.headers.get("content-encoding", ""))
                 body = bytearray()
                 for chunk in response.iter_raw():
-                    if append_capped(
-                        body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))
-                    ):
+                    if decoder.take(body, chunk):
                         break
                     _check_deadline(deadline)
         finally:
@@ -542,8 +536,7 @@ async def _exchange_async(
             decoder = BodyDecoder(response.headers.get("content-encoding", ""))
             body = bytearray()
             async for chunk in response.aiter_raw():
-                data = decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))
-                if append_capped(body, data):
+                if decoder.take(body, chunk):
                     break
     finally:
         await response.aclose()
@@ -559,60 +552,8 @@ def _in_memory(response: httpx.Response) -> bytearray | None:
     return bytearray(response.content[: MAX_RESPONSE_BYTES + 1])
 
 
-def append_capped(body: bytearray, data: bytes) -> bool:
-    """Append ``data``; True once the body is over the cap (the answer is refused as too
-    large: a 100 MB "token response" is dropped, not buffered)."""
-    body += data
-    return len(body) > MAX_RESPONSE_BYTES
-
-
 def _check_deadline(deadline: float | None) -> None:
     if deadline is not None and time.monotonic() > deadline:
         from certauth._httpx import httpx
 
         raise httpx.ReadTimeout("the answer did not arrive in full within the timeout")
-
-
-# -- Content-Encoding, decoded under the cap ----------------------------------------------------
-
-
-class BodyDecoder:
-    """Undoes a response's Content-Encoding (RFC 9110 section 8.4) as the body streams, never
-    producing more than the caller asks for, so the cap holds for the decoded bytes: a 1 MiB
-    gzip body that inflates to 1 GiB costs the cap in memory, not a gigabyte.
-
-    One ``gzip`` or ``deflate`` coding is decoded (what :data:`ACCEPT_ENCODING` asks for); a
-    body in any other coding is kept as sent, as httpx does, and then fails as "not JSON".
-    """
-
-    __slots__ = ("_first", "_inflater", "_may_be_raw")
-
-    def __init__(self, content_encoding: str) -> None:
-        codings = [c.strip().lower() for c in content_encoding.split(",")]
-        codings = [c for c in codings if c and c != "identity"]
-        self._inflater: Any = None
-        self._first = True
-        self._may_be_raw = False
-        if codings == ["gzip"] or codings == ["x-gzip"]:
-            self._inflater = zlib.decompressobj(zlib.MAX_WBITS | 16)
-        elif codings == ["deflate"]:
-            self._inflater = zlib.decompressobj()
-            self._may_be_raw = True  # a first chunk zlib refuses is tried as raw deflate
-
-    def decode(self, data: bytes, limit: int) -> bytes:
-        """The next decoded bytes, at most ``limit`` of them (more is cut: the body is then
-        over the cap and refused anyway)."""
-        if self._inflater is None:
-            return data if len(data) <= limit else data[:limit]
-        first, self._first = self._first, False
-        try:
-            # max_length: zlib stops there and keeps the rest of the input unread.
-            decoded: bytes = self._inflater.decompress(data, limit)
-        except zlib.error as exc:
-            if first and self._may_be_raw:
-                # RFC 9110 section 8.4.1.2 says zlib format; some servers send raw deflate.
-                self._inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-                self._may_be_raw = False
-                return self.decode(data, limit)
-            raise DecodingError(f"cannot decode the body: {exc}") from None
-        return decoded

@@ -38,16 +38,10 @@ from collections.abc import Callable, Mapping
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+from certauth._body import BodyDecoder, DecodingError
 from certauth._flow import Failure, Reply, Send
-from certauth._http import (
-    BodyDecoder,
-    DecodingError,
-    append_capped,
-    failure_for,
-    spent,
-)
+from certauth._http import failure_for, spent
 from certauth._proxies import Proxies, Proxy
-from certauth.protocol import MAX_RESPONSE_BYTES
 
 __all__ = ["KEEPALIVE_EXPIRY", "StdlibClient"]
 
@@ -209,7 +203,7 @@ class StdlibClient:
             chunk = response.read1(_CHUNK)
             if not chunk:
                 break
-            if append_capped(body, decoder.decode(chunk, MAX_RESPONSE_BYTES + 1 - len(body))):
+            if decoder.take(body, chunk):
                 over = True  # refused as too large: the rest is not read, the connection dropped
                 break
         if not over and response.length:
