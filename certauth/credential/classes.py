@@ -3,8 +3,10 @@
 Each kind's constructor is written once, with every keyword explicit and typed (certauth's
 and the azure-identity keywords it accepts for drop-in compatibility), in a mixin that both its
 sync class (:class:`~certauth.credential.shells.SyncCredential`) and its async class
-(:class:`~certauth.credential.shells.AsyncCredential`) inherit; ``client`` is an
-``httpx.Client`` for the first and an ``httpx.AsyncClient`` for the second.
+(:class:`~certauth.credential.shells.AsyncCredential`) inherit; ``client`` (a caller's
+own HTTP client; without it the sync classes send through certauth's own, the async ones through
+an ``httpx.AsyncClient``) is an ``httpx.Client`` for the first and an ``httpx.AsyncClient`` for
+the second.
 """
 
 from __future__ import annotations
@@ -336,7 +338,8 @@ class CertificateCredential(_CertificateArgs, SyncCredential):
     :class:`~certauth.protocol.RetryPolicy`; its ``total_timeout`` bounds a whole call, retries
     and back-off included), ``refresh_margin`` (seconds), ``cache`` (a shared token cache such
     as :class:`~certauth.cache.FileTokenCache`), ``clock`` (for tests), ``client`` (an
-    ``httpx.Client`` to use). azure-identity's ``connection_verify`` is ``verify``; its
+    ``httpx.Client`` of yours to send with; without it, certauth's own client on
+    ``http.client``, with proxies from the environment). azure-identity's ``connection_verify`` is ``verify``; its
     ``additionally_allowed_tenants`` (the tenants besides ``tenant_id`` that ``get_token(...,
     tenant_id=T)`` may ask for, ``"*"`` for any; ``None`` reads the semicolon-separated
     ``AZURE_ADDITIONALLY_ALLOWED_TENANTS``) works as there (see

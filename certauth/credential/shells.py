@@ -128,7 +128,8 @@ class _TLS:
 
 
 class SyncCredential(_TLS, DPoPCredential):
-    """Blocking shell: httpx.Client, threads, single flight per token."""
+    """Blocking shell: certauth's own HTTP client (or a caller's ``httpx.Client``), threads,
+    single flight per token."""
 
     _core: Planner
 
