@@ -1,8 +1,9 @@
 """Token credentials: a certificate (or secret, or federated assertion) in, access tokens out.
 
 ``CertificateCredential`` (blocking: certauth's own HTTP client, or an ``httpx.Client`` of
-yours) and ``AsyncCertificateCredential`` (asyncio: an ``httpx.AsyncClient``) are drop-ins for azure-identity's classes of the same name and implement
-azure-core's ``get_token`` / ``get_token_info`` protocols.
+yours) and ``AsyncCertificateCredential`` (asyncio: an ``httpx.AsyncClient``) are drop-ins for
+azure-identity's classes of the same name and implement azure-core's ``get_token`` /
+``get_token_info`` protocols.
 
 Layout: :mod:`~certauth.credential.client_auth` (how the client proves who it is),
 :mod:`~certauth.credential.tenants` (which tenants a call may ask for, azure-identity's rules),

@@ -339,7 +339,8 @@ class CertificateCredential(_CertificateArgs, SyncCredential):
     and back-off included), ``refresh_margin`` (seconds), ``cache`` (a shared token cache such
     as :class:`~certauth.cache.FileTokenCache`), ``clock`` (for tests), ``client`` (an
     ``httpx.Client`` of yours to send with; without it, certauth's own client on
-    ``http.client``, with proxies from the environment). azure-identity's ``connection_verify`` is ``verify``; its
+    ``http.client``, with proxies from the environment). azure-identity's
+    ``connection_verify`` is ``verify``; its
     ``additionally_allowed_tenants`` (the tenants besides ``tenant_id`` that ``get_token(...,
     tenant_id=T)`` may ask for, ``"*"`` for any; ``None`` reads the semicolon-separated
     ``AZURE_ADDITIONALLY_ALLOWED_TENANTS``) works as there (see
