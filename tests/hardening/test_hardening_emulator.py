@@ -785,15 +785,16 @@ def test_ten_thousand_forged_thumbprints_and_kids(
     try:
         batches = [_forged_requests(tenant, FORGED_PER_BATCH, seed) for seed in range(4)]
         per_batch, held = [], []
-        with httpx.Client(timeout=5) as client:
-            _legitimate(tenant, client)
-            for payload in batches:
-                before = dict(work)
-                statuses = _pipeline(tenant, payload, FORGED_PER_BATCH)
-                assert set(statuses) == {401}
-                _legitimate(tenant, client)  # still served
-                per_batch.append({k: work[k] - before[k] for k in work})
-                held.append(_entries_held(tenant, *modules))
+        # Each legitimate request on a connection of its own: a kept-alive one may be closed
+        # as idle while a batch runs (RFC 9112 section 9.3), and a POST is not retried on it.
+        _legitimate(tenant)
+        for payload in batches:
+            before = dict(work)
+            statuses = _pipeline(tenant, payload, FORGED_PER_BATCH)
+            assert set(statuses) == {401}
+            _legitimate(tenant)  # still served
+            per_batch.append({k: work[k] - before[k] for k in work})
+            held.append(_entries_held(tenant, *modules))
     finally:
         logger.setLevel(saved)
     # One lookup per forgery, refused by it: no RSA work, no other key tried.
