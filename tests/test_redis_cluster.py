@@ -584,16 +584,17 @@ def test_replicas_makes_the_lock_and_entry_writes_wait_for_a_replica(
     fresh: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Observed on the primary (MONITOR), not timed: each lock attempt and entry write is
-    followed on its own connection by ``WAIT 1 500`` (WAIT counts the replicas holding the
-    connection's earlier writes; 500 ms, half of socket_timeout, so its answer comes before
-    the socket gives up), and the replica holds the entry when the call returns. A replica
+    followed on its own connection by ``WAIT 1 2000`` (WAIT counts the replicas holding the
+    connection's earlier writes; 2000 ms, half of socket_timeout, so its answer comes before
+    the socket gives up; long enough for a replica on a loaded machine, which once took more
+    than 500 ms), and the replica holds the entry when the call returns. A replica
     that does not answer makes WAIT answer 0 at its own timeout: the write is not retried or
     failed (one SET, one WAIT), it is on the primary, and the shortfall is logged once."""
-    cache = RedisTokenCache(fresh.url, replicas=1, socket_timeout=1.0)
+    cache = RedisTokenCache(fresh.url, replicas=1, socket_timeout=4.0)
     name = cache._key("k", "token")
     lock_name = cache._key("k", "lock")
     primary = fresh.primary_for(name)
-    wait = ["WAIT", "1", "500"]
+    wait = ["WAIT", "1", "2000"]
     with caplog.at_level(logging.WARNING, logger="certauth"), CommandLog(primary) as log:
         cache.set("k", b"entry", time.time() + 60)
         assert on_replica(fresh, name.encode())  # WAIT answered: the replica has it
