@@ -95,9 +95,9 @@ class Call(Record):
             )
         given = claims or None
         if given is None and not enable_cae:
-            if tenant_id:
-                return cls(tenant_id)
-            return PLAIN  # most calls: certauth.cae (its parsers) is not needed
+            # No claims to send (token_request_claims(None, cae=False) is None), so most calls
+            # never import certauth.cae and its parsers.
+            return cls(tenant_id) if tenant_id else PLAIN
         from certauth.cae import token_request_claims
 
         sent = token_request_claims(given, cae=enable_cae)
